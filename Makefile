@@ -1,0 +1,27 @@
+# One command for the main job (`make demo`) and one for the tests (`make test`).
+# Both create .venv and install xmr into it on first use.
+PYTHON ?= python3
+VENV ?= .venv
+FAISS ?= cpu
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.xmr-installed
+
+.PHONY: demo test bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -e '.[$(FAISS),dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python scripts/demo.py
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+bench: $(STAMP)
+	$(BIN)/python scripts/bench_search.py
+	$(BIN)/python scripts/bench_index.py
+
+clean:
+	rm -rf $(VENV) demo .pytest_cache

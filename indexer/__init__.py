@@ -1,0 +1,1 @@
+"""Scanning, decoding, cataloguing and vector storage for xmr libraries."""

@@ -1,0 +1,155 @@
+"""The SQL catalog: files, items (one item = one vector) and library metadata.
+
+An item's primary key IS its FAISS id. Schema changes go through `MIGRATIONS`, one step per
+version, so any older library can be opened by a newer xmr.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Callable, Optional
+
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    create_engine,
+    event,
+    inspect,
+    select,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
+
+from retrieval.errors import LibraryError, SchemaVersionError
+
+SCHEMA_VERSION = 1
+
+# version N -> function that upgrades a connection from N to N + 1 (run inside one transaction).
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {}
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Meta(Base):
+    __tablename__ = "meta"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+class Root(Base):
+    """A folder the user asked to index; `xmr index` with no paths refreshes all of them."""
+
+    __tablename__ = "roots"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    path: Mapped[str] = mapped_column(Text, unique=True)
+    added_at: Mapped[float] = mapped_column(Float, default=time.time)
+
+
+class File(Base):
+    __tablename__ = "files"
+    __table_args__ = {"sqlite_autoincrement": True}
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    path: Mapped[str] = mapped_column(Text, unique=True, index=True)
+    modality: Mapped[str] = mapped_column(String(16))
+    size: Mapped[int] = mapped_column(Integer)
+    mtime_ns: Mapped[int] = mapped_column(Integer)
+    phash: Mapped[str] = mapped_column(String(64), index=True)
+    indexed_at: Mapped[float] = mapped_column(Float, default=time.time)
+    items: Mapped[list["Item"]] = relationship(
+        back_populates="file", cascade="all, delete-orphan", passive_deletes=True, order_by="Item.id"
+    )
+
+
+class Item(Base):
+    """One vector: an image, a text chunk (snippet + position) or, later, an audio window."""
+
+    __tablename__ = "items"
+    # AUTOINCREMENT: ids of deleted items are never handed out again, so a stale vector can
+    # never be mistaken for a new row.
+    __table_args__ = {"sqlite_autoincrement": True}
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    file_id: Mapped[int] = mapped_column(ForeignKey("files.id", ondelete="CASCADE"), index=True)
+    modality: Mapped[str] = mapped_column(String(16), index=True)
+    chunk: Mapped[int] = mapped_column(Integer, default=0)
+    char_start: Mapped[Optional[int]] = mapped_column(Integer, nullable=True)
+    char_end: Mapped[Optional[int]] = mapped_column(Integer, nullable=True)
+    snippet: Mapped[Optional[str]] = mapped_column(Text, nullable=True)
+    start: Mapped[Optional[float]] = mapped_column(Float, nullable=True)
+    end: Mapped[Optional[float]] = mapped_column(Float, nullable=True)
+    file: Mapped[File] = relationship(back_populates="items")
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    # WAL lets searches read while an index run writes; the busy timeout makes a reader wait
+    # for a committing writer instead of failing.
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=10000")
+    cur.close()
+
+
+def make_engine(url: str) -> Engine:
+    try:
+        engine = create_engine(url)
+    except Exception as e:  # bad URL or missing driver
+        raise LibraryError(f"cannot use database {url!r}: {e}") from e
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def get_meta(session: Session, key: str, default: Any = None) -> Any:
+    row = session.get(Meta, key)
+    return default if row is None else json.loads(row.value)
+
+
+def set_meta(session: Session, key: str, value: Any) -> None:
+    row = session.get(Meta, key)
+    if row is None:
+        session.add(Meta(key=key, value=json.dumps(value)))
+    else:
+        row.value = json.dumps(value)
+
+
+def schema_version(conn: Connection) -> int | None:
+    """The catalog's schema version, or None for an empty database."""
+    if not inspect(conn).has_table("meta"):
+        return None
+    value = conn.execute(select(Meta.value).where(Meta.key == "schema_version")).scalar()
+    return None if value is None else int(json.loads(value))
+
+
+def init_schema(engine: Engine, create: bool) -> None:
+    """Create the tables in an empty database, or migrate an older one step by step."""
+    try:
+        with engine.begin() as conn:
+            version = schema_version(conn)
+            if version is None:
+                if not create:
+                    raise LibraryError("no xmr library here yet; run `xmr index PATH` first")
+                Base.metadata.create_all(conn)
+                conn.execute(Meta.__table__.insert().values(key="schema_version", value=json.dumps(SCHEMA_VERSION)))
+                return
+            if version > SCHEMA_VERSION:
+                raise SchemaVersionError(
+                    f"this library was written by a newer xmr (schema {version}, this xmr reads up to "
+                    f"{SCHEMA_VERSION}); upgrade xmr"
+                )
+            while version < SCHEMA_VERSION:
+                MIGRATIONS[version](conn)
+                version += 1
+                conn.execute(
+                    Meta.__table__.update().where(Meta.key == "schema_version").values(value=json.dumps(version))
+                )
+    except (LibraryError, SchemaVersionError):
+        raise
+    except Exception as e:
+        raise LibraryError(f"cannot open catalog {engine.url!r}: {e}") from e

@@ -1,0 +1,282 @@
+"""scan -> diff against the catalog -> decode in threads -> batch encode -> rows + vectors -> checkpoint."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from indexer.catalog import File, Item, Root
+from indexer.decode import Chunk, chunk_text, load_image, partial_hash, read_text
+from indexer.scan import MediaFile, scan, sniff_modality
+from retrieval.encoders.base import IMAGE, TEXT, Encoder
+from retrieval.errors import DecodeError, UsageError
+
+OnSkip = Callable[[str, str], None]
+
+
+@dataclass
+class IndexReport:
+    new: int = 0
+    updated: int = 0
+    moved: int = 0
+    removed: int = 0
+    unchanged: int = 0
+    skipped: int = 0
+    items: int = 0
+    seconds: float = 0.0
+    interrupted: bool = False
+    skipped_paths: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        rate = self.items / self.seconds if self.seconds > 0 else 0.0
+        return (
+            f"{self.new} new, {self.updated} updated, {self.moved} moved, {self.removed} removed, "
+            f"{self.skipped} skipped, {self.unchanged} unchanged; {self.items} items encoded in "
+            f"{self.seconds:.1f} s ({rate:.1f} items/s)"
+        )
+
+
+@dataclass
+class _Decoded:
+    mf: MediaFile
+    modality: str
+    phash: str
+    payloads: list[Any]  # preprocessed image tensors, or text Chunks
+    vectors: np.ndarray | None = None
+
+
+def _decode(mf: MediaFile, encoder: Encoder) -> _Decoded | None:
+    """Runs in a worker thread. None: not a media file after all."""
+    try:
+        modality = sniff_modality(mf.path)
+        if modality is None:
+            return None
+        phash = partial_hash(mf.path, mf.size)
+        if modality == IMAGE:
+            payloads: list[Any] = [encoder.preprocess_image(load_image(mf.path))]
+        else:
+            chunks = chunk_text(read_text(mf.path), encoder.count_tokens, encoder.context_length)
+            payloads = list(chunks)
+        return _Decoded(mf, modality, phash, payloads)
+    except DecodeError:
+        raise
+    except FileNotFoundError:
+        raise DecodeError("file vanished") from None
+    except PermissionError:
+        raise DecodeError("permission denied") from None
+    except Exception as e:  # one strange file must never stop the run
+        raise DecodeError(f"{type(e).__name__}: {e}") from None
+
+
+def _under(path: str, roots: Sequence[str]) -> bool:
+    return any(path == r or path.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
+
+
+def _encode_in_batches(fn: Callable[[list[Any]], np.ndarray], xs: list[Any], batch_size: int) -> list[np.ndarray]:
+    return [fn(xs[i : i + batch_size]) for i in range(0, len(xs), batch_size)]
+
+
+def _default_on_skip(path: str, reason: str) -> None:
+    from tqdm import tqdm
+
+    tqdm.write(f"skipping {path}: {reason}", file=sys.stderr)
+
+
+def _roots(session: Session, paths: Sequence[str]) -> list[str]:
+    if not paths:
+        roots = list(session.scalars(select(Root.path).order_by(Root.path)))
+        if not roots:
+            raise UsageError("no folders to index: give one or more paths")
+        return roots
+    roots = []
+    known = set(session.scalars(select(Root.path)))
+    for p in paths:
+        root = os.path.abspath(os.path.expanduser(p))
+        if root not in roots:
+            roots.append(root)
+        if root not in known and os.path.exists(root):
+            session.add(Root(path=root))
+            known.add(root)
+    return roots
+
+
+def _drop_files(session: Session, vectors: Any, file_ids: list[int]) -> None:
+    if not file_ids:
+        return
+    vectors.remove(list(session.scalars(select(Item.id).where(Item.file_id.in_(file_ids)))))
+    session.execute(delete(Item).where(Item.file_id.in_(file_ids)))
+    session.execute(delete(File).where(File.id.in_(file_ids)))
+
+
+def run_index(
+    lib: Any,
+    paths: Sequence[str] = (),
+    *,
+    batch_size: int = 32,
+    workers: int | None = None,
+    progress: bool | None = None,
+    on_skip: OnSkip | None = None,
+    checkpoint_seconds: float = 30.0,
+) -> IndexReport:
+    """Bring the library up to date with `paths` (or every root indexed before).
+
+    Unchanged files (same mtime and size) are not decoded; moved files (same size and partial
+    hash) keep their vectors; files gone from under a root are removed. Work is checkpointed
+    (index file replaced, then SQL commit) every `checkpoint_seconds` and at the end, so an
+    interrupted run loses at most one interval and the next run resumes.
+    """
+    if batch_size <= 0:
+        raise UsageError("batch size must be positive")
+    from tqdm import tqdm
+
+    on_skip = on_skip or _default_on_skip
+    report = IndexReport()
+    t0 = time.perf_counter()
+
+    def skip(path: str, reason: str) -> None:
+        report.skipped += 1
+        report.skipped_paths.append(path)
+        on_skip(path, reason)
+
+    with lib.write_lock(), lib.Session() as s:
+        roots = _roots(s, paths)
+        encoder: Encoder = lib.encoder
+        lib.record_encoder(s)
+        vecs = lib.vectors(create=True)
+        lib.repair_vectors(s)
+
+        scanned = {mf.path: mf for mf in scan(roots, skip)}
+        known = {f.path: f for f in s.scalars(select(File)) if _under(f.path, roots)}
+        gone = {p: f for p, f in known.items() if p not in scanned}
+        jobs: list[MediaFile] = []
+        by_size: dict[int, list[File]] = {}
+        for f in gone.values():
+            by_size.setdefault(f.size, []).append(f)
+        for path, mf in scanned.items():
+            old = known.get(path)
+            if old is not None:
+                if (old.size, old.mtime_ns) == (mf.size, mf.mtime_ns):
+                    report.unchanged += 1
+                else:
+                    jobs.append(mf)
+                continue
+            match = None
+            if by_size.get(mf.size):
+                try:
+                    ph = partial_hash(path, mf.size)
+                except OSError:
+                    ph = None
+                match = next((f for f in by_size[mf.size] if f.phash == ph), None)
+            if match is not None:  # the same content at a new path: keep its vectors
+                by_size[mf.size].remove(match)
+                del gone[match.path]
+                match.path, match.mtime_ns = path, mf.mtime_ns
+                report.moved += 1
+            else:
+                jobs.append(mf)
+        _drop_files(s, vecs, [f.id for f in gone.values()])
+        report.removed = len(gone)
+        s.flush()
+
+        pending: list[_Decoded] = []
+        mutating = False
+        last_checkpoint = time.perf_counter()
+
+        def flush() -> None:
+            nonlocal mutating
+            if not pending:
+                return
+            for modality, fn, as_input in (
+                (IMAGE, encoder.encode_images, lambda p: p),
+                (TEXT, encoder.encode_text, lambda c: c.text),
+            ):
+                group = [d for d in pending if d.modality == modality]
+                xs = [as_input(p) for d in group for p in d.payloads]
+                if not xs:
+                    continue
+                xb = np.concatenate(_encode_in_batches(fn, xs, batch_size))
+                offset = 0
+                for d in group:
+                    d.vectors = xb[offset : offset + len(d.payloads)]
+                    offset += len(d.payloads)
+            mutating = True
+            for d in pending:
+                row = known.get(d.mf.path)
+                if row is not None:
+                    _drop_files(s, vecs, [row.id])
+                    report.updated += 1
+                else:
+                    report.new += 1
+                f = File(path=d.mf.path, modality=d.modality, size=d.mf.size, mtime_ns=d.mf.mtime_ns, phash=d.phash)
+                s.add(f)
+                s.flush()
+                items = [
+                    Item(file_id=f.id, modality=d.modality, chunk=0)
+                    if d.modality == IMAGE
+                    else Item(
+                        file_id=f.id, modality=TEXT, chunk=c.index, char_start=c.char_start, char_end=c.char_end, snippet=c.text
+                    )
+                    for c in d.payloads
+                ]
+                s.add_all(items)
+                s.flush()
+                vecs.add(d.vectors, [it.id for it in items])
+                report.items += len(items)
+            pending.clear()
+            mutating = False
+
+        window = max(4 * (workers or os.cpu_count() or 2), 2 * batch_size)
+        pool = ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 2, thread_name_prefix="xmr-decode")
+        queue: deque[tuple[MediaFile, Future]] = deque()
+        todo = iter(jobs)
+        bar = tqdm(total=len(jobs), unit="file", desc="indexing", disable=(not progress) if progress is not None else None, file=sys.stderr)
+        try:
+            while True:
+                while len(queue) < window and (mf := next(todo, None)) is not None:
+                    queue.append((mf, pool.submit(_decode, mf, encoder)))
+                if not queue:
+                    break
+                mf, fut = queue.popleft()
+                try:
+                    dec = fut.result()
+                except DecodeError as e:
+                    skip(mf.path, str(e))
+                    if mf.path in known:  # its old vectors describe content that is gone
+                        mutating = True
+                        _drop_files(s, vecs, [known.pop(mf.path).id])
+                        mutating = False
+                    dec = None
+                bar.update(1)
+                if dec is not None:
+                    pending.append(dec)
+                    if sum(len(d.payloads) for d in pending) >= batch_size:
+                        flush()
+                        if time.perf_counter() - last_checkpoint >= checkpoint_seconds:
+                            lib.save_and_commit(s)
+                            last_checkpoint = time.perf_counter()
+            flush()
+            lib.save_and_commit(s)
+        except BaseException:
+            report.interrupted = True
+            pool.shutdown(wait=True, cancel_futures=True)
+            if mutating:  # rows and vectors may disagree mid-batch: go back to the last checkpoint
+                s.rollback()
+                lib.forget_unsaved_vectors()
+            else:  # keep the work done so far; pending decoded files are simply redone next time
+                pending.clear()
+                lib.save_and_commit(s)
+            raise
+        finally:
+            bar.close()
+            pool.shutdown(wait=False, cancel_futures=True)
+            report.seconds = time.perf_counter() - t0
+    return report

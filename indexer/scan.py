@@ -1,0 +1,109 @@
+"""Walk folders and list the media files in them: hidden entries skipped, symlink loops safe."""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".jfif", ".ppm", ".pgm"})
+TEXT_EXTS = frozenset({".txt", ".md", ".markdown", ".rst", ".text"})
+
+# Magic numbers of image formats PIL reads: content wins over the extension.
+_IMAGE_MAGIC = (
+    b"\xff\xd8\xff",  # JPEG
+    b"\x89PNG\r\n\x1a\n",
+    b"GIF87a",
+    b"GIF89a",
+    b"BM",
+    b"II*\x00",  # TIFF little endian
+    b"MM\x00*",  # TIFF big endian
+)
+
+OnSkip = Callable[[str, str], None]
+
+
+@dataclass(frozen=True)
+class MediaFile:
+    path: str  # absolute, not symlink-resolved: the path the user sees
+    size: int
+    mtime_ns: int
+
+
+def is_candidate(name: str) -> bool:
+    """Files worth a look: known media extensions, or no extension (sniffed by content)."""
+    ext = os.path.splitext(name)[1].lower()
+    return ext in IMAGE_EXTS or ext in TEXT_EXTS or ext == ""
+
+
+def sniff_modality(path: str) -> str | None:
+    """'image' or 'text' by content first, then by extension; None for anything else."""
+    ext = os.path.splitext(path)[1].lower()
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if head.startswith(_IMAGE_MAGIC) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP"):
+        return "image"
+    if ext in TEXT_EXTS:
+        return "text"
+    if ext in IMAGE_EXTS:
+        return "image"  # decoding will say why it is not a readable image
+    return None
+
+
+def _stat_file(path: str, on_skip: OnSkip) -> MediaFile | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        on_skip(path, "broken symlink" if os.path.islink(path) else "file vanished")
+        return None
+    except OSError as e:
+        on_skip(path, e.strerror or str(e))
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        return None
+    return MediaFile(path=path, size=st.st_size, mtime_ns=st.st_mtime_ns)
+
+
+def scan(roots: Iterable[str | Path], on_skip: OnSkip) -> Iterator[MediaFile]:
+    """Yield candidate media files under `roots` (files or folders), each once, sorted per folder."""
+    seen_dirs: set[tuple[int, int]] = set()
+    seen_files: set[str] = set()
+    for root in roots:
+        root = os.path.abspath(os.path.expanduser(str(root)))
+        if os.path.isfile(root):
+            mf = _stat_file(root, on_skip)
+            if mf and root not in seen_files:
+                seen_files.add(root)
+                yield mf
+            continue
+        if not os.path.isdir(root):
+            on_skip(root, "no such file or folder")
+            continue
+
+        def walk_error(e: OSError) -> None:
+            on_skip(e.filename or root, e.strerror or str(e))
+
+        for dirpath, dirnames, filenames in os.walk(root, followlinks=True, onerror=walk_error):
+            try:
+                st = os.stat(dirpath)
+            except OSError:
+                dirnames[:] = []
+                continue
+            key = (st.st_dev, st.st_ino)
+            if key in seen_dirs:  # symlink loop or a folder reached twice
+                dirnames[:] = []
+                continue
+            seen_dirs.add(key)
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for name in sorted(filenames):
+                if name.startswith(".") or not is_candidate(name):
+                    continue
+                path = os.path.join(dirpath, name)
+                if path in seen_files:
+                    continue
+                seen_files.add(path)
+                mf = _stat_file(path, on_skip)
+                if mf:
+                    yield mf

@@ -1,0 +1,179 @@
+"""The `xmr` command: a thin click layer over retrieval.Library.
+
+This is the only place that turns exceptions into messages and exit codes:
+1 for failures (XmrError), 2 for usage errors, 130 for Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+from typing import Any
+
+import click
+
+from retrieval.errors import UsageError, XmrError
+
+MODEL_HELP = "open_clip model: registry name (ViT-B-32), hf-hub:ORG/REPO or local-dir:PATH [default: ViT-B-32, or the library's]"
+PRETRAINED_HELP = "open_clip pretrained tag, a checkpoint file, or 'none' for random weights [default: laion2b_s34b_b79k]"
+
+
+class XmrGroup(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except UsageError as e:
+            raise click.UsageError(str(e), ctx) from None
+        except XmrError as e:
+            click.echo(f"error: {e}", err=True)
+            ctx.exit(1)
+        except KeyboardInterrupt:
+            click.echo("\ninterrupted: the library is consistent; run the same command again to resume", err=True)
+            ctx.exit(130)
+
+
+@click.group(cls=XmrGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--library", "library", envvar="XMR_LIBRARY", type=click.Path(file_okay=False), help="Library directory [env XMR_LIBRARY; default: the user data dir]")
+@click.option("--db", envvar="XMR_DB", metavar="URL", help="SQLAlchemy URL of the catalog [env XMR_DB; default: SQLite in the library]")
+@click.option("--device", envvar="XMR_DEVICE", default="auto", show_default=True, help="Torch device for the model: auto, cpu, cuda, cuda:N")
+@click.option("-v", "--verbose", is_flag=True, help="Log what happens (model loading, repairs).")
+@click.version_option(package_name="xmr")
+@click.pass_context
+def cli(ctx: click.Context, library: str | None, db: str | None, device: str, verbose: bool) -> None:
+    """xmr: search your own photos and documents by meaning."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    ctx.obj = {"library": library, "db": db, "device": device}
+
+
+def _open(ctx: click.Context, create: bool = False, **kw: Any):
+    from retrieval.library import Library
+
+    o = ctx.obj
+    return Library(o["library"], db=o["db"], device=o["device"], create=create, **kw)
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, type=click.Path())
+@click.option("--model", envvar="XMR_MODEL", help=MODEL_HELP)
+@click.option("--pretrained", envvar="XMR_PRETRAINED", help=PRETRAINED_HELP)
+@click.option("--factory", help="FAISS index_factory string for a new library [default: Flat]")
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
+@click.option("--workers", type=click.IntRange(min=1), help="Decode threads [default: CPU count]")
+@click.option("--checkpoint-every", "checkpoint_seconds", default=30.0, show_default=True, type=click.FloatRange(min=0),
+              metavar="SECONDS", help="Save progress this often; an interrupted run resumes from there.")
+@click.option("--progress/--no-progress", default=None, help="Progress bar [default: when stderr is a terminal]")
+@click.pass_context
+def index(ctx: click.Context, paths: tuple[str, ...], model: str | None, pretrained: str | None, factory: str | None,
+          batch_size: int, workers: int | None, checkpoint_seconds: float, progress: bool | None) -> None:
+    """Index PATHS (folders or files); with none, refresh every folder indexed before.
+
+    Incremental: unchanged files are skipped, moved files keep their vectors, deleted files are
+    removed. Unreadable files are reported as "skipping PATH: reason" and the run goes on.
+    """
+    # A plain `kill` should stop as cleanly as Ctrl-C.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    lib = _open(ctx, create=True, model=model, pretrained=pretrained, factory=factory)
+    report = lib.index(paths, batch_size=batch_size, workers=workers, progress=progress, checkpoint_seconds=checkpoint_seconds)
+    click.echo(f"indexed {lib.path}: {report.summary()}")
+
+
+@cli.command()
+@click.argument("query", required=False)
+@click.option("--text", "texts", multiple=True, help="Text to search for (repeatable; combined with QUERY).")
+@click.option("--image", "images", multiple=True, type=click.Path(exists=True, dir_okay=False), help="Search by this picture (repeatable).")
+@click.option("--weight", type=click.FloatRange(0, 1), help="Share of the image(s) in a text + image query [default: 0.5]")
+@click.option("--not", "negatives", multiple=True, help="Text to steer away from (repeatable).")
+@click.option("--not-weight", default=0.5, show_default=True, type=click.FloatRange(0, 1), help="Strength of the --not terms.")
+@click.option("--type", "modality", type=click.Choice(["any", "image", "text"]), default="any", show_default=True)
+@click.option("-k", "k", default=10, show_default=True, type=click.IntRange(min=1), help="Number of results.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array of hits.")
+@click.option("--model", envvar="XMR_MODEL", help="Must match the library's model (checked).")
+@click.option("--pretrained", envvar="XMR_PRETRAINED", help="Must match the library's weights (checked).")
+@click.pass_context
+def search(ctx: click.Context, query: str | None, texts: tuple[str, ...], images: tuple[str, ...], weight: float | None,
+           negatives: tuple[str, ...], not_weight: float, modality: str, k: int, as_json: bool,
+           model: str | None, pretrained: str | None) -> None:
+    """Search the library by text, picture, or both.
+
+    \b
+    xmr search "a dog on a beach"
+    xmr search --image cat.jpg --type text
+    xmr search "red car" --image street.jpg --weight 0.5 --not "night"
+    """
+    from retrieval.query import Query
+
+    q = Query(
+        texts=[t for t in ([query] if query is not None else []) + list(texts)],
+        images=list(images),
+        negatives=list(negatives),
+        image_weight=weight,
+        negative_weight=not_weight,
+    )
+    q.validate()  # usage errors before the model loads
+    lib = _open(ctx, model=model, pretrained=pretrained)
+    hits = lib.search(q, k=k, modality=modality)
+    if as_json:
+        click.echo(json.dumps([h.to_dict() for h in hits], indent=2, ensure_ascii=False))
+        return
+    if not hits:
+        click.echo("no results" + ("" if lib.stats()["items"] else " (the library is empty; run `xmr index PATH`)"))
+        return
+    width = max(60, min(os.get_terminal_size(sys.stdout.fileno()).columns if sys.stdout.isatty() else 100, 160))
+    click.echo(f"{'#':>3}  {'score':>6}  {'type':<5}  result")
+    for rank, h in enumerate(hits, 1):
+        line = f"{rank:>3}  {h.score:6.3f}  {h.modality:<5}  {h.path}"
+        click.echo(line)
+        if h.snippet:
+            snippet = " ".join(h.snippet.split())
+            limit = width - 20
+            click.echo(f"{'':20}{snippet[:limit] + ('…' if len(snippet) > limit else '')}  [chunk {h.chunk}]")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def stats(ctx: click.Context, as_json: bool) -> None:
+    """Files, items, vectors, encoder and size of the library."""
+    st = _open(ctx).stats()
+    if as_json:
+        click.echo(json.dumps(st, indent=2))
+        return
+    enc = st["encoder"]
+    click.echo(f"library    {st['library']}")
+    click.echo(f"database   {st['database']}")
+    click.echo(f"files      {st['files']}  " + ", ".join(f"{k}: {v}" for k, v in sorted(st["files_by_modality"].items())))
+    click.echo(f"items      {st['items']}  " + ", ".join(f"{k}: {v}" for k, v in sorted(st["items_by_modality"].items())))
+    click.echo(f"vectors    {st['vectors']}  ({st['index_type']}, dim {enc.get('dim', '?')})")
+    click.echo(f"encoder    {enc['model']}  pretrained: {enc.get('pretrained')}" + (f"  sha256: {enc['weights_sha256'][:12]}" if enc.get("weights_sha256") else ""))
+    click.echo(f"roots      {', '.join(st['roots']) or '-'}")
+    click.echo(f"size       {st['size_bytes'] / 1e6:.1f} MB")
+
+
+@cli.command()
+@click.option("--repair", is_flag=True, help="Fix what can be fixed without the model.")
+@click.pass_context
+def check(ctx: click.Context, repair: bool) -> None:
+    """Verify that catalog rows, vectors and files agree; exit 1 if they do not."""
+    report = _open(ctx).check(repair=repair)
+    for line in report.problems:
+        click.echo(f"problem: {line}")
+    for line in report.warnings:
+        click.echo(f"warning: {line}")
+    for line in report.repaired:
+        click.echo(f"repaired: {line}")
+    if report.ok:
+        click.echo("ok")
+    elif not repair:
+        click.echo("run `xmr check --repair` to fix", err=True)
+        ctx.exit(1)
+
+
+def main() -> None:
+    cli(prog_name="xmr")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

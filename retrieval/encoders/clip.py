@@ -1,0 +1,159 @@
+"""open_clip image + text encoder. torch and open_clip are imported here only."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from retrieval.encoders.base import IMAGE, TEXT, EncoderSpec
+from retrieval.errors import ModelLoadError, UsageError
+
+log = logging.getLogger(__name__)
+
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt")
+
+LOCAL_WEIGHTS_HELP = (
+    "To use weights you already have, pass --pretrained /path/to/open_clip_pytorch_model.bin "
+    "(with the matching --model), or --model local-dir:DIR where DIR holds open_clip_config.json "
+    "and the weights file; weights in the Hugging Face cache are found with HF_HUB_OFFLINE=1."
+)
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"device {device!r} requested but CUDA is not available")
+    return device
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def weight_files(spec: EncoderSpec) -> list[Path]:
+    """The files whose content defines the weights (empty for registry tags and hub repos)."""
+    if spec.model.startswith("local-dir:"):
+        folder = Path(spec.model[len("local-dir:"):]).expanduser()
+        return sorted(p for p in folder.iterdir() if p.suffix in _WEIGHT_SUFFIXES or p.name == "open_clip_config.json")
+    if spec.pretrained and not spec.model.startswith("hf-hub:") and os.path.isfile(spec.pretrained):
+        return [Path(spec.pretrained)]
+    return []
+
+
+def _check_spec(spec: EncoderSpec) -> None:
+    """Turn open_clip's generic failures for bad names into messages listing the valid choices."""
+    import open_clip
+
+    model = spec.model
+    if model.startswith("local-dir:"):
+        folder = Path(model[len("local-dir:"):]).expanduser()
+        if not (folder / "open_clip_config.json").is_file():
+            raise ModelLoadError(f"{model}: no open_clip_config.json in {folder}")
+        if not any(p.suffix in _WEIGHT_SUFFIXES for p in folder.iterdir()):
+            raise ModelLoadError(f"{model}: no weights file (*.safetensors, *.bin, *.pth) in {folder}")
+        return
+    if model.startswith("hf-hub:"):
+        return
+    name = model.replace("/", "-")
+    if open_clip.get_model_config(name) is None:
+        raise UsageError(f"unknown model {model!r}; available: {', '.join(open_clip.list_models())}")
+    tag = spec.pretrained
+    if tag is None or os.path.isfile(tag) or open_clip.get_pretrained_cfg(name, tag):
+        return
+    if os.sep in tag or tag.endswith(_WEIGHT_SUFFIXES):
+        raise ModelLoadError(f"checkpoint file not found: {tag}")
+    tags = open_clip.list_pretrained_tags_by_model(name)
+    raise UsageError(
+        f"unknown pretrained tag {tag!r} for {model}; available: {', '.join(tags) or 'none'} "
+        "(or a checkpoint file path)"
+    )
+
+
+class OpenClipEncoder:
+    """Any open_clip model: registry name + tag/checkpoint, `hf-hub:`, or `local-dir:`."""
+
+    modalities = frozenset({IMAGE, TEXT})
+
+    def __init__(self, spec: EncoderSpec, device: str = "auto") -> None:
+        import open_clip
+        import torch
+
+        _check_spec(spec)
+        self.spec = spec
+        self.device = resolve_device(device)
+        try:
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                spec.model,
+                pretrained=None if spec.model.startswith(("hf-hub:", "local-dir:")) else spec.pretrained,
+                device=self.device,
+            )
+            tokenizer = open_clip.get_tokenizer(spec.model)
+        except Exception as e:  # open_clip raises bare RuntimeError/OSError for every failure
+            raise ModelLoadError(self._load_failure(e)) from e
+        if spec.pretrained is None and not spec.model.startswith(("hf-hub:", "local-dir:")):
+            log.warning("%s has random weights (--pretrained none): results will be meaningless", spec.model)
+        model.eval()
+        self._torch = torch
+        self.model = model
+        self.preprocess = preprocess
+        self.tokenizer = tokenizer
+        self.context_length = int(getattr(tokenizer, "context_length", 77) or 77)
+        self.dim = int(self.encode_text([""]).shape[1])
+        self._identity: dict[str, Any] | None = None
+
+    def _load_failure(self, e: Exception) -> str:
+        what = self.spec.describe()
+        reason = (str(e).splitlines()[0] if str(e) else type(e).__name__).rstrip(".")
+        return (
+            f"could not load the weights for {what} (open_clip said: {reason}). "
+            f"If this machine is offline or cannot reach the model hub, the weights must already be "
+            f"on disk. {LOCAL_WEIGHTS_HELP}"
+        )
+
+    def identity(self) -> dict[str, Any]:
+        if self._identity is None:
+            files = weight_files(self.spec)
+            digest = None
+            if files:
+                h = hashlib.sha256()
+                for p in files:
+                    h.update(p.name.encode() + b"\0" + file_sha256(p).encode())
+                digest = h.hexdigest()
+            self._identity = {**self.spec.to_dict(), "weights_sha256": digest, "dim": self.dim}
+        return self._identity
+
+    def _to_numpy(self, x: Any) -> np.ndarray:
+        return np.ascontiguousarray(x.detach().float().cpu().numpy(), dtype=np.float32)
+
+    def encode_text(self, texts: Sequence[str]) -> np.ndarray:
+        tokens = self.tokenizer(list(texts)).to(self.device)
+        with self._torch.inference_mode():
+            return self._to_numpy(self.model.encode_text(tokens, normalize=True))
+
+    def preprocess_image(self, image: Any) -> Any:
+        return self.preprocess(image)
+
+    def encode_images(self, batch: Sequence[Any]) -> np.ndarray:
+        x = self._torch.stack(list(batch)).to(self.device)
+        with self._torch.inference_mode():
+            return self._to_numpy(self.model.encode_image(x, normalize=True))
+
+    def count_tokens(self, text: str) -> int:
+        tok = self.tokenizer
+        if hasattr(tok, "encoder") and hasattr(tok, "encode"):  # open_clip's CLIP BPE tokenizer
+            return len(tok.encode(text)) + 2  # + start and end of text
+        if hasattr(tok, "tokenizer"):  # HFTokenizer wraps a transformers tokenizer
+            return len(tok.tokenizer(tok.clean_fn(text))["input_ids"])
+        return int((tok([text])[0] != 0).sum())

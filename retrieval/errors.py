@@ -1,0 +1,39 @@
+"""Typed exceptions. The library raises these; only the CLI turns them into exit codes."""
+
+from __future__ import annotations
+
+
+class XmrError(Exception):
+    """Base class: an expected failure with a message meant for the user."""
+
+
+class UsageError(XmrError):
+    """The request itself is malformed (bad query, bad option value)."""
+
+
+class ModelLoadError(XmrError):
+    """The encoder or its weights could not be loaded."""
+
+
+class EncoderMismatchError(XmrError):
+    """A library was opened with an encoder other than the one that made its vectors."""
+
+
+class LibraryError(XmrError):
+    """The library directory or its catalog cannot be used."""
+
+
+class LibraryLockedError(LibraryError):
+    """Another process is writing to the library."""
+
+
+class SchemaVersionError(LibraryError):
+    """The catalog was written by a newer xmr."""
+
+
+class FaissMissingError(XmrError):
+    """Neither faiss-cpu nor faiss-gpu is installed."""
+
+
+class DecodeError(XmrError):
+    """A media file could not be read; the message is the reason shown after 'skipping PATH:'."""

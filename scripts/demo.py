@@ -1,0 +1,111 @@
+"""The main job, end to end: build a sample folder, index it, run a few searches.
+
+    python scripts/demo.py        (what `make demo` runs, inside the project venv)
+
+It uses the default model (ViT-B-32, laion2b_s34b_b79k) when its weights are in the local
+cache or can be downloaded. When they cannot (no network, empty cache) it says so and falls back
+to xmr's demo model, a tiny CLIP trained here on synthetic coloured shapes (about a minute,
+seeded, cached after the first run), so the demo always ends in a working search.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from retrieval.encoders import DEFAULT_MODEL, DEFAULT_PRETRAINED  # noqa: E402
+from scripts import train_demo_model  # noqa: E402
+from scripts.make_samples import make_samples  # noqa: E402
+
+DEMO_DIR = ROOT / "demo"
+
+
+def _cached_default_weights() -> str | None:
+    import open_clip
+    from huggingface_hub import try_to_load_from_cache
+
+    cfg = open_clip.get_pretrained_cfg(DEFAULT_MODEL, DEFAULT_PRETRAINED)
+    repo = (cfg.get("hf_hub") or "").strip("/")
+    for name in ("open_clip_model.safetensors", "open_clip_pytorch_model.bin"):
+        hit = try_to_load_from_cache(repo, name) if repo else None
+        if isinstance(hit, str):
+            return hit
+    return None
+
+
+def _hub_reachable(timeout: float = 5.0) -> bool:
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        return False
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def demo_model_dir() -> Path:
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("xmr", appauthor=False)) / f"demo-model-v{train_demo_model.VERSION}"
+
+
+def choose_model() -> tuple[list[str], str]:
+    """(model flags for `xmr index`, banner text)."""
+    forced = os.environ.get("XMR_DEMO_MODEL")
+    if forced != "demo" and (_cached_default_weights() or _hub_reachable()):
+        return ["--model", DEFAULT_MODEL, "--pretrained", DEFAULT_PRETRAINED], f"{DEFAULT_MODEL} ({DEFAULT_PRETRAINED})"
+    if forced != "demo":
+        print(
+            f"The default weights ({DEFAULT_MODEL}, {DEFAULT_PRETRAINED}) are not in the local cache and the "
+            "model hub cannot be reached from here, so they cannot be downloaded.\n"
+            "Falling back to xmr's demo model: a tiny CLIP trained on synthetic coloured shapes.\n"
+        )
+    folder = demo_model_dir()
+    if not (folder / "open_clip_model.safetensors").is_file():
+        print(f"training the demo model into {folder} (seeded, about a minute on 2 cores; cached afterwards)")
+        tmp = folder.with_name(folder.name + ".partial")
+        shutil.rmtree(tmp, ignore_errors=True)
+        train_demo_model.train(tmp)
+        shutil.rmtree(folder, ignore_errors=True)
+        tmp.rename(folder)
+    return ["--model", f"local-dir:{folder}"], (
+        f"local-dir:{folder}  (xmr demo model: a tiny CLIP that knows only colours and shapes)"
+    )
+
+
+def xmr(*args: str) -> None:
+    print(f"\n$ xmr {' '.join(args)}", flush=True)
+    subprocess.run([sys.executable, "-m", "retrieval.cli", *args], check=True)
+
+
+def main() -> None:
+    media = DEMO_DIR / "media"
+    if not media.is_dir():
+        make_samples(media)
+    flags, banner = choose_model()
+    line = "=" * min(100, len(banner) + 16)
+    print(f"\n{line}\n  MODEL IN USE: {banner}\n{line}")
+    library = DEMO_DIR / ("library-" + ("default" if "--pretrained" in flags else "demo-model"))
+    shutil.rmtree(library, ignore_errors=True)
+    os.environ["XMR_LIBRARY"] = str(library)
+    xmr("index", str(media), *flags)
+    xmr("index", str(media))  # incremental: nothing to do the second time
+    photos = sorted((media / "photos").iterdir())
+    xmr("search", "a red circle", "-k", "5")
+    xmr("search", "a drawing of a blue star", "--type", "image", "-k", "3")
+    xmr("search", "--image", str(photos[1]), "--type", "text", "-k", "3")
+    xmr("search", "a yellow shape", "--image", str(photos[2]), "--weight", "0.5", "--type", "image", "-k", "5")
+    xmr("stats")
+    xmr("check")
+    print(f"\ndone. Try your own: XMR_LIBRARY={library} .venv/bin/xmr search \"a green square\"")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,128 @@
+"""Shared fixtures. No test reaches beyond this machine: every non-loopback connection fails."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Subprocesses (the CLI tests) must not try the hub either.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+
+def _is_loopback(address: object) -> bool:
+    host = address[0] if isinstance(address, tuple) else address
+    if not isinstance(host, str):
+        return True  # AF_UNIX and friends
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _no_network():
+    real_connect = socket.socket.connect
+    real_connect_ex = socket.socket.connect_ex
+
+    def guard(address: object) -> None:
+        if not _is_loopback(address):
+            raise OSError(f"tests may not reach the network (tried {address!r})")
+
+    def connect(self, address):  # type: ignore[no-untyped-def]
+        if self.family in (socket.AF_INET, socket.AF_INET6):
+            guard(address)
+        return real_connect(self, address)
+
+    def connect_ex(self, address):  # type: ignore[no-untyped-def]
+        if self.family in (socket.AF_INET, socket.AF_INET6):
+            guard(address)
+        return real_connect_ex(self, address)
+
+    socket.socket.connect = connect  # type: ignore[method-assign]
+    socket.socket.connect_ex = connect_ex  # type: ignore[method-assign]
+    yield
+    socket.socket.connect = real_connect  # type: ignore[method-assign]
+    socket.socket.connect_ex = real_connect_ex  # type: ignore[method-assign]
+
+
+@pytest.fixture(autouse=True)
+def _isolated_dirs(tmp_path, monkeypatch):
+    """No test touches the user's real library or caches."""
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
+    monkeypatch.delenv("XMR_LIBRARY", raising=False)
+    monkeypatch.delenv("XMR_DB", raising=False)
+    monkeypatch.delenv("XMR_MODEL", raising=False)
+    monkeypatch.delenv("XMR_PRETRAINED", raising=False)
+
+
+def save_random_model(folder: Path, seed: int = 0) -> Path:
+    """A tiny open_clip model with random weights, as a `local-dir:` folder."""
+    import open_clip
+    import torch
+    from safetensors.torch import save_file
+
+    from scripts.train_demo_model import MODEL_CFG, PREPROCESS_CFG
+
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    model = open_clip.CLIP(**MODEL_CFG)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "open_clip_model.safetensors"))
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": MODEL_CFG, "preprocess_cfg": PREPROCESS_CFG}))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def random_model(tmp_path_factory) -> str:
+    """`local-dir:` spec of a tiny random-weights model (plumbing tests)."""
+    return "local-dir:" + str(save_random_model(tmp_path_factory.mktemp("random-model")))
+
+
+@pytest.fixture(scope="session")
+def trained_model(tmp_path_factory) -> str:
+    """`local-dir:` spec of the demo model, trained in this session (seeded, about a minute)."""
+    from scripts.train_demo_model import train
+
+    return "local-dir:" + str(train(tmp_path_factory.mktemp("trained-model"), verbose=False))
+
+
+@pytest.fixture(scope="session")
+def samples(tmp_path_factory) -> tuple[Path, dict[str, str]]:
+    from scripts.make_samples import make_samples
+
+    folder = tmp_path_factory.mktemp("samples")
+    return folder, make_samples(folder, seed=1, per_concept=2)
+
+
+@pytest.fixture(scope="session")
+def trained_library(tmp_path_factory, trained_model, samples):
+    """A library of the sample folder, indexed once with the trained model."""
+    from retrieval import Library
+
+    lib = Library(tmp_path_factory.mktemp("trained-lib"), model=trained_model, create=True)
+    report = lib.index([samples[0]], progress=False)
+    assert report.skipped == 0
+    return lib
+
+
+def run_xmr(*args: str, env: dict[str, str] | None = None, check: bool = False, **kw) -> subprocess.CompletedProcess:
+    """The real CLI in a subprocess, as a user runs it."""
+    full_env = {**os.environ, **(env or {})}
+    proc = subprocess.run(
+        [sys.executable, "-m", "retrieval.cli", *args], capture_output=True, text=True, env=full_env, cwd=ROOT, **kw
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"xmr {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc

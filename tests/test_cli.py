@@ -1,0 +1,91 @@
+"""The real `xmr` command in a subprocess, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from tests.conftest import run_xmr
+
+
+def test_index_then_search_json(tmp_path, trained_model, samples):
+    folder, manifest = samples
+    lib = str(tmp_path / "lib")
+    proc = run_xmr("--library", lib, "index", str(folder), "--model", trained_model, "--no-progress", check=True)
+    assert f"{len(manifest)} new" in proc.stdout and "items/s" in proc.stdout
+
+    # The library remembers its encoder: no --model from here on (env var route for the library).
+    env = {"XMR_LIBRARY": lib}
+    hits = json.loads(run_xmr("search", "a photo of a green triangle", "--type", "image", "-k", "3", "--json", env=env, check=True).stdout)
+    assert len(hits) == 3
+    for h in hits:
+        assert set(h) >= {"path", "modality", "score", "snippet", "chunk"}
+        assert os.path.isabs(h["path"]) and h["modality"] == "image"
+    assert manifest[str(Path(hits[0]["path"]).relative_to(folder))] == "green triangle"
+
+    text_hits = json.loads(run_xmr("search", "a purple square", "--type", "text", "-k", "50", "--json", env=env, check=True).stdout)
+    assert text_hits and all(h["modality"] == "text" and h["snippet"] and h["chunk"] is not None for h in text_hits)
+    n_chunks = json.loads(run_xmr("stats", "--json", env=env, check=True).stdout)["items_by_modality"]["text"]
+    assert len(text_hits) == min(50, n_chunks)  # the filter does not shrink k
+
+    picture = folder / next(rel for rel, label in manifest.items() if rel.startswith("photos/"))
+    by_image = json.loads(run_xmr("search", "--image", str(picture), "--type", "text", "-k", "2", "--json", env=env, check=True).stdout)
+    assert len(by_image) == 2 and all(h["modality"] == "text" for h in by_image)
+
+    human = run_xmr("search", "a red circle", "--image", str(picture), "--weight", "0.5", "-k", "4", env=env, check=True).stdout
+    assert "score" in human.splitlines()[0] and len([x for x in human.splitlines() if x.strip()[:1].isdigit()]) == 4
+
+    stats = json.loads(run_xmr("stats", "--json", env=env, check=True).stdout)
+    assert stats["files"] == len(manifest)
+    assert stats["vectors"] == stats["items"] == sum(stats["items_by_modality"].values())
+    assert stats["encoder"]["model"] == trained_model and stats["encoder"]["dim"] == 64
+    assert stats["index_type"] == "IDMap2,Flat" and stats["size_bytes"] > 0
+    assert "encoder" in run_xmr("stats", env=env, check=True).stdout
+    assert run_xmr("check", env=env, check=True).stdout.strip().endswith("ok")
+
+
+def test_usage_errors_exit_2_without_traceback(tmp_path, trained_model):
+    lib = ["--library", str(tmp_path / "lib")]
+    cases = [
+        ("search", "x", "--type", "video"),
+        ("search", "x", "-k", "0"),
+        ("search", "x", "--weight", "0.5"),  # weight without an image
+        ("search", "x", "--image", str(tmp_path / "missing.jpg")),
+        ("search",),
+        ("search", "   "),
+        ("index", "--batch-size", "-3", "."),
+        ("index", ".", "--model", "NoSuchModel-99"),
+        ("--no-such-flag",),
+    ]
+    for args in cases:
+        proc = run_xmr(*lib, *args)
+        assert proc.returncode == 2, (args, proc.returncode, proc.stderr)
+        assert "Traceback" not in proc.stderr and "Usage:" in proc.stderr + proc.stdout, (args, proc.stderr)
+    unknown = run_xmr(*lib, "index", ".", "--model", "NoSuchModel-99")
+    assert "available:" in unknown.stderr and "ViT-B-32" in unknown.stderr
+
+
+def test_failures_exit_1_with_a_message(tmp_path, trained_model, random_model):
+    lib = ["--library", str(tmp_path / "lib")]
+    proc = run_xmr(*lib, "search", "x")
+    assert proc.returncode == 1 and "no library" in proc.stderr and "Traceback" not in proc.stderr
+
+    media = tmp_path / "media"
+    media.mkdir()
+    (media / "a.txt").write_text("a red circle", encoding="utf-8")
+    run_xmr(*lib, "index", str(media), "--model", trained_model, "--no-progress", check=True)
+    other = run_xmr(*lib, "search", "x", "--model", random_model)
+    assert other.returncode == 1 and "was built with" in other.stderr and "Traceback" not in other.stderr
+
+
+def test_offline_default_weights_explain_what_to_do(tmp_path):
+    """With no network and an empty cache, the default model fails with a clear way out."""
+    media = tmp_path / "media"
+    media.mkdir()
+    (media / "a.txt").write_text("hello", encoding="utf-8")
+    proc = run_xmr("--library", str(tmp_path / "lib"), "index", str(media), env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")})
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    err = proc.stderr
+    assert "ViT-B-32 (laion2b_s34b_b79k)" in err and "--pretrained" in err and "local-dir:" in err

@@ -1,0 +1,128 @@
+"""Library contracts: encoder identity, schema versions, one writer, any SQLAlchemy URL, model specs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from sqlalchemy import update
+
+from indexer.catalog import SCHEMA_VERSION, Meta
+from retrieval import Library
+from retrieval.errors import (
+    EncoderMismatchError,
+    LibraryError,
+    LibraryLockedError,
+    ModelLoadError,
+    SchemaVersionError,
+    UsageError,
+)
+
+
+@pytest.fixture
+def notes(tmp_path):
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "a.txt").write_text("a red circle", encoding="utf-8")
+    (folder / "b.md").write_text("a blue square", encoding="utf-8")
+    return folder
+
+
+def test_library_records_its_encoder(tmp_path, notes, random_model, trained_model):
+    lib = Library(tmp_path / "lib", model=random_model, create=True)
+    lib.index([notes], progress=False)
+    again = Library(tmp_path / "lib")  # no --model: the recorded one is used
+    assert again.spec.model == random_model
+    assert again.search("red", k=1)[0].path.endswith("a.txt") or again.search("red", k=1)
+    with pytest.raises(EncoderMismatchError, match="was built with"):
+        Library(tmp_path / "lib", model=trained_model)
+    with pytest.raises(EncoderMismatchError, match="FAISS index"):
+        Library(tmp_path / "lib", factory="SQ8")
+
+
+def test_changed_weights_are_refused(tmp_path, notes, random_model):
+    from tests.conftest import save_random_model
+
+    folder = save_random_model(tmp_path / "model", seed=1)
+    lib = Library(tmp_path / "lib", model=f"local-dir:{folder}", create=True)
+    lib.index([notes], progress=False)
+    save_random_model(folder, seed=2)  # same path, other weights
+    with pytest.raises(EncoderMismatchError, match="changed"):
+        Library(tmp_path / "lib").search("red")
+
+
+def test_newer_schema_is_refused(tmp_path, notes, random_model):
+    lib = Library(tmp_path / "lib", model=random_model, create=True)
+    lib.index([notes], progress=False)
+    with lib.engine.begin() as conn:
+        conn.execute(update(Meta).where(Meta.key == "schema_version").values(value=json.dumps(SCHEMA_VERSION + 1)))
+    with pytest.raises(SchemaVersionError, match="upgrade xmr"):
+        Library(tmp_path / "lib")
+
+
+def test_older_schema_is_migrated(tmp_path, notes, random_model, monkeypatch):
+    from indexer import catalog
+
+    lib = Library(tmp_path / "lib", model=random_model, create=True)
+    lib.index([notes], progress=False)
+    with lib.engine.begin() as conn:
+        conn.execute(update(Meta).where(Meta.key == "schema_version").values(value=json.dumps(0)))
+    ran = []
+    monkeypatch.setitem(catalog.MIGRATIONS, 0, lambda conn: ran.append(0))
+    reopened = Library(tmp_path / "lib")
+    assert ran == [0]
+    with reopened.Session() as s:
+        assert catalog.get_meta(s, "schema_version") == SCHEMA_VERSION
+
+
+def test_one_writer_at_a_time(tmp_path, notes, random_model):
+    lib = Library(tmp_path / "lib", model=random_model, create=True)
+    with lib.write_lock():
+        with pytest.raises(LibraryLockedError, match="another xmr process"):
+            Library(tmp_path / "lib").index([notes], progress=False)
+    assert lib.index([notes], progress=False).new == 2
+
+
+def test_catalog_at_any_sqlalchemy_url(tmp_path, notes, random_model):
+    url = f"sqlite:///{tmp_path / 'elsewhere.sqlite'}"
+    lib = Library(tmp_path / "lib", model=random_model, db=url, create=True)
+    lib.index([notes], progress=False)
+    assert (tmp_path / "elsewhere.sqlite").exists() and not (tmp_path / "lib" / "catalog.db").exists()
+    assert len(Library(tmp_path / "lib", db=url).search("circle", k=5)) == 2
+    with pytest.raises(LibraryError):
+        Library(tmp_path / "lib2", db="nosuchdialect://x", create=True)
+
+
+def test_missing_library_is_an_error(tmp_path):
+    with pytest.raises(LibraryError, match="no library"):
+        Library(tmp_path / "nothing")
+
+
+def test_model_specs(tmp_path, notes, random_model):
+    """Registry name + checkpoint file, unknown names and tags, and a local-dir without weights."""
+    import open_clip
+
+    from scripts.train_demo_model import MODEL_CFG
+
+    cfg_dir = tmp_path / "cfgs"
+    cfg_dir.mkdir()
+    (cfg_dir / "xmr-tiny-test.json").write_text(json.dumps(MODEL_CFG))
+    open_clip.add_model_config(cfg_dir)  # open_clip's own way to register an architecture
+    checkpoint = random_model.split(":", 1)[1] + "/open_clip_model.safetensors"
+    lib = Library(tmp_path / "lib", model="xmr-tiny-test", pretrained=checkpoint, create=True)
+    lib.index([notes], progress=False)
+    ident = lib.stats()["encoder"]
+    assert ident["pretrained"] == checkpoint and len(ident["weights_sha256"]) == 64
+
+    with pytest.raises(UsageError, match="unknown model 'NoSuch-1'; available: .*ViT-B-32"):
+        Library(tmp_path / "l2", model="NoSuch-1", pretrained="x", create=True).encoder
+    with pytest.raises(UsageError, match="unknown pretrained tag 'nope' for ViT-B-32; available: .*laion2b_s34b_b79k"):
+        Library(tmp_path / "l3", model="ViT-B-32", pretrained="nope", create=True).encoder
+    with pytest.raises(ModelLoadError, match="checkpoint file not found"):
+        Library(tmp_path / "l4", model="ViT-B-32", pretrained="/no/such/weights.bin", create=True).encoder
+    empty = tmp_path / "empty-model"
+    shutil.copytree(random_model.split(":", 1)[1], empty)
+    (empty / "open_clip_model.safetensors").unlink()
+    with pytest.raises(ModelLoadError, match="no weights file"):
+        Library(tmp_path / "l5", model=f"local-dir:{empty}", create=True).encoder
