@@ -140,7 +140,6 @@ def run_index(
 
     on_skip = on_skip or _default_on_skip
     report = IndexReport()
-    t0 = time.perf_counter()
 
     def skip(path: str, reason: str) -> None:
         report.skipped += 1
@@ -150,12 +149,15 @@ def run_index(
     with lib.write_lock(), lib.Session() as s:
         roots = _roots(s, paths)
         encoder: Encoder = lib.encoder
+        t0 = time.perf_counter()  # indexing time, not model loading time
         lib.record_encoder(s)
         vecs = lib.vectors(create=True)
         lib.repair_vectors(s)
 
         scanned = {mf.path: mf for mf in scan(roots, skip)}
-        known = {f.path: f for f in s.scalars(select(File)) if _under(f.path, roots)}
+        # A root that is missing (an unmounted drive, say) is left alone, not emptied.
+        present = [r for r in roots if os.path.exists(r)]
+        known = {f.path: f for f in s.scalars(select(File)) if _under(f.path, present)}
         gone = {p: f for p, f in known.items() if p not in scanned}
         jobs: list[MediaFile] = []
         by_size: dict[int, list[File]] = {}

@@ -19,6 +19,12 @@ log = logging.getLogger(__name__)
 DEFAULT_FACTORY = "Flat"
 
 
+# Query batches at least this large use BLAS for exact search. faiss 1.15 ships 128000, which
+# keeps every realistic batch on its per-query loop: 6-9x slower than BLAS for 200 queries
+# over 10k-100k vectors here (scripts/bench_search.py). 20 was faiss's long-standing default.
+BLAS_THRESHOLD = 20
+
+
 def import_faiss() -> Any:
     try:
         import faiss
@@ -27,6 +33,9 @@ def import_faiss() -> Any:
             "FAISS is not installed. Install exactly one of: pip install 'xmr[cpu]' (faiss-cpu) "
             "or pip install 'xmr[gpu]' (faiss-gpu)"
         ) from None
+    cvar = getattr(faiss, "cvar", None)
+    if cvar is not None and getattr(cvar, "distance_compute_blas_threshold", 0) > BLAS_THRESHOLD:
+        cvar.distance_compute_blas_threshold = BLAS_THRESHOLD
     return faiss
 
 

@@ -56,7 +56,7 @@ def _open(ctx: click.Context, create: bool = False, **kw: Any):
 
 
 @cli.command()
-@click.argument("paths", nargs=-1, type=click.Path())
+@click.argument("paths", nargs=-1, type=click.Path(exists=True))
 @click.option("--model", envvar="XMR_MODEL", help=MODEL_HELP)
 @click.option("--pretrained", envvar="XMR_PRETRAINED", help=PRETRAINED_HELP)
 @click.option("--factory", help="FAISS index_factory string for a new library [default: Flat]")
@@ -147,7 +147,8 @@ def stats(ctx: click.Context, as_json: bool) -> None:
     click.echo(f"files      {st['files']}  " + ", ".join(f"{k}: {v}" for k, v in sorted(st["files_by_modality"].items())))
     click.echo(f"items      {st['items']}  " + ", ".join(f"{k}: {v}" for k, v in sorted(st["items_by_modality"].items())))
     click.echo(f"vectors    {st['vectors']}  ({st['index_type']}, dim {enc.get('dim', '?')})")
-    click.echo(f"encoder    {enc['model']}  pretrained: {enc.get('pretrained')}" + (f"  sha256: {enc['weights_sha256'][:12]}" if enc.get("weights_sha256") else ""))
+    encoder = enc["model"] + (f"  pretrained: {enc['pretrained']}" if enc.get("pretrained") else "")
+    click.echo(f"encoder    {encoder}" + (f"  sha256: {enc['weights_sha256'][:12]}" if enc.get("weights_sha256") else ""))
     click.echo(f"roots      {', '.join(st['roots']) or '-'}")
     click.echo(f"size       {st['size_bytes'] / 1e6:.1f} MB")
 

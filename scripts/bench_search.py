@@ -22,10 +22,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from indexer.vectors import VectorIndex  # noqa: E402
 
 
+# Spread inside a cluster: tuned so the median cosine to the 1st / 10th exact neighbour is about
+# 0.84 / 0.81 at N = 100k, as for real photo embeddings.
+SPREAD = 0.6
+
+
 def clip_like(n: int, d: int, rng: np.random.Generator, centres: np.ndarray, basis: np.ndarray) -> np.ndarray:
     """Points near random centres inside a 64-dim subspace, plus a little isotropic noise."""
     c = centres[rng.integers(0, len(centres), n)]
-    x = (c + 0.35 * rng.standard_normal(c.shape).astype(np.float32)) @ basis + 0.02 * rng.standard_normal((n, d)).astype(np.float32)
+    x = (c + SPREAD * rng.standard_normal(c.shape).astype(np.float32)) @ basis + 0.02 * rng.standard_normal((n, d)).astype(np.float32)
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
@@ -37,6 +42,16 @@ def numpy_topk(xb: np.ndarray, xq: np.ndarray, k: int) -> np.ndarray:
     return np.take_along_axis(part, order, 1)
 
 
+def best_of(fn, repeat: int = 3) -> float:
+    """Seconds for one call, best of `repeat` after the warm-up call the caller made."""
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
 def bench(n: int, d: int, nq: int, k: int, seed: int) -> dict:
     rng = np.random.default_rng(seed)
     sub = 64
@@ -45,9 +60,8 @@ def bench(n: int, d: int, nq: int, k: int, seed: int) -> dict:
     xb = clip_like(n, d, rng, centres, basis)
     xq = clip_like(nq, d, rng, centres, basis)
 
-    t = time.perf_counter()
     ref = numpy_topk(xb, xq, k)
-    numpy_batch_s = time.perf_counter() - t
+    numpy_batch_s = best_of(lambda: numpy_topk(xb, xq, k))
     single = []
     for q in xq[:50]:
         t = time.perf_counter()
@@ -59,9 +73,8 @@ def bench(n: int, d: int, nq: int, k: int, seed: int) -> dict:
     vi = VectorIndex.create(d)
     vi.add(xb, np.arange(n))
     build_s = time.perf_counter() - t
-    t = time.perf_counter()
     D, I = vi.search(xq, k)
-    faiss_batch_s = time.perf_counter() - t
+    faiss_batch_s = best_of(lambda: vi.search(xq, k))
     single = []
     for q in xq[:50]:
         t = time.perf_counter()

@@ -11,6 +11,7 @@ seeded, cached after the first run), so the demo always ends in a working search
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -80,15 +81,25 @@ def choose_model() -> tuple[list[str], str]:
     )
 
 
-def xmr(*args: str) -> None:
-    print(f"\n$ xmr {' '.join(args)}", flush=True)
-    subprocess.run([sys.executable, "-m", "retrieval.cli", *args], check=True)
+def xmr(*args: str, key: dict[str, str] | None = None) -> None:
+    """Run the real CLI and show its output; with `key`, say what each hit really shows."""
+    print(f"\n$ xmr {' '.join(shlex.quote(a) for a in args)}", flush=True)
+    if key is None:
+        subprocess.run([sys.executable, "-m", "retrieval.cli", *args], check=True)
+        return
+    out = subprocess.run([sys.executable, "-m", "retrieval.cli", *args], check=True, capture_output=True, text=True).stdout
+    for line in out.splitlines():
+        truth = next((label for path, label in key.items() if line.endswith(path)), None)
+        print(f"{line}    <- really: {truth}" if truth else line)
 
 
 def main() -> None:
     media = DEMO_DIR / "media"
-    if not media.is_dir():
-        make_samples(media)
+    shutil.rmtree(media, ignore_errors=True)
+    # The answer key stays out of the indexed folder: xmr sees only pixels and words.
+    manifest = make_samples(media)
+    key = {str(media / rel): label for rel, label in manifest.items() if rel.startswith("photos/")}
+    noted = {label for rel, label in manifest.items() if rel.startswith("notes/note-")}
     flags, banner = choose_model()
     line = "=" * min(100, len(banner) + 16)
     print(f"\n{line}\n  MODEL IN USE: {banner}\n{line}")
@@ -98,10 +109,14 @@ def main() -> None:
     xmr("index", str(media), *flags)
     xmr("index", str(media))  # incremental: nothing to do the second time
     photos = sorted((media / "photos").iterdir())
-    xmr("search", "a red circle", "-k", "5")
-    xmr("search", "a drawing of a blue star", "--type", "image", "-k", "3")
-    xmr("search", "--image", str(photos[1]), "--type", "text", "-k", "3")
-    xmr("search", "a yellow shape", "--image", str(photos[2]), "--weight", "0.5", "--type", "image", "-k", "5")
+    described = next(p for p in photos if key[str(p)] in noted)
+    print("\n(file names say nothing about content; the '<- really:' notes come from the demo's answer key)")
+    xmr("search", "a red circle", "-k", "5", key=key)
+    xmr("search", "a drawing of a blue star", "--type", "image", "-k", "3", key=key)
+    print(f"\n{described.name} shows a {key[str(described)]}; which notes talk about it?")
+    xmr("search", "--image", str(described), "--type", "text", "-k", "3")
+    print(f"\n{photos[2].name} shows a {key[str(photos[2])]}; combined with the words 'a yellow shape':")
+    xmr("search", "a yellow shape", "--image", str(photos[2]), "--weight", "0.5", "--type", "image", "-k", "5", key=key)
     xmr("stats")
     xmr("check")
     print(f"\ndone. Try your own: XMR_LIBRARY={library} .venv/bin/xmr search \"a green square\"")

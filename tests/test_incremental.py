@@ -118,3 +118,17 @@ def test_hidden_files_and_folders_are_skipped(tmp_path, media, random_model):
     assert r.new == 8 and r.skipped == 0
     rel = {os.path.relpath(p, media) for p in _items(lib)}
     assert not any(r.startswith(".") for r in rel) and "script.py" not in rel and len(rel) == 8
+
+
+def test_a_missing_root_is_left_alone(tmp_path, media, random_model):
+    """An unmounted drive must not empty the library of everything that was on it."""
+    other = tmp_path / "drive"
+    other.mkdir()
+    (other / "x.txt").write_text("a green star on a disk", encoding="utf-8")
+    lib = Library(tmp_path / "lib", model=random_model, create=True)
+    lib.index([media, other], progress=False)
+    other.rename(tmp_path / "unplugged")
+    skipped = []
+    r = lib.index([], progress=False, on_skip=lambda p, why: skipped.append((p, why)))
+    assert skipped == [(str(other), "no such file or folder")]
+    assert r.removed == 0 and str(other / "x.txt") in _items(lib)

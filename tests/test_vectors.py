@@ -73,3 +73,14 @@ def test_gpu_path_is_guarded():
     assert vi.use_gpu() is has_gpu
     D, I = vi.search(np.eye(8, dtype=np.float32)[:1], 1)
     assert I[0, 0] == 0 and D[0, 0] == pytest.approx(1.0)
+
+
+def test_missing_faiss_names_both_extras(monkeypatch):
+    import sys
+
+    from indexer.vectors import import_faiss
+    from retrieval.errors import FaissMissingError
+
+    monkeypatch.setitem(sys.modules, "faiss", None)  # import faiss -> ImportError
+    with pytest.raises(FaissMissingError, match=r"xmr\[cpu\].*faiss-cpu.*xmr\[gpu\].*faiss-gpu"):
+        import_faiss()
