@@ -15,7 +15,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from indexer.catalog import File, Item, Root
-from indexer.decode import Chunk, chunk_text, load_image, partial_hash, read_text
+from indexer.decode import chunk_text, load_image, partial_hash, read_text
 from indexer.scan import MediaFile, scan, sniff_modality
 from retrieval.encoders.base import IMAGE, TEXT, Encoder
 from retrieval.errors import DecodeError, UsageError

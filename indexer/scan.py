@@ -82,7 +82,7 @@ def scan(roots: Iterable[str | Path], on_skip: OnSkip) -> Iterator[MediaFile]:
             on_skip(root, "no such file or folder")
             continue
 
-        def walk_error(e: OSError) -> None:
+        def walk_error(e: OSError, root: str = root) -> None:
             on_skip(e.filename or root, e.strerror or str(e))
 
         for dirpath, dirnames, filenames in os.walk(root, followlinks=True, onerror=walk_error):

@@ -13,7 +13,7 @@ from tests.conftest import run_xmr
 
 
 def _world_readable(path):
-    for dirpath, dirnames, filenames in os.walk(path):
+    for dirpath, _dirs, filenames in os.walk(path):
         os.chmod(dirpath, 0o777)
         for f in filenames:
             p = os.path.join(dirpath, f)
