@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from indexer.catalog import File, Item, Root
 from indexer.decode import chunk_text, load_image, partial_hash, read_text
-from indexer.scan import MediaFile, scan, sniff_modality
+from indexer.scan import MediaFile, display_path, scan, sniff_modality
 from retrieval.encoders.base import IMAGE, TEXT, Encoder
 from retrieval.errors import DecodeError, UsageError
 
@@ -88,7 +88,7 @@ def _encode_in_batches(fn: Callable[[list[Any]], np.ndarray], xs: list[Any], bat
 def _default_on_skip(path: str, reason: str) -> None:
     from tqdm import tqdm
 
-    tqdm.write(f"skipping {path}: {reason}", file=sys.stderr)
+    tqdm.write(f"skipping {display_path(path)}: {reason}", file=sys.stderr)
 
 
 def _roots(session: Session, paths: Sequence[str]) -> list[str]:

@@ -32,6 +32,22 @@ class MediaFile:
     mtime_ns: int
 
 
+def display_path(path: str) -> str:
+    """The path as it can be printed on one line: control characters and undecodable bytes escaped."""
+    if path.isprintable():
+        return path
+    escaped = path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in escaped)
+
+
+def _utf8_name(path: str) -> bool:
+    try:
+        path.encode("utf-8")
+        return True
+    except UnicodeEncodeError:  # undecodable bytes, kept by os as lone surrogates
+        return False
+
+
 def is_candidate(name: str) -> bool:
     """Files worth a look: known media extensions, or no extension (sniffed by content)."""
     ext = os.path.splitext(name)[1].lower()
@@ -53,6 +69,9 @@ def sniff_modality(path: str) -> str | None:
 
 
 def _stat_file(path: str, on_skip: OnSkip) -> MediaFile | None:
+    if not _utf8_name(path):
+        on_skip(path, "file name is not valid UTF-8; rename the file to index it")
+        return None
     try:
         st = os.stat(path)
     except FileNotFoundError:

@@ -103,6 +103,7 @@ def search(ctx: click.Context, query: str | None, texts: tuple[str, ...], images
     xmr search --image cat.jpg --type text
     xmr search "red car" --image street.jpg --weight 0.5 --not "night"
     """
+    from indexer.scan import display_path
     from retrieval.query import Query
 
     q = Query(
@@ -124,7 +125,7 @@ def search(ctx: click.Context, query: str | None, texts: tuple[str, ...], images
     width = max(60, min(os.get_terminal_size(sys.stdout.fileno()).columns if sys.stdout.isatty() else 100, 160))
     click.echo(f"{'#':>3}  {'score':>6}  {'type':<5}  result")
     for rank, h in enumerate(hits, 1):
-        line = f"{rank:>3}  {h.score:6.3f}  {h.modality:<5}  {h.path}"
+        line = f"{rank:>3}  {h.score:6.3f}  {h.modality:<5}  {display_path(h.path)}"
         click.echo(line)
         if h.snippet:
             snippet = " ".join(h.snippet.split())

@@ -44,6 +44,8 @@ def bad_folder(tmp_path, random_model):
     os.symlink(media / "self-a.txt", media / "self-b.txt")  # a file symlink loop
     os.symlink(media / "self-b.txt", media / "self-a.txt")
     os.symlink(media / "missing.png", media / "dangling.png")
+    (media / os.fsdecode(b"bad\xffname.txt")).write_text("a name that is not UTF-8", encoding="utf-8")
+    (media / "new\nline.txt").write_text("a star with a newline in its name", encoding="utf-8")
     _world_readable(base)
     os.chmod(media / "locked.txt", 0)
     return media
@@ -71,11 +73,15 @@ def test_bad_files_are_skipped_with_reasons(tmp_path, bad_folder, random_model):
         line = next((x for x in proc.stderr.splitlines() if x.startswith(prefix)), None)
         assert line is not None, (name, proc.stderr)
         assert reason.lower() in line.lower(), line
-    assert f"{3 if os.geteuid() == 0 else 2} new" in proc.stdout
+    assert "skipping " + str(bad_folder) + "/bad\\xffname.txt: file name is not valid UTF-8" in proc.stderr
+    assert f"{4 if os.geteuid() == 0 else 3} new" in proc.stdout
 
     hits = json.loads(run_xmr("--library", str(lib), "search", "star", "--json", check=True).stdout)
     names = sorted(os.path.basename(h["path"]) for h in hits)
-    assert names == (["good.png", "good.txt"] if os.geteuid() != 0 else ["good.png", "good.txt", "locked.txt"])
+    expected_names = ["good.png", "good.txt", "new\nline.txt"] + (["locked.txt"] if os.geteuid() == 0 else [])
+    assert names == sorted(expected_names)
+    human = run_xmr("--library", str(lib), "search", "star", check=True).stdout
+    assert "new\\nline.txt" in human  # one hit, one line: the newline is shown escaped
     assert run_xmr("--library", str(lib), "check").returncode == 0
 
 
