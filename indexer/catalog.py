@@ -19,6 +19,7 @@ from sqlalchemy import (
     String,
     Text,
     create_engine,
+    delete,
     event,
     inspect,
     select,
@@ -117,6 +118,16 @@ def set_meta(session: Session, key: str, value: Any) -> None:
         session.add(Meta(key=key, value=json.dumps(value)))
     else:
         row.value = json.dumps(value)
+
+
+def drop_files(session: Session, vectors: Any, file_ids: list[int]) -> None:
+    """Remove files, their items and the items' vectors (`vectors` may be None: no index yet)."""
+    if not file_ids:
+        return
+    if vectors is not None:
+        vectors.remove(list(session.scalars(select(Item.id).where(Item.file_id.in_(file_ids)))))
+    session.execute(delete(Item).where(Item.file_id.in_(file_ids)))
+    session.execute(delete(File).where(File.id.in_(file_ids)))
 
 
 def schema_version(conn: Connection) -> int | None:

@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
-from sqlalchemy import delete, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from indexer.catalog import File, Item, Root, get_meta, init_schema, make_engine, set_meta
+from indexer.catalog import File, Item, Root, drop_files, get_meta, init_schema, make_engine, set_meta
 from indexer.vectors import DEFAULT_FACTORY, VectorIndex, full_factory
 from retrieval.encoders import DEFAULT_MODEL, DEFAULT_PRETRAINED, Encoder, EncoderSpec, load_encoder
 from retrieval.errors import EncoderMismatchError, LibraryError, LibraryLockedError, UsageError
@@ -235,12 +235,9 @@ class Library:
             vecs.remove(sorted(orphans))
         dropped = 0
         if missing:
-            file_ids = set(session.scalars(select(Item.file_id).where(Item.id.in_(list(missing)))))
-            # Keep the other vectors of those files from becoming orphans.
-            if vecs is not None:
-                vecs.remove(list(session.scalars(select(Item.id).where(Item.file_id.in_(list(file_ids))))))
-            session.execute(delete(Item).where(Item.file_id.in_(list(file_ids))))
-            session.execute(delete(File).where(File.id.in_(list(file_ids))))
+            # Whole files go, so their other vectors do not become orphans.
+            file_ids = list(set(session.scalars(select(Item.file_id).where(Item.id.in_(list(missing))))))
+            drop_files(session, vecs, file_ids)
             dropped = len(file_ids)
         return len(orphans), dropped
 
@@ -349,11 +346,7 @@ class Library:
                 gone_ids = [fid for fid, _ in gone]
                 empty_ids = list(s.scalars(select(File.id).where(~File.items.any())))
                 if gone_ids or empty_ids:
-                    stale = gone_ids + empty_ids
-                    if vecs is not None:
-                        vecs.remove(list(s.scalars(select(Item.id).where(Item.file_id.in_(stale)))))
-                    s.execute(delete(Item).where(Item.file_id.in_(stale)))
-                    s.execute(delete(File).where(File.id.in_(stale)))
+                    drop_files(s, vecs, gone_ids + empty_ids)
                     report.repaired.append(f"removed {len(gone_ids)} missing and {len(empty_ids)} empty files from the catalog")
                 if vecs is not None and len(np.unique(vecs.ids())) != vecs.ntotal:
                     report.warnings.append("duplicate ids remain; rebuild the library with a fresh `xmr index`")

@@ -84,12 +84,9 @@ def choose_model() -> tuple[list[str], str]:
 def xmr(*args: str, key: dict[str, str] | None = None) -> None:
     """Run the real CLI and show its output; with `key`, say what each hit really shows."""
     print(f"\n$ xmr {' '.join(shlex.quote(a) for a in args)}", flush=True)
-    if key is None:
-        subprocess.run([sys.executable, "-m", "retrieval.cli", *args], check=True)
-        return
-    out = subprocess.run([sys.executable, "-m", "retrieval.cli", *args], check=True, capture_output=True, text=True).stdout
+    out = subprocess.run([sys.executable, "-m", "retrieval.cli", *args], check=True, stdout=subprocess.PIPE, text=True).stdout
     for line in out.splitlines():
-        truth = next((label for path, label in key.items() if line.endswith(path)), None)
+        truth = next((label for path, label in (key or {}).items() if line.endswith(path)), None)
         print(f"{line}    <- really: {truth}" if truth else line)
 
 
