@@ -7,14 +7,15 @@ import sys
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
-from sqlalchemy import delete, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from indexer.catalog import File, Item, Root
+from indexer.catalog import File, Item, Root, drop_files
 from indexer.decode import chunk_text, load_image, partial_hash, read_text
 from indexer.scan import MediaFile, display_path, scan, sniff_modality
 from retrieval.encoders.base import IMAGE, TEXT, Encoder
@@ -91,6 +92,32 @@ def _default_on_skip(path: str, reason: str) -> None:
     tqdm.write(f"skipping {display_path(path)}: {reason}", file=sys.stderr)
 
 
+def _apply(session: Session, vectors: Any, decoded: list[_Decoded], known: dict[str, File], report: IndexReport) -> None:
+    """Rows for encoded files (replacing older versions), then their vectors under the new item ids."""
+    for d in decoded:
+        row = known.get(d.mf.path)
+        if row is not None:
+            drop_files(session, vectors, [row.id])
+            report.updated += 1
+        else:
+            report.new += 1
+        f = File(path=d.mf.path, modality=d.modality, size=d.mf.size, mtime_ns=d.mf.mtime_ns, phash=d.phash)
+        session.add(f)
+        session.flush()
+        items = [
+            Item(file_id=f.id, modality=d.modality, chunk=0)
+            if d.modality == IMAGE
+            else Item(
+                file_id=f.id, modality=TEXT, chunk=c.index, char_start=c.char_start, char_end=c.char_end, snippet=c.text
+            )
+            for c in d.payloads
+        ]
+        session.add_all(items)
+        session.flush()
+        vectors.add(d.vectors, [it.id for it in items])
+        report.items += len(items)
+
+
 def _roots(session: Session, paths: Sequence[str]) -> list[str]:
     if not paths:
         roots = list(session.scalars(select(Root.path).order_by(Root.path)))
@@ -107,14 +134,6 @@ def _roots(session: Session, paths: Sequence[str]) -> list[str]:
             session.add(Root(path=root))
             known.add(root)
     return roots
-
-
-def _drop_files(session: Session, vectors: Any, file_ids: list[int]) -> None:
-    if not file_ids:
-        return
-    vectors.remove(list(session.scalars(select(Item.id).where(Item.file_id.in_(file_ids)))))
-    session.execute(delete(Item).where(Item.file_id.in_(file_ids)))
-    session.execute(delete(File).where(File.id.in_(file_ids)))
 
 
 def run_index(
@@ -185,7 +204,7 @@ def run_index(
                 report.moved += 1
             else:
                 jobs.append(mf)
-        _drop_files(s, vecs, [f.id for f in gone.values()])
+        drop_files(s, vecs, [f.id for f in gone.values()])
         report.removed = len(gone)
         s.flush()
 
@@ -193,8 +212,21 @@ def run_index(
         mutating = False
         last_checkpoint = time.perf_counter()
 
-        def flush() -> None:
+        @contextmanager
+        def writing() -> Iterator[None]:
+            """Marks catalog/index writes: an interrupt inside may leave rows and vectors apart."""
             nonlocal mutating
+            mutating = True
+            yield
+            mutating = False
+
+        def checkpoint() -> None:
+            nonlocal last_checkpoint
+            with writing():
+                lib.save_and_commit(s)
+            last_checkpoint = time.perf_counter()
+
+        def flush() -> None:
             if not pending:
                 return
             for modality, fn, as_input in (
@@ -210,31 +242,9 @@ def run_index(
                 for d in group:
                     d.vectors = xb[offset : offset + len(d.payloads)]
                     offset += len(d.payloads)
-            mutating = True
-            for d in pending:
-                row = known.get(d.mf.path)
-                if row is not None:
-                    _drop_files(s, vecs, [row.id])
-                    report.updated += 1
-                else:
-                    report.new += 1
-                f = File(path=d.mf.path, modality=d.modality, size=d.mf.size, mtime_ns=d.mf.mtime_ns, phash=d.phash)
-                s.add(f)
-                s.flush()
-                items = [
-                    Item(file_id=f.id, modality=d.modality, chunk=0)
-                    if d.modality == IMAGE
-                    else Item(
-                        file_id=f.id, modality=TEXT, chunk=c.index, char_start=c.char_start, char_end=c.char_end, snippet=c.text
-                    )
-                    for c in d.payloads
-                ]
-                s.add_all(items)
-                s.flush()
-                vecs.add(d.vectors, [it.id for it in items])
-                report.items += len(items)
+            with writing():
+                _apply(s, vecs, pending, known, report)
             pending.clear()
-            mutating = False
 
         window = max(4 * (workers or os.cpu_count() or 2), 2 * batch_size)
         pool = ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 2, thread_name_prefix="xmr-decode")
@@ -253,9 +263,8 @@ def run_index(
                 except DecodeError as e:
                     skip(mf.path, str(e))
                     if mf.path in known:  # its old vectors describe content that is gone
-                        mutating = True
-                        _drop_files(s, vecs, [known.pop(mf.path).id])
-                        mutating = False
+                        with writing():
+                            drop_files(s, vecs, [known.pop(mf.path).id])
                     dec = None
                 bar.update(1)
                 if dec is not None:
@@ -263,16 +272,20 @@ def run_index(
                     if sum(len(d.payloads) for d in pending) >= batch_size:
                         flush()
                         if time.perf_counter() - last_checkpoint >= checkpoint_seconds:
-                            lib.save_and_commit(s)
-                            last_checkpoint = time.perf_counter()
+                            checkpoint()
             flush()
-            lib.save_and_commit(s)
+            checkpoint()
         except BaseException:
             report.interrupted = True
             pool.shutdown(wait=True, cancel_futures=True)
-            if mutating:  # rows and vectors may disagree mid-batch: go back to the last checkpoint
+            if mutating:  # rows and vectors may disagree: go back to the last checkpoint
                 s.rollback()
                 lib.forget_unsaved_vectors()
+                # An interrupted checkpoint may have replaced the index file without committing
+                # the rows; mend that now rather than leave it to the next writer.
+                with lib.Session() as fresh:
+                    lib.repair_vectors(fresh)
+                    lib.save_and_commit(fresh)
             else:  # keep the work done so far; pending decoded files are simply redone next time
                 pending.clear()
                 lib.save_and_commit(s)

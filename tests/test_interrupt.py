@@ -34,7 +34,7 @@ def _snapshot(lib: Library) -> dict[str, np.ndarray]:
     return {path: lib.vectors().reconstruct(i) for path, i in rows}
 
 
-@pytest.mark.parametrize("where", ["encode", "apply"])
+@pytest.mark.parametrize("where", ["encode", "apply", "checkpoint"])
 def test_interrupt_then_resume(tmp_path, many, random_model, monkeypatch, where):
     lib = Library(tmp_path / "lib", model=random_model, create=True)
     enc = lib.encoder
@@ -54,6 +54,15 @@ def test_interrupt_then_resume(tmp_path, many, random_model, monkeypatch, where)
             raise KeyboardInterrupt  # after the vectors went in, before the rows were committed
         real_add(xb, ids)
 
+    real_checkpoint = lib.save_and_commit
+
+    def save_and_commit(session):
+        if where == "checkpoint" and calls["n"] == 3:
+            lib.vectors().save(lib.index_path)
+            raise KeyboardInterrupt  # the index file is replaced, the rows are not committed
+        real_checkpoint(session)
+
+    monkeypatch.setattr(lib, "save_and_commit", save_and_commit)
     monkeypatch.setattr(enc, "encode_images", encode_images)
     monkeypatch.setattr(lib.vectors(), "add", add)
     with pytest.raises(KeyboardInterrupt):
