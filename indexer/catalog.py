@@ -16,6 +16,7 @@ from sqlalchemy import (
     Float,
     ForeignKey,
     Integer,
+    LargeBinary,
     String,
     Text,
     create_engine,
@@ -28,10 +29,18 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, rela
 
 from retrieval.errors import LibraryError, SchemaVersionError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # version N -> function that upgrades a connection from N to N + 1 (run inside one transaction).
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {}
+
+
+def migration(version: int) -> Callable[[Callable[[Connection], None]], Callable[[Connection], None]]:
+    def register(fn: Callable[[Connection], None]) -> Callable[[Connection], None]:
+        MIGRATIONS[version] = fn
+        return fn
+
+    return register
 
 
 class Base(DeclarativeBase):
@@ -69,7 +78,7 @@ class File(Base):
 
 
 class Item(Base):
-    """One vector: an image, a text chunk (snippet + position) or, later, an audio window."""
+    """One vector: an image, a text chunk (snippet + char offsets) or an audio window (start/end s)."""
 
     __tablename__ = "items"
     # AUTOINCREMENT: ids of deleted items are never handed out again, so a stale vector can
@@ -85,6 +94,20 @@ class Item(Base):
     start: Mapped[Optional[float]] = mapped_column(Float, nullable=True)
     end: Mapped[Optional[float]] = mapped_column(Float, nullable=True)
     file: Mapped[File] = relationship(back_populates="items")
+
+
+class AudioRaw(Base):
+    """An audio window's own CLAP embedding, kept so a refitted bridge can re-project it
+    into the CLIP space without decoding the sound again."""
+
+    __tablename__ = "audio_raw"
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"), primary_key=True)
+    vector: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+@migration(1)
+def _add_audio_raw(conn: Connection) -> None:
+    AudioRaw.__table__.create(conn, checkfirst=True)
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -126,6 +149,9 @@ def drop_files(session: Session, vectors: Any, file_ids: list[int]) -> None:
         return
     if vectors is not None:
         vectors.remove(list(session.scalars(select(Item.id).where(Item.file_id.in_(file_ids)))))
+    # Explicit rather than ON DELETE CASCADE, which other databases may not be set up for.
+    item_ids = select(Item.id).where(Item.file_id.in_(file_ids))
+    session.execute(delete(AudioRaw).where(AudioRaw.item_id.in_(item_ids)))
     session.execute(delete(Item).where(Item.file_id.in_(file_ids)))
     session.execute(delete(File).where(File.id.in_(file_ids)))
 

@@ -15,11 +15,14 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from indexer.catalog import File, Item, Root, drop_files
+from indexer.audio import audio_windows
+from indexer.catalog import AudioRaw, File, Item, Root, drop_files
 from indexer.decode import chunk_text, load_image, partial_hash, read_text
 from indexer.scan import MediaFile, display_path, scan, sniff_modality
 from retrieval.encoders.base import IMAGE, TEXT, Encoder
-from retrieval.errors import DecodeError, UsageError
+from retrieval.errors import DecodeError, UsageError, XmrError
+
+AUDIO = "audio"
 
 OnSkip = Callable[[str, str], None]
 
@@ -47,15 +50,24 @@ class IndexReport:
 
 
 @dataclass
+class _Window:
+    index: int
+    start: float
+    end: float
+    features: dict[str, np.ndarray]
+
+
+@dataclass
 class _Decoded:
     mf: MediaFile
     modality: str
     phash: str
-    payloads: list[Any]  # preprocessed image tensors, or text Chunks
+    payloads: list[Any]  # preprocessed image tensors, text Chunks, or audio _Windows
     vectors: np.ndarray | None = None
+    raw: np.ndarray | None = None  # audio: the windows' own CLAP vectors
 
 
-def _decode(mf: MediaFile, encoder: Encoder) -> _Decoded | None:
+def _decode(mf: MediaFile, encoder: Encoder, audio_encoder: Callable[[], Any]) -> _Decoded | None:
     """Runs in a worker thread. None: not a media file after all."""
     try:
         modality = sniff_modality(mf.path)
@@ -64,6 +76,12 @@ def _decode(mf: MediaFile, encoder: Encoder) -> _Decoded | None:
         phash = partial_hash(mf.path, mf.size)
         if modality == IMAGE:
             payloads: list[Any] = [encoder.preprocess_image(load_image(mf.path))]
+        elif modality == AUDIO:
+            aenc = audio_encoder()
+            payloads = [
+                _Window(w.index, w.start, w.end, aenc.features(w.samples))
+                for w in audio_windows(mf.path, aenc.sampling_rate, aenc.window_samples)
+            ]
         else:
             chunks = chunk_text(read_text(mf.path), encoder.count_tokens, encoder.context_length)
             payloads = list(chunks)
@@ -104,16 +122,19 @@ def _apply(session: Session, vectors: Any, decoded: list[_Decoded], known: dict[
         f = File(path=d.mf.path, modality=d.modality, size=d.mf.size, mtime_ns=d.mf.mtime_ns, phash=d.phash)
         session.add(f)
         session.flush()
-        items = [
-            Item(file_id=f.id, modality=d.modality, chunk=0)
-            if d.modality == IMAGE
-            else Item(
-                file_id=f.id, modality=TEXT, chunk=c.index, char_start=c.char_start, char_end=c.char_end, snippet=c.text
-            )
-            for c in d.payloads
-        ]
+        if d.modality == IMAGE:
+            items = [Item(file_id=f.id, modality=IMAGE, chunk=0)]
+        elif d.modality == AUDIO:
+            items = [Item(file_id=f.id, modality=AUDIO, chunk=w.index, start=w.start, end=w.end) for w in d.payloads]
+        else:
+            items = [
+                Item(file_id=f.id, modality=TEXT, chunk=c.index, char_start=c.char_start, char_end=c.char_end, snippet=c.text)
+                for c in d.payloads
+            ]
         session.add_all(items)
         session.flush()
+        if d.raw is not None:
+            session.add_all(AudioRaw(item_id=it.id, vector=np.asarray(r, np.float32).tobytes()) for it, r in zip(items, d.raw))
         vectors.add(d.vectors, [it.id for it in items])
         report.items += len(items)
 
@@ -172,6 +193,18 @@ def run_index(
         lib.record_encoder(s)
         vecs = lib.vectors(create=True)
         lib.repair_vectors(s)
+        lib.sync_bridge(s)
+
+        audio_failure: list[str] = []
+
+        def audio_encoder() -> Any:
+            """Loaded by the first decode worker that meets a sound; a failure is told in full once."""
+            try:
+                return lib.audio_encoder
+            except XmrError as e:
+                first = not audio_failure
+                audio_failure.append(str(e))
+                raise DecodeError(f"no audio model: {e}" if first else "no audio model (see above)") from None
 
         scanned = {mf.path: mf for mf in scan(roots, skip)}
         # A root that is missing (an unmounted drive, say) is left alone, not emptied.
@@ -242,6 +275,21 @@ def run_index(
                 for d in group:
                     d.vectors = xb[offset : offset + len(d.payloads)]
                     offset += len(d.payloads)
+            sounds = [d for d in pending if d.modality == AUDIO]
+            if sounds:
+                aenc = lib.audio_encoder
+                feats = [w.features for d in sounds for w in d.payloads]
+                raw = np.concatenate(_encode_in_batches(aenc.encode_audio, feats, batch_size))
+                with writing():
+                    lib.record_audio_encoder(s)
+                    # The first sounds of a library fit its bridge (they also estimate the gap).
+                    bridge = lib.bridge() or lib.fit_bridge(s, extra_audio=raw, progress=progress)
+                mapped = bridge.map_audio(raw)
+                offset = 0
+                for d in sounds:
+                    n = len(d.payloads)
+                    d.raw, d.vectors = raw[offset : offset + n], mapped[offset : offset + n]
+                    offset += n
             with writing():
                 _apply(s, vecs, pending, known, report)
             pending.clear()
@@ -254,7 +302,7 @@ def run_index(
         try:
             while True:
                 while len(queue) < window and (mf := next(todo, None)) is not None:
-                    queue.append((mf, pool.submit(_decode, mf, encoder)))
+                    queue.append((mf, pool.submit(_decode, mf, encoder, audio_encoder)))
                 if not queue:
                     break
                 mf, fut = queue.popleft()

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
+from indexer.audio import is_audio_name, sniff_audio
+
 IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".jfif", ".ppm", ".pgm"})
 TEXT_EXTS = frozenset({".txt", ".md", ".markdown", ".rst", ".text"})
 
@@ -51,20 +53,24 @@ def _utf8_name(path: str) -> bool:
 def is_candidate(name: str) -> bool:
     """Files worth a look: known media extensions, or no extension (sniffed by content)."""
     ext = os.path.splitext(name)[1].lower()
-    return ext in IMAGE_EXTS or ext in TEXT_EXTS or ext == ""
+    return ext in IMAGE_EXTS or ext in TEXT_EXTS or ext == "" or is_audio_name(name)
 
 
 def sniff_modality(path: str) -> str | None:
-    """'image' or 'text' by content first, then by extension; None for anything else."""
+    """'image', 'audio' or 'text' by content first, then by extension; None for anything else."""
     ext = os.path.splitext(path)[1].lower()
     with open(path, "rb") as f:
         head = f.read(16)
     if head.startswith(_IMAGE_MAGIC) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP"):
         return "image"
+    if sniff_audio(head, ext):
+        return "audio"
     if ext in TEXT_EXTS:
         return "text"
     if ext in IMAGE_EXTS:
         return "image"  # decoding will say why it is not a readable image
+    if is_audio_name(path):
+        return "audio"
     return None
 
 

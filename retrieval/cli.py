@@ -18,6 +18,7 @@ import click
 from retrieval.errors import UsageError, XmrError
 
 MODEL_HELP = "open_clip model: registry name (ViT-B-32), hf-hub:ORG/REPO or local-dir:PATH [default: ViT-B-32, or the library's]"
+AUDIO_MODEL_HELP = "CLAP model for sounds: Hugging Face id or a save_pretrained folder [default: laion/clap-htsat-unfused, or the library's]"
 PRETRAINED_HELP = "open_clip pretrained tag, a checkpoint file, or 'none' for random weights [default: laion2b_s34b_b79k]"
 
 
@@ -59,6 +60,7 @@ def _open(ctx: click.Context, create: bool = False, **kw: Any):
 @click.argument("paths", nargs=-1, type=click.Path(exists=True))
 @click.option("--model", envvar="XMR_MODEL", help=MODEL_HELP)
 @click.option("--pretrained", envvar="XMR_PRETRAINED", help=PRETRAINED_HELP)
+@click.option("--audio-model", envvar="XMR_AUDIO_MODEL", help=AUDIO_MODEL_HELP)
 @click.option("--factory", help="FAISS index_factory string for a new library [default: Flat]")
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
 @click.option("--workers", type=click.IntRange(min=1), help="Decode threads [default: CPU count]")
@@ -66,16 +68,18 @@ def _open(ctx: click.Context, create: bool = False, **kw: Any):
               metavar="SECONDS", help="Save progress this often; an interrupted run resumes from there.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar [default: when stderr is a terminal]")
 @click.pass_context
-def index(ctx: click.Context, paths: tuple[str, ...], model: str | None, pretrained: str | None, factory: str | None,
-          batch_size: int, workers: int | None, checkpoint_seconds: float, progress: bool | None) -> None:
+def index(ctx: click.Context, paths: tuple[str, ...], model: str | None, pretrained: str | None, audio_model: str | None,
+          factory: str | None, batch_size: int, workers: int | None, checkpoint_seconds: float, progress: bool | None) -> None:
     """Index PATHS (folders or files); with none, refresh every folder indexed before.
 
-    Incremental: unchanged files are skipped, moved files keep their vectors, deleted files are
-    removed. Unreadable files are reported as "skipping PATH: reason" and the run goes on.
+    Pictures, text files and sounds (wav, flac, ogg/opus, mp3; more with ffmpeg). Incremental:
+    unchanged files are skipped, moved files keep their vectors, deleted files are removed.
+    Unreadable files are reported as "skipping PATH: reason" and the run goes on. The first
+    sounds in a library fit its audio bridge (see `xmr bridge fit`).
     """
     # A plain `kill` should stop as cleanly as Ctrl-C.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    lib = _open(ctx, create=True, model=model, pretrained=pretrained, factory=factory)
+    lib = _open(ctx, create=True, model=model, pretrained=pretrained, factory=factory, audio_model=audio_model)
     report = lib.index(paths, batch_size=batch_size, workers=workers, progress=progress, checkpoint_seconds=checkpoint_seconds)
     click.echo(f"indexed {lib.path}: {report.summary()}")
 
@@ -84,23 +88,27 @@ def index(ctx: click.Context, paths: tuple[str, ...], model: str | None, pretrai
 @click.argument("query", required=False)
 @click.option("--text", "texts", multiple=True, help="Text to search for (repeatable; combined with QUERY).")
 @click.option("--image", "images", multiple=True, type=click.Path(exists=True, dir_okay=False), help="Search by this picture (repeatable).")
-@click.option("--weight", type=click.FloatRange(0, 1), help="Share of the image(s) in a text + image query [default: 0.5]")
+@click.option("--audio", "audios", multiple=True, type=click.Path(exists=True, dir_okay=False), help="Search by this sound file (repeatable).")
+@click.option("--weight", type=click.FloatRange(0, 1), help="Share of the picture(s)/sound(s) in a query that also has text [default: 0.5]")
 @click.option("--not", "negatives", multiple=True, help="Text to steer away from (repeatable).")
 @click.option("--not-weight", default=0.5, show_default=True, type=click.FloatRange(0, 1), help="Strength of the --not terms.")
-@click.option("--type", "modality", type=click.Choice(["any", "image", "text"]), default="any", show_default=True)
+@click.option("--type", "modality", type=click.Choice(["any", "image", "text", "audio"]), default="any", show_default=True,
+              help="Only results of this kind; 'any' mixes them by calibrated score.")
 @click.option("-k", "k", default=10, show_default=True, type=click.IntRange(min=1), help="Number of results.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array of hits.")
 @click.option("--model", envvar="XMR_MODEL", help="Must match the library's model (checked).")
 @click.option("--pretrained", envvar="XMR_PRETRAINED", help="Must match the library's weights (checked).")
 @click.pass_context
-def search(ctx: click.Context, query: str | None, texts: tuple[str, ...], images: tuple[str, ...], weight: float | None,
+def search(ctx: click.Context, query: str | None, texts: tuple[str, ...], images: tuple[str, ...], audios: tuple[str, ...], weight: float | None,
            negatives: tuple[str, ...], not_weight: float, modality: str, k: int, as_json: bool,
            model: str | None, pretrained: str | None) -> None:
-    """Search the library by text, picture, or both.
+    """Search the library by text, picture, sound, or a mix.
 
     \b
     xmr search "a dog on a beach"
     xmr search --image cat.jpg --type text
+    xmr search "rain on a roof" --type audio
+    xmr search --audio birds.wav --type image
     xmr search "red car" --image street.jpg --weight 0.5 --not "night"
     """
     from indexer.scan import display_path
@@ -109,8 +117,9 @@ def search(ctx: click.Context, query: str | None, texts: tuple[str, ...], images
     q = Query(
         texts=[t for t in ([query] if query is not None else []) + list(texts)],
         images=list(images),
+        audios=list(audios),
         negatives=list(negatives),
-        image_weight=weight,
+        media_weight=weight,
         negative_weight=not_weight,
     )
     q.validate()  # usage errors before the model loads
@@ -125,12 +134,18 @@ def search(ctx: click.Context, query: str | None, texts: tuple[str, ...], images
     width = max(60, min(os.get_terminal_size(sys.stdout.fileno()).columns if sys.stdout.isatty() else 100, 160))
     click.echo(f"{'#':>3}  {'score':>6}  {'type':<5}  result")
     for rank, h in enumerate(hits, 1):
-        line = f"{rank:>3}  {h.score:6.3f}  {h.modality:<5}  {display_path(h.path)}"
+        where = f"  [{_clock(h.start)}-{_clock(h.end)}]" if h.start is not None and h.end is not None else ""
+        line = f"{rank:>3}  {h.score:6.3f}  {h.modality:<5}  {display_path(h.path)}{where}"
         click.echo(line)
         if h.snippet:
             snippet = " ".join(h.snippet.split())
             limit = width - 20
             click.echo(f"{'':20}{snippet[:limit] + ('…' if len(snippet) > limit else '')}  [chunk {h.chunk}]")
+
+
+def _clock(seconds: float) -> str:
+    m, s = divmod(seconds, 60)
+    return f"{int(m)}:{s:04.1f}"
 
 
 @cli.command()
@@ -150,6 +165,19 @@ def stats(ctx: click.Context, as_json: bool) -> None:
     click.echo(f"vectors    {st['vectors']}  ({st['index_type']}, dim {enc.get('dim', '?')})")
     encoder = enc["model"] + (f"  pretrained: {enc['pretrained']}" if enc.get("pretrained") else "")
     click.echo(f"encoder    {encoder}" + (f"  sha256: {enc['weights_sha256'][:12]}" if enc.get("weights_sha256") else ""))
+    if st.get("audio_encoder"):
+        a = st["audio_encoder"]
+        pin = f"  sha256: {a['weights_sha256'][:12]}" if a.get("weights_sha256") else (f"  revision: {a['revision'][:12]}" if a.get("revision") else "")
+        click.echo(f"audio      {a['audio_model']}{pin}  ({a['window_s']:g} s windows)")
+    if st.get("bridge"):
+        b = st["bridge"]
+        if "error" in b:
+            click.echo(f"bridge     error: {b['error']}")
+        else:
+            click.echo(
+                f"bridge     {b['method']}, {b['captions']} captions, gap from {b['gap_windows']} windows, "
+                f"held-out R@1 {b['heldout_r1']:.3f}, cos {b['heldout_cos']:.3f}  sha256: {b['sha256'][:12]}"
+            )
     click.echo(f"roots      {', '.join(st['roots']) or '-'}")
     click.echo(f"size       {st['size_bytes'] / 1e6:.1f} MB")
 
@@ -171,6 +199,47 @@ def check(ctx: click.Context, repair: bool) -> None:
     elif not repair:
         click.echo("run `xmr check --repair` to fix", err=True)
         ctx.exit(1)
+
+
+@cli.group()
+def bridge() -> None:
+    """The audio bridge: how sounds reach the CLIP space of pictures and text."""
+
+
+@bridge.command("fit")
+@click.option("--captions", type=click.Path(exists=True, dir_okay=False), help="Caption file, one per line [default: xmr's corpus]")
+@click.option("--method", type=click.Choice(["auto", "ridge", "procrustes", "contrastive"]), default="auto", show_default=True,
+              help="auto: the best of ridge/Procrustes on held-out captions, refined contrastively if that measures better")
+@click.option("--audio-model", envvar="XMR_AUDIO_MODEL", help=AUDIO_MODEL_HELP)
+@click.option("--progress/--no-progress", default=None, help="Progress bar [default: when stderr is a terminal]")
+@click.pass_context
+def bridge_fit(ctx: click.Context, captions: str | None, method: str, audio_model: str | None, progress: bool | None) -> None:
+    """Fit the bridge for this library's CLIP encoder and CLAP model and move stored sounds to it."""
+    lib = _open(ctx, create=True, audio_model=audio_model)
+    with lib.write_lock(), lib.Session() as s:
+        b = lib.fit_bridge(s, captions=captions, method=method, progress=progress)
+        lib.save_and_commit(s)
+    d = b.describe()
+    click.echo(
+        f"bridge fitted: {d['method']} on {d['captions']} captions, held-out R@1 {d['heldout_r1']:.3f}, "
+        f"cos {d['heldout_cos']:.3f}; gap from {d['gap_windows']} audio windows -> {lib.bridge_path}"
+    )
+
+
+@bridge.command("show")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def bridge_show(ctx: click.Context, as_json: bool) -> None:
+    """The library's bridge: what it maps, how it was fitted, how well it did on held-out captions."""
+    lib = _open(ctx)
+    b = lib.bridge()
+    if b is None:
+        raise click.ClickException("this library has no bridge yet (it is fitted when the first sounds are indexed)")
+    if as_json:
+        click.echo(json.dumps(b.manifest, indent=2))
+        return
+    for key, value in b.describe().items():
+        click.echo(f"{key:<12} {value}")
 
 
 def main() -> None:

@@ -4,25 +4,35 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
+import threading
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from indexer.catalog import File, Item, Root, drop_files, get_meta, init_schema, make_engine, set_meta
+from indexer.catalog import AudioRaw, File, Item, Root, drop_files, get_meta, init_schema, make_engine, set_meta
 from indexer.vectors import DEFAULT_FACTORY, VectorIndex, full_factory
 from retrieval.encoders import DEFAULT_MODEL, DEFAULT_PRETRAINED, Encoder, EncoderSpec, load_encoder
-from retrieval.errors import EncoderMismatchError, LibraryError, LibraryLockedError, UsageError
+from retrieval.errors import (
+    DecodeError,
+    EncoderMismatchError,
+    LibraryError,
+    LibraryLockedError,
+    ModelLoadError,
+    UsageError,
+)
 from retrieval.query import Query
 from retrieval.search import MODALITIES, Hit, search_vectors
 
 log = logging.getLogger(__name__)
 
 INDEX_FILE = "vectors.faiss"
+BRIDGE_FILE = "bridge.safetensors"
 DB_FILE = "catalog.db"
 LOCK_FILE = "write.lock"
 
@@ -61,6 +71,11 @@ def _first_tag(model: str) -> str | None:
     return tags[0]
 
 
+def _raw_vectors(session: Session) -> np.ndarray:
+    blobs = list(session.scalars(select(AudioRaw.vector)))
+    return np.stack([np.frombuffer(b, dtype=np.float32) for b in blobs]) if blobs else np.zeros((0, 0), np.float32)
+
+
 def _spec_differs(asked: EncoderSpec, recorded: EncoderSpec, pretrained_given: bool) -> bool:
     if asked.model != recorded.model:
         return True
@@ -97,6 +112,7 @@ class Library:
         create: bool = False,
         factory: str | None = None,
         encoder: Encoder | None = None,
+        audio_model: str | None = None,
     ) -> None:
         self.path = Path(path).expanduser() if path else default_library_dir()
         if create:
@@ -110,9 +126,15 @@ class Library:
         self.device = device
         self._encoder: Encoder | None = None
         self._vectors: VectorIndex | None = None
+        self._audio_encoder: Any = None
+        self._audio_error: ModelLoadError | None = None
+        self._audio_lock = threading.Lock()
+        self._bridge: Any = None
+        self._calibration_cache: dict[tuple[str, int], np.ndarray] = {}
 
         with self.Session() as s:
             recorded = get_meta(s, "encoder")
+            self.recorded_audio: dict[str, Any] | None = get_meta(s, "audio_encoder")
             self.factory: str = get_meta(s, "factory") or full_factory(factory or DEFAULT_FACTORY)
         if factory and recorded and full_factory(factory) != self.factory:
             raise EncoderMismatchError(
@@ -136,6 +158,18 @@ class Library:
         if encoder is not None:
             self._check_identity(encoder)
             self._encoder = encoder
+        self.audio_model = self._resolve_audio_model(audio_model)
+
+    def _resolve_audio_model(self, asked: str | None) -> str:
+        from retrieval.encoders.clap import resolve_audio_model
+
+        rec = (self.recorded_audio or {}).get("audio_model")
+        if asked is not None and rec is not None and resolve_audio_model(asked) != rec:
+            raise EncoderMismatchError(
+                f"this library's sounds were indexed with {rec}, not {resolve_audio_model(asked)}; "
+                "drop --audio-model to use the library's own, or use another --library"
+            )
+        return rec or resolve_audio_model(asked)
 
     # -- parts -----------------------------------------------------------------------------
 
@@ -163,6 +197,153 @@ class Library:
                     f"the weights of {self.spec.describe()} changed since this library was built "
                     f"({key}: {rec.get(key)} -> {ident.get(key)}); re-index into a new --library"
                 )
+
+    @property
+    def audio_encoder(self) -> Any:
+        """The CLAP encoder, loaded on first use (thread-safe: decode workers may ask first).
+
+        A load failure is remembered, so a folder of sounds reports it once per file
+        without retrying a download for each.
+        """
+        with self._audio_lock:
+            if self._audio_encoder is None:
+                if self._audio_error is not None:
+                    raise self._audio_error
+                from retrieval.encoders.clap import ClapAudioEncoder
+
+                try:
+                    enc = ClapAudioEncoder(self.audio_model, self.device)
+                except ModelLoadError as e:
+                    self._audio_error = e
+                    raise
+                rec = self.recorded_audio
+                if rec is not None:
+                    for key in ("dim", "weights_sha256"):
+                        if rec.get(key) != enc.identity().get(key):
+                            raise EncoderMismatchError(
+                                f"the audio model {self.audio_model} changed since this library was built "
+                                f"({key}: {rec.get(key)} -> {enc.identity().get(key)}); re-index into a new --library"
+                            )
+                self._audio_encoder = enc
+            return self._audio_encoder
+
+    def record_audio_encoder(self, session: Session) -> None:
+        if self.recorded_audio is None and self._audio_encoder is not None:
+            self.recorded_audio = self._audio_encoder.identity()
+            set_meta(session, "audio_encoder", self.recorded_audio)
+
+    # -- the bridge from CLAP into this library's CLIP space ---------------------------------
+
+    @property
+    def bridge_path(self) -> Path:
+        return self.path / BRIDGE_FILE
+
+    def bridge(self) -> Any:
+        """The library's bridge (None before the first sound is indexed), checked against its encoders."""
+        from retrieval.bridge import Bridge
+
+        if self._bridge is None and self.bridge_path.exists():
+            self._bridge = Bridge.load(self.bridge_path)
+            if self.recorded_audio is not None and self.recorded_identity is not None:
+                self._bridge.check_pair(self.recorded_audio, self.recorded_identity)
+        return self._bridge
+
+    def fit_bridge(
+        self,
+        session: Session,
+        *,
+        captions: str | os.PathLike[str] | None = None,
+        method: str = "auto",
+        extra_audio: np.ndarray | None = None,
+        progress: bool | None = None,
+    ) -> Any:
+        """Fit and save a bridge for this library's CLIP encoder and CLAP model, then move the
+        stored sounds to it. The caller holds the write lock and commits."""
+        from tqdm import tqdm
+
+        from retrieval.bridge import fit_bridge, read_captions
+
+        texts = read_captions(captions)
+        clap, clip = self.audio_encoder, self.encoder
+        self.record_encoder(session)
+        self.record_audio_encoder(session)
+        chunk = 256
+        x_parts, y_parts = [], []
+        bar = tqdm(total=2 * len(texts), unit="caption", desc="fitting the audio bridge",
+                   disable=(not progress) if progress is not None else None, file=sys.stderr)
+        try:
+            for i in range(0, len(texts), chunk):
+                x_parts.append(clap.encode_text(texts[i : i + chunk]))
+                bar.update(len(texts[i : i + chunk]))
+            for i in range(0, len(texts), chunk):
+                y_parts.append(clip.encode_text(texts[i : i + chunk]))
+                bar.update(len(texts[i : i + chunk]))
+        finally:
+            bar.close()
+        audio = [_raw_vectors(session)]
+        if extra_audio is not None:
+            audio.append(np.asarray(extra_audio, np.float32))
+        audio_all = np.concatenate([a for a in audio if len(a)]) if any(len(a) for a in audio) else None
+        import hashlib
+
+        manifest = {
+            "clap": self.recorded_audio,
+            "clip": self.recorded_identity,
+            "captions": {
+                "count": len(texts),
+                "source": str(captions) if captions else "xmr default corpus",
+                "sha256": hashlib.sha256("\n".join(texts).encode()).hexdigest(),
+            },
+        }
+        bridge = fit_bridge(np.concatenate(x_parts), np.concatenate(y_parts), method=method, audio=audio_all, manifest=manifest)
+        self.install_bridge(session, bridge)
+        return bridge
+
+    def install_bridge(self, session: Session, bridge: Any) -> int:
+        """Make `bridge` the library's: save it, re-project every stored sound, record it.
+        Returns the number of audio items moved. The caller holds the write lock and commits."""
+        if self.recorded_audio is not None and self.recorded_identity is not None:
+            bridge.check_pair(self.recorded_audio, self.recorded_identity)
+        bridge.save(self.bridge_path)
+        self._bridge = bridge
+        return self.sync_bridge(session, force=True)
+
+    def sync_bridge(self, session: Session, force: bool = False) -> int:
+        """Stored audio vectors follow the bridge file. A crash between saving a new bridge and
+        committing leaves the recorded bridge hash behind; the next writer re-projects."""
+        bridge = self.bridge()
+        if bridge is None:
+            return 0
+        if not force and get_meta(session, "bridge_sha256") == bridge.sha256:
+            return 0
+        moved = 0
+        vecs = self.vectors(create=True)
+        rows = session.execute(select(AudioRaw.item_id, AudioRaw.vector)).all()
+        for i in range(0, len(rows), 4096):
+            part = rows[i : i + 4096]
+            ids = [r[0] for r in part]
+            raw = np.stack([np.frombuffer(r[1], dtype=np.float32) for r in part])
+            vecs.remove(ids)
+            vecs.add(bridge.map_audio(raw), ids)
+            moved += len(ids)
+        set_meta(session, "bridge_sha256", bridge.sha256)
+        set_meta(session, "bridge", bridge.describe())
+        return moved
+
+    def embed_audio_file(self, path: str) -> np.ndarray:
+        """A sound file as a query: CLAP vectors of its windows, averaged, bridged into CLIP space."""
+        from indexer.audio import audio_windows
+
+        bridge = self.bridge()
+        if bridge is None:
+            raise UsageError("this library has no sounds yet, so no audio bridge: index some audio first, or run `xmr bridge fit`")
+        enc = self.audio_encoder
+        try:
+            feats = [enc.features(w.samples) for w in audio_windows(path, enc.sampling_rate, enc.window_samples)]
+        except DecodeError as e:
+            raise UsageError(f"--audio {path}: {e}") from None
+        raw = np.concatenate([enc.encode_audio(feats[i : i + 32]) for i in range(0, len(feats), 32)]).mean(0)
+        return bridge.map_audio(raw / max(float(np.linalg.norm(raw)), 1e-12))[0]
 
     def vectors(self, create: bool = False) -> VectorIndex | None:
         """The FAISS index, loaded from disk on first use (None when there is none yet)."""
@@ -257,7 +438,11 @@ class Library:
         modality: str | None = None,
         vector: np.ndarray | None = None,
     ) -> list[Hit]:
-        """Nearest items to a Query (or plain text, or a ready unit vector), best first."""
+        """Nearest items to a Query (or plain text, or a ready unit vector), best first.
+
+        With several modalities in the library and no `modality` filter, each modality is
+        searched on its own and the lists are merged by calibrated score (see `_calibrate`).
+        """
         if k <= 0:
             raise UsageError(f"k must be positive, got {k}")
         if modality in (None, "any"):
@@ -272,12 +457,51 @@ class Library:
             vecs = self.vectors()
             if vecs is None or vecs.ntotal == 0:
                 return []
-            vector = q.embed(self.encoder)
+            vector = q.embed(lambda: self.encoder, audio=self.embed_audio_file)
         vecs = self.vectors()
         if vecs is None:
             return []
         with self.Session() as s:
-            return search_vectors(s, vecs, vector, k, modality)
+            present = list(s.scalars(select(Item.modality).distinct()))
+            if modality is not None or len(present) < 2:
+                return search_vectors(s, vecs, vector, k, modality)
+            hits = [h for m in sorted(present) for h in self._calibrate(s, m, vector, search_vectors(s, vecs, vector, k, m))]
+        hits.sort(key=lambda h: h.calibrated if h.calibrated is not None else h.score, reverse=True)
+        return hits[:k]
+
+    _CALIBRATION_SAMPLE = 512
+
+    def _sample_ids(self, s: Session, modality: str | None) -> list[int]:
+        stmt = select(Item.id).order_by(func.random()).limit(self._CALIBRATION_SAMPLE)
+        return list(s.scalars(stmt if modality is None else stmt.where(Item.modality == modality)))
+
+    def _calibrate(self, s: Session, modality: str, vector: np.ndarray, hits: list[Hit]) -> list[Hit]:
+        """Make scores of different modalities comparable: z-score of each hit's cosine among
+        the cosines of this query to a fixed random sample of that modality's items.
+
+        Raw cosines are not comparable across modalities (CLIP text->text runs far higher than
+        text->image, bridged sounds sit elsewhere again); "how far above this modality's usual
+        score for this query" is.
+        """
+        key = (modality, self._vectors.ntotal if self._vectors is not None else 0)
+        cache = self._calibration_cache
+        sample = cache.get(key)
+        if sample is None:
+            ids = self._sample_ids(s, modality)
+            if len(ids) < 8:  # too few for a spread: measure against the whole library instead
+                ids = self._sample_ids(s, None)
+            vecs = self.vectors()
+            sample = np.stack([vecs.reconstruct(i) for i in ids]) if ids and vecs is not None else np.zeros((0, len(vector)), np.float32)
+            cache[key] = sample
+        if len(sample) < 2:
+            for h in hits:
+                h.calibrated = h.score
+            return hits
+        sims = sample @ vector
+        mu, sd = float(sims.mean()), max(float(sims.std()), 1e-3)
+        for h in hits:
+            h.calibrated = (h.score - mu) / sd
+        return hits
 
     # -- reports ----------------------------------------------------------------------------
 
@@ -299,9 +523,18 @@ class Library:
             "vectors": vecs.ntotal if vecs is not None else 0,
             "encoder": self.recorded_identity or {**self.spec.to_dict(), "note": "not recorded yet"},
             "index_type": self.factory,
+            "audio_encoder": self.recorded_audio,
+            "bridge": self._bridge_info(),
             "roots": roots,
             "size_bytes": size,
         }
+
+    def _bridge_info(self) -> dict[str, Any] | None:
+        try:
+            bridge = self.bridge()
+        except (LibraryError, EncoderMismatchError) as e:
+            return {"error": str(e)}
+        return None if bridge is None else bridge.describe()
 
     def check(self, repair: bool = False) -> CheckReport:
         """Verify rows <-> vectors <-> files; with `repair`, fix what can be fixed without a model."""
@@ -337,6 +570,7 @@ class Library:
                 report.problems.append(f"{len(gone)} indexed files no longer exist (e.g. {gone[0][1]})")
             if changed:
                 report.warnings.append(f"{len(changed)} files changed since indexing (e.g. {changed[0]}); run `xmr index`")
+            self._check_audio(s, report)
             if repair and report.problems:
                 removed, dropped = self.repair_vectors(s)
                 if removed:
@@ -348,8 +582,42 @@ class Library:
                 if gone_ids or empty_ids:
                     drop_files(s, vecs, gone_ids + empty_ids)
                     report.repaired.append(f"removed {len(gone_ids)} missing and {len(empty_ids)} empty files from the catalog")
+                stray = s.execute(delete(AudioRaw).where(~AudioRaw.item_id.in_(select(Item.id)))).rowcount
+                if stray:
+                    report.repaired.append(f"removed {stray} stored CLAP vectors without items")
+                missing_raw = list(s.scalars(select(Item.file_id).where(Item.modality == "audio", ~Item.id.in_(select(AudioRaw.item_id)))))
+                if missing_raw:
+                    drop_files(s, vecs, list(set(missing_raw)))
+                    report.repaired.append(f"dropped {len(set(missing_raw))} sound files without CLAP vectors (the next `xmr index` re-encodes them)")
+                try:
+                    if self.bridge() is not None and self.sync_bridge(s):
+                        report.repaired.append("moved the stored sounds to the current bridge")
+                except (LibraryError, EncoderMismatchError):
+                    pass
                 if vecs is not None and len(np.unique(vecs.ids())) != vecs.ntotal:
                     report.warnings.append("duplicate ids remain; rebuild the library with a fresh `xmr index`")
                 self.save_and_commit(s)
         return report
+
+    def _check_audio(self, s: Session, report: CheckReport) -> None:
+        n_audio = s.scalar(select(func.count(Item.id)).where(Item.modality == "audio")) or 0
+        no_raw = s.scalar(
+            select(func.count(Item.id)).where(Item.modality == "audio", ~Item.id.in_(select(AudioRaw.item_id)))
+        ) or 0
+        if no_raw:
+            report.problems.append(f"{no_raw} audio items have no stored CLAP vector")
+        stray = s.scalar(select(func.count(AudioRaw.item_id)).where(~AudioRaw.item_id.in_(select(Item.id)))) or 0
+        if stray:
+            report.problems.append(f"{stray} stored CLAP vectors have no audio item")
+        if not n_audio:
+            return
+        try:
+            bridge = self.bridge()
+        except (LibraryError, EncoderMismatchError) as e:
+            report.problems.append(f"audio bridge: {e}")
+            return
+        if bridge is None:
+            report.problems.append(f"{n_audio} audio items but no bridge file ({self.bridge_path}); run `xmr bridge fit`")
+        elif get_meta(s, "bridge_sha256") != bridge.sha256:
+            report.problems.append("the stored sounds were projected with another bridge than the one on disk")
 

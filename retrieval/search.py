@@ -12,13 +12,15 @@ from sqlalchemy.orm import Session
 from indexer.catalog import File, Item
 from indexer.vectors import VectorIndex
 
-MODALITIES = ("image", "text")
+MODALITIES = ("image", "text", "audio")
 _SQL_CHUNK = 900  # stay below SQLite's bound-parameter limit on old builds
 
 
 @dataclass
 class Hit:
-    """One search result. `score` is the cosine similarity to the query vector."""
+    """One search result. `score` is the cosine similarity to the query vector; `calibrated`
+    (only when modalities are mixed) is the score that ranked it among other modalities.
+    Text hits carry chunk/snippet/char offsets; audio hits the window's `start`/`end` seconds."""
 
     path: str
     modality: str
@@ -30,6 +32,7 @@ class Hit:
     char_end: int | None = None
     start: float | None = None
     end: float | None = None
+    calibrated: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -74,7 +77,7 @@ def search_vectors(
                     modality=item.modality,
                     score=score,
                     item_id=item.id,
-                    chunk=item.chunk if item.modality == "text" else None,
+                    chunk=item.chunk if item.modality != "image" else None,
                     snippet=item.snippet,
                     char_start=item.char_start,
                     char_end=item.char_end,

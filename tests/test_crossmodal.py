@@ -53,10 +53,10 @@ def test_composite_query_moves_results(trained_library, samples):
         return float(np.mean(ranks))
 
     text_only = rank_of_blue_squares(Query(texts=["a red circle"]))
-    composite = rank_of_blue_squares(Query(texts=["a red circle"], images=[str(folder / blue_squares[0])], image_weight=0.7))
+    composite = rank_of_blue_squares(Query(texts=["a red circle"], images=[str(folder / blue_squares[0])], media_weight=0.7))
     assert composite < text_only, (composite, text_only)
     # More image weight pulls harder toward the picture.
-    light = rank_of_blue_squares(Query(texts=["a red circle"], images=[str(folder / blue_squares[0])], image_weight=0.2))
+    light = rank_of_blue_squares(Query(texts=["a red circle"], images=[str(folder / blue_squares[0])], media_weight=0.2))
     assert composite <= light
 
     # A negative term pushes its concept down.
