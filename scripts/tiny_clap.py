@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 from retrieval.bridge import read_captions
+from retrieval.encoders.clap import _quiet_transformers
 
 TEXT_CFG = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, max_position_embeddings=80)
 AUDIO_CFG = dict(
@@ -26,6 +27,7 @@ def make_tiny_clap(folder: str | Path, seed: int = 0) -> Path:
     from tokenizers import ByteLevelBPETokenizer
     from transformers import ClapConfig, ClapFeatureExtractor, ClapModel, ClapProcessor, RobertaTokenizerFast
 
+    _quiet_transformers()
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     bpe = ByteLevelBPETokenizer()

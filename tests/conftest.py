@@ -126,3 +126,11 @@ def run_xmr(*args: str, env: dict[str, str] | None = None, check: bool = False, 
     if check and proc.returncode != 0:
         raise AssertionError(f"xmr {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+@pytest.fixture(scope="session")
+def tiny_clap(tmp_path_factory) -> str:
+    """A complete tiny CLAP folder (random weights, save_pretrained layout): the --audio-model path."""
+    from scripts.tiny_clap import make_tiny_clap
+
+    return str(make_tiny_clap(tmp_path_factory.mktemp("tiny-clap")))
