@@ -39,6 +39,21 @@ STEPS = 800
 VERSION = 1  # bump when the recipe changes, so cached copies are rebuilt
 
 
+def save_random_model(folder: str | Path, seed: int = 0) -> Path:
+    """The same architecture with random weights, as a `local-dir:` folder (plumbing and timing)."""
+    import open_clip
+    import torch
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    model = open_clip.CLIP(**MODEL_CFG)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "open_clip_model.safetensors"))
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": MODEL_CFG, "preprocess_cfg": PREPROCESS_CFG}))
+    return folder
+
+
 def train(out_dir: str | Path, steps: int = STEPS, seed: int = 0, log_every: int = 100, verbose: bool = True) -> Path:
     """Train and save the model into `out_dir`; returns the folder."""
     import open_clip

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-import json
 import os
 import socket
 import subprocess
@@ -70,18 +69,9 @@ def _isolated_dirs(tmp_path, monkeypatch):
 
 def save_random_model(folder: Path, seed: int = 0) -> Path:
     """A tiny open_clip model with random weights, as a `local-dir:` folder."""
-    import open_clip
-    import torch
-    from safetensors.torch import save_file
+    from scripts.train_demo_model import save_random_model as save
 
-    from scripts.train_demo_model import MODEL_CFG, PREPROCESS_CFG
-
-    folder.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(seed)
-    model = open_clip.CLIP(**MODEL_CFG)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "open_clip_model.safetensors"))
-    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": MODEL_CFG, "preprocess_cfg": PREPROCESS_CFG}))
-    return folder
+    return save(folder, seed)
 
 
 @pytest.fixture(scope="session")

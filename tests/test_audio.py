@@ -203,3 +203,45 @@ def test_no_audio_model_skips_sounds_and_keeps_the_rest(tmp_path, media, random_
     assert "no audio model: could not load the audio model laion/clap-htsat-unfused" in proc.stderr
     assert "save_pretrained" in proc.stderr
     assert "1 new" in proc.stdout and "Traceback" not in proc.stderr
+
+
+needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not installed (.ci/run installs it)")
+
+
+@needs_ffmpeg
+def test_formats_beyond_soundfile_go_through_ffmpeg(tmp_path, media, random_model, tiny_clap, monkeypatch):
+    import subprocess
+
+    folder = tmp_path / "m4a"
+    folder.mkdir()
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(media / "long.flac"), "-c:a", "aac", str(folder / "voice.m4a")], check=True)
+    lib = Library(tmp_path / "lib", model=random_model, audio_model=tiny_clap, create=True)
+    report = lib.index([folder], progress=False)
+    assert report.new == 1 and report.skipped == 0
+    hits = lib.search(Query(audios=[str(folder / "voice.m4a")]), k=5, modality="audio")
+    # 25 s of sound: three windows, the encoder's priming samples aside
+    assert [(round(h.start), round(h.end)) for h in sorted(hits, key=lambda h: h.start)] == [(0, 10), (10, 20), (15, 25)]
+
+    import indexer.audio
+
+    monkeypatch.setattr(indexer.audio, "ffmpeg_path", lambda: None)
+    (folder / "other.m4a").write_bytes((folder / "voice.m4a").read_bytes())
+    reasons: list[str] = []
+    lib.index([folder], progress=False, on_skip=lambda p, r: reasons.append(r))
+    assert len(reasons) == 1 and "install ffmpeg" in reasons[0]
+
+
+def test_eval_script_runs_on_synthetic_data():
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    proc = subprocess.run([sys.executable, "scripts/eval_audio.py", "--synthetic"], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["esc50"]["clips"] == 12 and out["esc50"]["classes"] == 4
+    for key in ("accuracy_clip_text_via_bridge", "accuracy_native_clap"):
+        assert 0.0 <= out["esc50"][key] <= 1.0
+    assert out["audiocaps"]["captions"] == 8 and out["audiocaps"]["captions_without_clip"] == 1
+    assert 0.0 <= out["audiocaps"]["r1_clip_text_via_bridge"] <= out["audiocaps"]["r10_clip_text_via_bridge"] <= 1.0
