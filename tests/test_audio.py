@@ -245,3 +245,41 @@ def test_eval_script_runs_on_synthetic_data():
         assert 0.0 <= out["esc50"][key] <= 1.0
     assert out["audiocaps"]["captions"] == 8 and out["audiocaps"]["captions_without_clip"] == 1
     assert 0.0 <= out["audiocaps"]["r1_clip_text_via_bridge"] <= out["audiocaps"]["r10_clip_text_via_bridge"] <= 1.0
+
+
+def test_sound_to_picture_and_picture_to_sound(tmp_path, media, random_model, tiny_clap):
+    from PIL import Image
+
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    shutil.copy(media / "tone.wav", folder)
+    shutil.copy(media / "long.flac", folder)
+    Image.new("RGB", (48, 48), (200, 30, 30)).save(folder / "red.png")
+    Image.new("RGB", (48, 48), (30, 30, 200)).save(folder / "blue.png")
+    lib = Library(tmp_path / "lib", model=random_model, audio_model=tiny_clap, create=True)
+    lib.index([folder], progress=False)
+    pictures = lib.search(Query(audios=[str(folder / "tone.wav")]), k=5, modality="image")
+    assert sorted(h.path.rsplit("/", 1)[1] for h in pictures) == ["blue.png", "red.png"]
+    sounds = lib.search(Query(images=[str(folder / "red.png")]), k=10, modality="audio")
+    assert len(sounds) == 4 and all(h.start is not None for h in sounds)
+    # the scores are the plain cosines of the two vectors in the shared space
+    img_vec = lib.vectors().reconstruct(pictures[0].item_id)
+    assert pictures[0].score == pytest.approx(float(img_vec @ lib.embed_audio_file(str(folder / "tone.wav"))), abs=1e-4)
+
+
+def test_a_first_schema_library_gains_the_audio_table(tmp_path, random_model, media):
+    from sqlalchemy import inspect, text
+
+    from indexer.catalog import SCHEMA_VERSION, get_meta
+
+    lib = Library(tmp_path / "lib", model=random_model, create=True)
+    lib.index([media / "note.txt"], progress=False)
+    with lib.engine.begin() as conn:  # turn it back into a schema-1 catalog
+        conn.execute(text("DROP TABLE audio_raw"))
+        conn.execute(text("UPDATE meta SET value = '1' WHERE key = 'schema_version'"))
+    lib.engine.dispose()
+    again = Library(tmp_path / "lib")
+    assert "audio_raw" in inspect(again.engine).get_table_names()
+    with again.Session() as s:
+        assert get_meta(s, "schema_version") == SCHEMA_VERSION == 2
+    assert again.check().ok
