@@ -71,6 +71,44 @@ def _first_tag(model: str) -> str | None:
     return tags[0]
 
 
+def _cached_text_vectors(encoder: Any, identity: dict[str, Any] | None, texts: list[str], chunk: int, bar: Any) -> np.ndarray:
+    """Caption vectors of one text tower, cached per (weights, captions) in the user cache dir:
+    refitting a bridge, or fitting one for a second library, does not pay for them again.
+    Weights that nothing pins (random, unhashed) are never cached."""
+    import hashlib
+    import json
+
+    import platformdirs
+
+    ident = identity or {}
+    pinned = ident.get("weights_sha256") or ident.get("revision") or ident.get("pretrained")
+    path = None
+    if pinned:
+        key = hashlib.sha256(json.dumps(ident, sort_keys=True).encode() + "\n".join(texts).encode()).hexdigest()
+        path = Path(platformdirs.user_cache_dir("xmr", appauthor=False)) / "caption-vectors" / f"{key[:32]}.npy"
+        try:
+            vectors = np.load(path)
+            if vectors.shape[0] == len(texts):
+                bar.update(len(texts))
+                return vectors
+        except (OSError, ValueError):
+            pass
+    parts = []
+    for i in range(0, len(texts), chunk):
+        parts.append(encoder.encode_text(texts[i : i + chunk]))
+        bar.update(len(parts[-1]))
+    vectors = np.concatenate(parts)
+    if path is not None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(path.name + f".{os.getpid()}.tmp.npy")
+            np.save(tmp, vectors)
+            os.replace(tmp, path)
+        except OSError as e:  # a cache only: never fail a fit for it
+            log.info("cannot cache caption vectors in %s: %s", path, e)
+    return vectors
+
+
 def _raw_vectors(session: Session) -> np.ndarray:
     blobs = list(session.scalars(select(AudioRaw.vector)))
     return np.stack([np.frombuffer(b, dtype=np.float32) for b in blobs]) if blobs else np.zeros((0, 0), np.float32)
@@ -267,19 +305,20 @@ class Library:
         clap, clip = self.audio_encoder, self.encoder
         self.record_encoder(session)
         self.record_audio_encoder(session)
-        chunk = 256
-        x_parts, y_parts = [], []
+        chunk = 128
+        # Batches of similar length: text towers run only as far as a batch's longest caption.
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        ordered = [texts[i] for i in order]
         bar = tqdm(total=2 * len(texts), unit="caption", desc="fitting the audio bridge",
                    disable=(not progress) if progress is not None else None, file=sys.stderr)
         try:
-            for i in range(0, len(texts), chunk):
-                x_parts.append(clap.encode_text(texts[i : i + chunk]))
-                bar.update(len(texts[i : i + chunk]))
-            for i in range(0, len(texts), chunk):
-                y_parts.append(clip.encode_text(texts[i : i + chunk]))
-                bar.update(len(texts[i : i + chunk]))
+            x, y = (
+                _cached_text_vectors(enc, ident, ordered, chunk, bar)
+                for enc, ident in ((clap, self.recorded_audio), (clip, self.recorded_identity))
+            )
         finally:
             bar.close()
+        back = np.argsort(order)
         audio = [_raw_vectors(session)]
         if extra_audio is not None:
             audio.append(np.asarray(extra_audio, np.float32))
@@ -295,7 +334,7 @@ class Library:
                 "sha256": hashlib.sha256("\n".join(texts).encode()).hexdigest(),
             },
         }
-        bridge = fit_bridge(np.concatenate(x_parts), np.concatenate(y_parts), method=method, audio=audio_all, manifest=manifest)
+        bridge = fit_bridge(x[back], y[back], method=method, audio=audio_all, manifest=manifest)
         self.install_bridge(session, bridge)
         return bridge
 
