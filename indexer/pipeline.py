@@ -322,6 +322,8 @@ def run_index(
                         if time.perf_counter() - last_checkpoint >= checkpoint_seconds:
                             checkpoint()
             flush()
+            with writing():
+                lib.maybe_reindex(s, progress)
             checkpoint()
         except BaseException:
             report.interrupted = True

@@ -1,6 +1,9 @@
-"""FAISS wrapper: an IDMap2 index whose ids are catalog item ids, saved atomically.
+"""FAISS wrapper: an index whose ids are catalog item ids, saved atomically.
 
-Vectors are C-contiguous float32 (n, d), unit norm; similarity is inner product (cosine).
+Two kinds: exact `IDMap2,Flat` (and other IDMap2-wrapped indexes that need no training), and
+trained IVF indexes (`IVF4096,SQ8`, `OPQ32,IVF1024,PQ32`, ...) that keep our ids in their
+inverted lists, so removal works without a wrapper. Vectors are C-contiguous float32 (n, d),
+unit norm; similarity is inner product (cosine).
 """
 
 from __future__ import annotations
@@ -39,9 +42,21 @@ def import_faiss() -> Any:
     return faiss
 
 
+def is_ivf(factory: str) -> bool:
+    return any(part.startswith("IVF") for part in factory.split(","))
+
+
 def full_factory(factory: str) -> str:
-    """The factory string as stored: always wrapped in IDMap2 so ids are ours and removable."""
-    return factory if factory.startswith("IDMap") else f"IDMap2,{factory}"
+    """The factory string as stored: wrapped in IDMap2 so ids are ours and removable (IVF
+    indexes store ids themselves)."""
+    return factory if factory.startswith("IDMap") or is_ivf(factory) else f"IDMap2,{factory}"
+
+
+# Below this many queries an exact flat search is one BLAS matrix-vector product over FAISS's
+# own storage: FAISS runs a single query on one core (about 4x slower than sgemv on both cores
+# at 10k vectors here); batches go to FAISS, which parallelises over queries.
+SMALL_BATCH = 8
+MMAP_MIN_BYTES = 64 * 1024 * 1024
 
 
 def _as_xb(x: np.ndarray, d: int) -> np.ndarray:
@@ -54,13 +69,69 @@ def _as_xb(x: np.ndarray, d: int) -> np.ndarray:
 class VectorIndex:
     """The library's vectors. Mutations go to the CPU index; a GPU copy, when used, is refreshed lazily."""
 
-    def __init__(self, index: Any, factory: str) -> None:
+    def __init__(self, index: Any, factory: str, mmapped: bool = False) -> None:
         self.faiss = import_faiss()
         self.index = index
         self.factory = factory
+        self.mmapped = mmapped  # read-only: a writer loads its own copy
         self._gpu: Any = None
         self._gpu_device: int | None = None
         self._gpu_stale = True
+        self._ivf = self._find_ivf(index)
+        self._id_cache: np.ndarray | None = None
+
+    def _find_ivf(self, index: Any) -> Any:
+        try:
+            return self.faiss.extract_index_ivf(index)
+        except (RuntimeError, AttributeError):
+            return None
+
+    @property
+    def is_ivf(self) -> bool:
+        return self._ivf is not None
+
+    @property
+    def nprobe(self) -> int | None:
+        return int(self._ivf.nprobe) if self._ivf is not None else None
+
+    @nprobe.setter
+    def nprobe(self, value: int) -> None:
+        if self._ivf is not None:
+            self._ivf.nprobe = int(value)
+            self._gpu_stale = True
+
+    @property
+    def nlist(self) -> int | None:
+        return int(self._ivf.nlist) if self._ivf is not None else None
+
+    @classmethod
+    def build(
+        cls, factory: str, xb: np.ndarray, ids: Sequence[int], *, train_size: int | None = None, seed: int = 0,
+        progress: Any = None,
+    ) -> "VectorIndex":
+        """A trained index (IVF...) over `xb`: trained on a sample, then every vector added."""
+        faiss = import_faiss()
+        xb = np.ascontiguousarray(xb, dtype=np.float32)
+        d = xb.shape[1]
+        index = faiss.index_factory(d, factory, faiss.METRIC_INNER_PRODUCT)
+        ivf = faiss.extract_index_ivf(index)
+        n_train = min(len(xb), train_size or 39 * ivf.nlist)  # faiss wants >= 39 points per list
+        sample = xb[np.random.default_rng(seed).choice(len(xb), n_train, replace=False)] if n_train < len(xb) else xb
+        ivf.cp.niter = 10  # k-means converges well before faiss's 25 on embeddings; build time halves
+        ivf.cp.seed = seed
+        if hasattr(index, "chain"):  # OPQ rotation: 10 rounds instead of 50, most of the gain
+            for i in range(index.chain.size()):
+                vt = faiss.downcast_VectorTransform(index.chain.at(i))
+                if hasattr(vt, "niter"):
+                    vt.niter = 10
+        index.train(sample)
+        ids_arr = np.ascontiguousarray(ids, dtype=np.int64)
+        step = 65536
+        for i in range(0, len(xb), step):
+            index.add_with_ids(xb[i : i + step], ids_arr[i : i + step])
+            if progress is not None:
+                progress(min(step, len(xb) - i))
+        return cls(index, factory)
 
     @classmethod
     def create(cls, d: int, factory: str = DEFAULT_FACTORY) -> "VectorIndex":
@@ -83,13 +154,18 @@ class VectorIndex:
 
     @classmethod
     def load(cls, path: Path, factory: str, mmap: bool = False) -> "VectorIndex":
+        """Read an index; with `mmap` (readers of large files) the vectors stay on disk and are
+        paged in as searches touch them, so a cold search does not read the whole file."""
         faiss = import_faiss()
-        flags = faiss.IO_FLAG_MMAP if mmap else 0
+        flags = 0
+        if mmap:
+            # IVF inverted lists and flat code arrays can both be mapped (IO_FLAG_MMAP_IFC).
+            flags = faiss.IO_FLAG_MMAP if is_ivf(factory) else getattr(faiss, "IO_FLAG_MMAP_IFC", 0)
         try:
             index = faiss.read_index(str(path), flags)
         except RuntimeError as e:
             raise LibraryError(f"cannot read vector index {path}: {str(e).splitlines()[0]}") from None
-        return cls(index, factory)
+        return cls(index, factory, mmapped=bool(flags))
 
     @property
     def d(self) -> int:
@@ -99,9 +175,24 @@ class VectorIndex:
     def ntotal(self) -> int:
         return int(self.index.ntotal)
 
+    def _lists(self) -> Any:
+        return self._ivf.invlists
+
+    def _list_ids(self, list_no: int) -> np.ndarray:
+        inv = self._lists()
+        size = inv.list_size(list_no)
+        if not size:
+            return np.zeros(0, np.int64)
+        return self.faiss.rev_swig_ptr(inv.get_ids(list_no), size).astype(np.int64, copy=True)
+
     def ids(self) -> np.ndarray:
         """All ids in the index (int64), in storage order."""
-        return self.faiss.vector_to_array(self.index.id_map).astype(np.int64, copy=False)
+        if self._ivf is None:
+            if self._id_cache is None:
+                self._id_cache = self.faiss.vector_to_array(self.index.id_map).astype(np.int64, copy=False)
+            return self._id_cache
+        parts = [self._list_ids(i) for i in range(self._ivf.nlist)]
+        return np.concatenate(parts) if parts else np.zeros(0, np.int64)
 
     def add(self, xb: np.ndarray, ids: Sequence[int]) -> None:
         xb = _as_xb(xb, self.d)
@@ -111,16 +202,86 @@ class VectorIndex:
         if len(xb):
             self.index.add_with_ids(xb, ids_arr)
             self._gpu_stale = True
+            self._id_cache = None
 
     def remove(self, ids: Sequence[int]) -> int:
         ids_arr = np.ascontiguousarray(ids, dtype=np.int64)
         if not len(ids_arr):
             return 0
         self._gpu_stale = True
+        self._id_cache = None
         return int(self.index.remove_ids(ids_arr))
 
     def reconstruct(self, item_id: int) -> np.ndarray:
-        return self.index.reconstruct(int(item_id))
+        """The stored vector of one id (decoded: approximate for compressed indexes)."""
+        if self._ivf is None:
+            return self.index.reconstruct(int(item_id))
+        for list_no in range(self._ivf.nlist):  # no direct map kept: it would cost ~40 bytes a vector
+            hit = np.flatnonzero(self._list_ids(list_no) == item_id)
+            if len(hit):
+                return self._from_offset(list_no, int(hit[0]))
+        raise KeyError(item_id)
+
+    def _from_offset(self, list_no: int, offset: int) -> np.ndarray:
+        out = np.zeros(self.d, np.float32)
+        self._ivf.reconstruct_from_offset(list_no, offset, self.faiss.swig_ptr(out))
+        pre = self.index
+        if pre is not self._ivf and hasattr(self.faiss, "downcast_index"):
+            # OPQ: the lists hold rotated vectors; turn them back
+            pre = self.faiss.downcast_index(pre)
+            if hasattr(pre, "reverse_chain"):
+                back = np.zeros_like(out)
+                pre.reverse_chain(1, self.faiss.swig_ptr(out), self.faiss.swig_ptr(back))
+                out = back
+        return out
+
+    def sample(self, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """Up to n (ids, vectors) drawn at random from the index."""
+        rng = np.random.default_rng(seed)
+        total = self.ntotal
+        if total == 0 or n <= 0:
+            return np.zeros(0, np.int64), np.zeros((0, self.d), np.float32)
+        picks = np.sort(rng.choice(total, min(n, total), replace=False))
+        if self._ivf is None:
+            ids = self.ids()[picks]
+            return ids, np.stack([self.index.reconstruct(int(i)) for i in ids])
+        sizes = np.array([self._lists().list_size(i) for i in range(self._ivf.nlist)], np.int64)
+        starts = np.concatenate([[0], np.cumsum(sizes)])
+        lists = np.searchsorted(starts, picks, side="right") - 1
+        ids, vecs = [], []
+        for list_no, pos in zip(lists, picks):
+            offset = int(pos - starts[list_no])
+            ids.append(int(self._list_ids(int(list_no))[offset]))
+            vecs.append(self._from_offset(int(list_no), offset))
+        return np.array(ids, np.int64), np.stack(vecs)
+
+    def all_vectors(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every (id, vector): what a rebuild starts from."""
+        ids = self.ids().copy()
+        if not len(ids):
+            return ids, np.zeros((0, self.d), np.float32)
+        if self._ivf is None:
+            xb = self._flat_matrix()
+            if xb is not None:  # rows are in id_map order
+                return ids, xb.copy()
+            return ids, np.stack([self.index.reconstruct(int(i)) for i in ids])
+        # A temporary hash-table direct map makes one batched C++ reconstruction possible.
+        self._ivf.set_direct_map_type(self.faiss.DirectMap.Hashtable)
+        try:
+            out = np.zeros((len(ids), self.d), np.float32)
+            self.index.reconstruct_batch(len(ids), self.faiss.swig_ptr(ids), self.faiss.swig_ptr(out))
+        finally:
+            self._ivf.set_direct_map_type(self.faiss.DirectMap.NoMap)
+        return ids, out
+
+    def _flat_matrix(self) -> np.ndarray | None:
+        """FAISS's own flat storage as an (n, d) numpy view (no copy), or None for other kinds."""
+        if self._ivf is not None or not hasattr(self.index, "index"):
+            return None
+        inner = self.faiss.downcast_index(self.index.index)
+        if not isinstance(inner, self.faiss.IndexFlat) or self.ntotal == 0:
+            return None
+        return self.faiss.rev_swig_ptr(inner.get_xb(), self.ntotal * self.d).reshape(self.ntotal, self.d)
 
     def use_gpu(self, device: int = 0) -> bool:
         """Search on a GPU copy from now on, when faiss has GPUs; returns whether it will."""
@@ -153,7 +314,29 @@ class VectorIndex:
         k = max(1, min(int(k), self.ntotal)) if self.ntotal else 1
         if self.ntotal == 0:
             return np.zeros((len(xq), 0), np.float32), np.zeros((len(xq), 0), np.int64)
+        if len(xq) <= SMALL_BATCH and self._gpu_device is None:
+            xb = self._flat_matrix()
+            if xb is not None:
+                return self._blas_search(xb, xq, k)
+            if self._ivf is not None and len(xq) == 1:
+                # one query: spread its inverted lists over the cores instead of queries
+                self._ivf.parallel_mode = 1
+                try:
+                    return self.index.search(xq, k)
+                finally:
+                    self._ivf.parallel_mode = 0
         return self._searcher().search(xq, k)
+
+    def _blas_search(self, xb: np.ndarray, xq: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        sims = xq @ xb.T
+        if k < sims.shape[1]:
+            part = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        else:
+            part = np.tile(np.arange(sims.shape[1]), (len(xq), 1))
+        top = np.take_along_axis(sims, part, 1)
+        order = np.argsort(-top, axis=1, kind="stable")
+        rows = np.take_along_axis(part, order, 1)
+        return np.take_along_axis(top, order, 1).astype(np.float32), self.ids()[rows]
 
     def save(self, path: Path) -> None:
         """Write to a temporary name, fsync, then os.replace: readers see the old or the new file."""

@@ -56,12 +56,34 @@ def _open(ctx: click.Context, create: bool = False, **kw: Any):
     return Library(o["library"], db=o["db"], device=o["device"], create=create, **kw)
 
 
+class ByteSize(click.ParamType):
+    """512M, 2G, 1.5GB, or plain bytes."""
+
+    name = "size"
+    _UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> int:
+        if isinstance(value, int):
+            return value
+        text = str(value).strip().upper().removesuffix("B").removesuffix("I")
+        unit = text[-1:] if text[-1:] in self._UNITS and not text[-1:].isdigit() else ""
+        try:
+            number = float(text[: len(text) - len(unit)])
+        except ValueError:
+            self.fail(f"{value!r} is not a size like 512M or 2G", param, ctx)
+        if number <= 0:
+            self.fail("size must be positive", param, ctx)
+        return int(number * self._UNITS[unit])
+
+
 @cli.command()
 @click.argument("paths", nargs=-1, type=click.Path(exists=True))
 @click.option("--model", envvar="XMR_MODEL", help=MODEL_HELP)
 @click.option("--pretrained", envvar="XMR_PRETRAINED", help=PRETRAINED_HELP)
 @click.option("--audio-model", envvar="XMR_AUDIO_MODEL", help=AUDIO_MODEL_HELP)
-@click.option("--factory", help="FAISS index_factory string for a new library [default: Flat]")
+@click.option("--factory", help="Fix the FAISS index_factory string of a new library instead of choosing automatically (e.g. Flat)")
+@click.option("--recall", type=click.FloatRange(0, 1, min_open=True), help="Recall@10 the automatic index is tuned to [default: 0.95]")
+@click.option("--max-memory", type=ByteSize(), help="RAM budget for the vectors (e.g. 2G); picks the index's code size")
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
 @click.option("--workers", type=click.IntRange(min=1), help="Decode threads [default: CPU count]")
 @click.option("--checkpoint-every", "checkpoint_seconds", default=30.0, show_default=True, type=click.FloatRange(min=0),
@@ -69,7 +91,8 @@ def _open(ctx: click.Context, create: bool = False, **kw: Any):
 @click.option("--progress/--no-progress", default=None, help="Progress bar [default: when stderr is a terminal]")
 @click.pass_context
 def index(ctx: click.Context, paths: tuple[str, ...], model: str | None, pretrained: str | None, audio_model: str | None,
-          factory: str | None, batch_size: int, workers: int | None, checkpoint_seconds: float, progress: bool | None) -> None:
+          factory: str | None, recall: float | None, max_memory: int | None, batch_size: int, workers: int | None,
+          checkpoint_seconds: float, progress: bool | None) -> None:
     """Index PATHS (folders or files); with none, refresh every folder indexed before.
 
     Pictures, text files and sounds (wav, flac, ogg/opus, mp3; more with ffmpeg). Incremental:
@@ -79,7 +102,8 @@ def index(ctx: click.Context, paths: tuple[str, ...], model: str | None, pretrai
     """
     # A plain `kill` should stop as cleanly as Ctrl-C.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    lib = _open(ctx, create=True, model=model, pretrained=pretrained, factory=factory, audio_model=audio_model)
+    lib = _open(ctx, create=True, model=model, pretrained=pretrained, factory=factory, audio_model=audio_model,
+                recall=recall, max_memory=max_memory)
     report = lib.index(paths, batch_size=batch_size, workers=workers, progress=progress, checkpoint_seconds=checkpoint_seconds)
     click.echo(f"indexed {lib.path}: {report.summary()}")
 
@@ -163,6 +187,13 @@ def stats(ctx: click.Context, as_json: bool) -> None:
     click.echo(f"files      {st['files']}  " + ", ".join(f"{k}: {v}" for k, v in sorted(st["files_by_modality"].items())))
     click.echo(f"items      {st['items']}  " + ", ".join(f"{k}: {v}" for k, v in sorted(st["items_by_modality"].items())))
     click.echo(f"vectors    {st['vectors']}  ({st['index_type']}, dim {enc.get('dim', '?')})")
+    t = st.get("index_tuning")
+    if t:
+        probe = f"nprobe {t['nprobe']}: " if t.get("nprobe") else ""
+        click.echo(
+            f"tuning     {probe}recall@10 {t['recall_at_10']:.3f} (target {t['target']}), single query {t['p50_ms']:.2f} ms p50, "
+            f"measured on {t['queries']} held-out queries" + (f"; {t['note']}, raise --max-memory" if t.get("note") else "")
+        )
     encoder = enc["model"] + (f"  pretrained: {enc['pretrained']}" if enc.get("pretrained") else "")
     click.echo(f"encoder    {encoder}" + (f"  sha256: {enc['weights_sha256'][:12]}" if enc.get("weights_sha256") else ""))
     if st.get("audio_encoder"):

@@ -16,7 +16,8 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from indexer.catalog import AudioRaw, File, Item, Root, drop_files, get_meta, init_schema, make_engine, set_meta
-from indexer.vectors import DEFAULT_FACTORY, VectorIndex, full_factory
+from indexer.autoindex import DEFAULT_RECALL
+from indexer.vectors import DEFAULT_FACTORY, MMAP_MIN_BYTES, VectorIndex, full_factory, is_ivf
 from retrieval.encoders import DEFAULT_MODEL, DEFAULT_PRETRAINED, Encoder, EncoderSpec, load_encoder
 from retrieval.errors import (
     DecodeError,
@@ -151,6 +152,8 @@ class Library:
         factory: str | None = None,
         encoder: Encoder | None = None,
         audio_model: str | None = None,
+        recall: float | None = None,
+        max_memory: int | None = None,
     ) -> None:
         self.path = Path(path).expanduser() if path else default_library_dir()
         if create:
@@ -174,6 +177,18 @@ class Library:
             recorded = get_meta(s, "encoder")
             self.recorded_audio: dict[str, Any] | None = get_meta(s, "audio_encoder")
             self.factory: str = get_meta(s, "factory") or full_factory(factory or DEFAULT_FACTORY)
+            self.policy: dict[str, Any] = get_meta(s, "index_policy") or {
+                "auto": factory is None, "recall": DEFAULT_RECALL, "max_memory": None,
+            }
+            self.tuning: dict[str, Any] | None = get_meta(s, "index_tuning")
+        if recall is not None:
+            if not 0.0 < recall <= 1.0:
+                raise UsageError(f"--recall must be in (0, 1], got {recall}")
+            self.policy["recall"] = recall
+        if max_memory is not None:
+            if max_memory <= 0:
+                raise UsageError("--max-memory must be positive")
+            self.policy["max_memory"] = max_memory
         if factory and recorded and full_factory(factory) != self.factory:
             raise EncoderMismatchError(
                 f"this library uses the FAISS index {self.factory!r}; it cannot be changed to {full_factory(factory)!r}"
@@ -384,12 +399,24 @@ class Library:
         raw = np.concatenate([enc.encode_audio(feats[i : i + 32]) for i in range(0, len(feats), 32)]).mean(0)
         return bridge.map_audio(raw / max(float(np.linalg.norm(raw)), 1e-12))[0]
 
-    def vectors(self, create: bool = False) -> VectorIndex | None:
-        """The FAISS index, loaded from disk on first use (None when there is none yet)."""
+    def vectors(self, create: bool = False, writable: bool = False) -> VectorIndex | None:
+        """The FAISS index, loaded from disk on first use (None when there is none yet).
+
+        Readers of a large index map it (mmap) instead of reading it; a writer (`create` or
+        `writable`) gets a private in-memory copy it can change and save.
+        """
+        writable = writable or create
+        if self._vectors is not None and writable and self._vectors.mmapped:
+            self._vectors = None
         if self._vectors is None:
             if self.index_path.exists():
-                self._vectors = VectorIndex.load(self.index_path, self.factory)
+                mmap = not writable and self.index_path.stat().st_size >= MMAP_MIN_BYTES
+                self._vectors = VectorIndex.load(self.index_path, self.factory, mmap=mmap)
+                if (self.tuning or {}).get("nprobe") and self._vectors.is_ivf:
+                    self._vectors.nprobe = self.tuning["nprobe"]
             elif create:
+                if is_ivf(self.factory):  # the trained index file is gone: start exact again
+                    self.factory = full_factory(DEFAULT_FACTORY)
                 self._vectors = VectorIndex.create(self.encoder.dim, self.factory.split(",", 1)[1])
             if self._vectors is not None and self.device != "cpu":
                 # Searches run on a GPU copy when faiss has GPUs (use_gpu checks; CPU otherwise).
@@ -405,6 +432,43 @@ class Library:
             self.recorded_identity = self.encoder.identity()
             set_meta(session, "encoder", self.recorded_identity)
             set_meta(session, "factory", self.factory)
+        if get_meta(session, "index_policy") != self.policy:
+            set_meta(session, "index_policy", self.policy)
+
+    def maybe_reindex(self, session: Session, progress: bool | None = None) -> dict[str, Any] | None:
+        """Move to the index the policy wants for the current size, once, when a threshold is
+        crossed (or re-tune when the recall target changed). Returns the new tuning, if any."""
+        from indexer import autoindex
+
+        vecs = self._vectors
+        if not self.policy.get("auto") or vecs is None or vecs.ntotal == 0:
+            return None
+        target = float(self.policy.get("recall") or DEFAULT_RECALL)
+        want = autoindex.wants_rebuild(self.factory, vecs.ntotal, vecs.d, self.policy, self.tuning)
+        retune = want is None and vecs.is_ivf and (self.tuning or {}).get("target") != target
+        if want is None and not retune:
+            return None
+        from tqdm import tqdm
+
+        ids, xb = vecs.all_vectors()
+        if retune:
+            tuning = {**(self.tuning or {}), **autoindex.tune(vecs, xb, ids, target)}
+            new = vecs
+        else:
+            bar = tqdm(total=len(ids), unit="vector", desc=f"building {want} index",
+                       disable=(not progress) if progress is not None else None, file=sys.stderr)
+            try:
+                new, tuning = autoindex.build(want, ids, xb, target, progress=bar.update)
+            finally:
+                bar.close()
+            self.factory = full_factory(want)
+        self._vectors = new
+        self.tuning = tuning
+        set_meta(session, "factory", self.factory)
+        set_meta(session, "index_tuning", tuning)
+        set_meta(session, "index_policy", self.policy)
+        log.info("vector index: %s, tuning %s", self.factory, tuning)
+        return tuning
 
     def save_and_commit(self, session: Session) -> None:
         """Checkpoint: the index file is replaced first, then the rows are committed.
@@ -562,6 +626,8 @@ class Library:
             "vectors": vecs.ntotal if vecs is not None else 0,
             "encoder": self.recorded_identity or {**self.spec.to_dict(), "note": "not recorded yet"},
             "index_type": self.factory,
+            "index_tuning": self.tuning,
+            "index_policy": self.policy,
             "audio_encoder": self.recorded_audio,
             "bridge": self._bridge_info(),
             "roots": roots,
@@ -580,7 +646,7 @@ class Library:
         report = CheckReport()
         ctx = self.write_lock() if repair else nullcontext()
         with ctx, self.Session() as s:
-            vecs = self.vectors()
+            vecs = self.vectors(writable=repair)
             dim = (self.recorded_identity or {}).get("dim")
             if vecs is not None and dim is not None and vecs.d != dim:
                 report.problems.append(f"index dimension {vecs.d} differs from the encoder's {dim}")
