@@ -20,8 +20,9 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)
-	$(BIN)/python scripts/bench_search.py
-	$(BIN)/python scripts/bench_index.py
+	$(BIN)/python scripts/bench_search.py --n 1000000 --dim 512 --queries 1000
+	$(BIN)/python scripts/bench_index.py --images 96 --model ViT-B-32
+	$(BIN)/python scripts/bench_query.py --model ViT-B-32
 
 clean:
 	rm -rf $(VENV) demo .pytest_cache

@@ -30,8 +30,14 @@ def partial_hash(path: str, size: int) -> str:
     return h.hexdigest()
 
 
-def load_image(path: str):  # -> PIL.Image.Image
-    """Open, fully decode, apply EXIF orientation, convert to RGB."""
+def load_image(path: str, min_size: int | None = None):  # -> PIL.Image.Image
+    """Open, decode, apply EXIF orientation, convert to RGB.
+
+    With `min_size`, a JPEG is decoded at the smallest DCT scale (1/2, 1/4, 1/8) that keeps
+    both sides >= min_size (PIL's `draft`): the model sees min_size pixels anyway, and a 12 MP
+    photo decodes about 6x faster. The result differs from a full decode + resize by a little
+    resampling detail only (tests/test_draft.py states and checks the tolerance).
+    """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
@@ -39,6 +45,8 @@ def load_image(path: str):  # -> PIL.Image.Image
             # A "possible decompression bomb" warning is treated as the error it may be.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as im:
+                if min_size and im.format == "JPEG":
+                    im.draft("RGB", (min_size, min_size))
                 im.load()
                 im = ImageOps.exif_transpose(im)
                 return im.convert("RGB")

@@ -75,7 +75,7 @@ def _decode(mf: MediaFile, encoder: Encoder, audio_encoder: Callable[[], Any]) -
             return None
         phash = partial_hash(mf.path, mf.size)
         if modality == IMAGE:
-            payloads: list[Any] = [encoder.preprocess_image(load_image(mf.path))]
+            payloads: list[Any] = [encoder.preprocess_image(load_image(mf.path, getattr(encoder, "input_size", None)))]
         elif modality == AUDIO:
             aenc = audio_encoder()
             payloads = [
@@ -161,7 +161,7 @@ def run_index(
     lib: Any,
     paths: Sequence[str] = (),
     *,
-    batch_size: int = 32,
+    batch_size: int | None = None,
     workers: int | None = None,
     progress: bool | None = None,
     on_skip: OnSkip | None = None,
@@ -174,7 +174,7 @@ def run_index(
     (index file replaced, then SQL commit) every `checkpoint_seconds` and at the end, so an
     interrupted run loses at most one interval and the next run resumes.
     """
-    if batch_size <= 0:
+    if batch_size is not None and batch_size <= 0:
         raise UsageError("batch size must be positive")
     from tqdm import tqdm
 
@@ -189,6 +189,7 @@ def run_index(
     with lib.write_lock(), lib.Session() as s:
         roots = _roots(s, paths)
         encoder: Encoder = lib.encoder
+        batch_size = batch_size or int(getattr(encoder, "batch_size", 32))
         t0 = time.perf_counter()  # indexing time, not model loading time
         lib.record_encoder(s)
         vecs = lib.vectors(create=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -52,9 +53,10 @@ def full_factory(factory: str) -> str:
     return factory if factory.startswith("IDMap") or is_ivf(factory) else f"IDMap2,{factory}"
 
 
-# Below this many queries an exact flat search is one BLAS matrix-vector product over FAISS's
-# own storage: FAISS runs a single query on one core (about 4x slower than sgemv on both cores
-# at 10k vectors here); batches go to FAISS, which parallelises over queries.
+# An exact flat search is one BLAS product over FAISS's own storage (no copy) while the score
+# matrix stays small: FAISS runs a single query on one core, about 4x slower than sgemv on both
+# cores at 10k vectors here, and is no faster on batches. Larger products go to FAISS.
+BLAS_MAX_SIMS = 32 * 1024 * 1024
 SMALL_BATCH = 8
 MMAP_MIN_BYTES = 64 * 1024 * 1024
 
@@ -314,10 +316,11 @@ class VectorIndex:
         k = max(1, min(int(k), self.ntotal)) if self.ntotal else 1
         if self.ntotal == 0:
             return np.zeros((len(xq), 0), np.float32), np.zeros((len(xq), 0), np.int64)
-        if len(xq) <= SMALL_BATCH and self._gpu_device is None:
+        if self._gpu_device is None and len(xq) * self.ntotal <= BLAS_MAX_SIMS:
             xb = self._flat_matrix()
             if xb is not None:
                 return self._blas_search(xb, xq, k)
+        if len(xq) <= SMALL_BATCH and self._gpu_device is None:
             if self._ivf is not None and len(xq) == 1:
                 # one query: spread its inverted lists over the cores instead of queries
                 self._ivf.parallel_mode = 1
@@ -328,6 +331,14 @@ class VectorIndex:
         return self._searcher().search(xq, k)
 
     def _blas_search(self, xb: np.ndarray, xq: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        torch = sys.modules.get("torch")
+        if torch is not None:
+            # In a process that also runs the text encoder, use torch's BLAS: a second BLAS
+            # (numpy's OpenBLAS) leaves its threads spinning after each call and slowed the
+            # next encode 2-3x in scripts/bench_query.py.
+            with torch.inference_mode():
+                top, rows = torch.topk(torch.from_numpy(xq) @ torch.from_numpy(xb).T, k, dim=1)
+            return top.numpy().astype(np.float32), self.ids()[rows.numpy()]
         sims = xq @ xb.T
         if k < sims.shape[1]:
             part = np.argpartition(-sims, k - 1, axis=1)[:, :k]

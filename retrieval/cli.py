@@ -84,14 +84,14 @@ class ByteSize(click.ParamType):
 @click.option("--factory", help="Fix the FAISS index_factory string of a new library instead of choosing automatically (e.g. Flat)")
 @click.option("--recall", type=click.FloatRange(0, 1, min_open=True), help="Recall@10 the automatic index is tuned to [default: 0.95]")
 @click.option("--max-memory", type=ByteSize(), help="RAM budget for the vectors (e.g. 2G); picks the index's code size")
-@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
+@click.option("--batch-size", type=click.IntRange(min=1), help="Items per model call [default: 32 on CPU, 256 on CUDA]")
 @click.option("--workers", type=click.IntRange(min=1), help="Decode threads [default: CPU count]")
 @click.option("--checkpoint-every", "checkpoint_seconds", default=30.0, show_default=True, type=click.FloatRange(min=0),
               metavar="SECONDS", help="Save progress this often; an interrupted run resumes from there.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar [default: when stderr is a terminal]")
 @click.pass_context
 def index(ctx: click.Context, paths: tuple[str, ...], model: str | None, pretrained: str | None, audio_model: str | None,
-          factory: str | None, recall: float | None, max_memory: int | None, batch_size: int, workers: int | None,
+          factory: str | None, recall: float | None, max_memory: int | None, batch_size: int | None, workers: int | None,
           checkpoint_seconds: float, progress: bool | None) -> None:
     """Index PATHS (folders or files); with none, refresh every folder indexed before.
 
@@ -122,10 +122,12 @@ def index(ctx: click.Context, paths: tuple[str, ...], model: str | None, pretrai
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array of hits.")
 @click.option("--model", envvar="XMR_MODEL", help="Must match the library's model (checked).")
 @click.option("--pretrained", envvar="XMR_PRETRAINED", help="Must match the library's weights (checked).")
+@click.option("--int8-queries", is_flag=True, envvar="XMR_INT8_QUERIES",
+              help="Encode the query text with int8 weights on CPU: ~2x faster, cosine >= 0.999 to fp32 (see README).")
 @click.pass_context
 def search(ctx: click.Context, query: str | None, texts: tuple[str, ...], images: tuple[str, ...], audios: tuple[str, ...], weight: float | None,
            negatives: tuple[str, ...], not_weight: float, modality: str, k: int, as_json: bool,
-           model: str | None, pretrained: str | None) -> None:
+           model: str | None, pretrained: str | None, int8_queries: bool) -> None:
     """Search the library by text, picture, sound, or a mix.
 
     \b
@@ -148,6 +150,8 @@ def search(ctx: click.Context, query: str | None, texts: tuple[str, ...], images
     )
     q.validate()  # usage errors before the model loads
     lib = _open(ctx, model=model, pretrained=pretrained)
+    if int8_queries and q.texts and hasattr(lib.encoder, "enable_int8_queries"):
+        lib.encoder.enable_int8_queries()
     hits = lib.search(q, k=k, modality=modality)
     if as_json:
         click.echo(json.dumps([h.to_dict() for h in hits], indent=2, ensure_ascii=False))

@@ -478,6 +478,7 @@ class Library:
         vecs = self._vectors
         if vecs is not None:
             vecs.save(self.index_path)
+            set_meta(session, "vectors_total", vecs.ntotal)  # lets `xmr stats` skip loading FAISS
         session.commit()
 
     @contextmanager
@@ -609,7 +610,11 @@ class Library:
     # -- reports ----------------------------------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
-        vecs = self.vectors()
+        with self.Session() as s:
+            total = get_meta(s, "vectors_total")
+        if total is None or self._vectors is not None:
+            vecs = self.vectors()
+            total = vecs.ntotal if vecs is not None else 0
         with self.Session() as s:
             files = s.scalar(select(func.count(File.id))) or 0
             items = dict(s.execute(select(Item.modality, func.count(Item.id)).group_by(Item.modality)).all())
@@ -623,7 +628,7 @@ class Library:
             "files_by_modality": file_mods,
             "items": sum(items.values()),
             "items_by_modality": items,
-            "vectors": vecs.ntotal if vecs is not None else 0,
+            "vectors": total,
             "encoder": self.recorded_identity or {**self.spec.to_dict(), "note": "not recorded yet"},
             "index_type": self.factory,
             "index_tuning": self.tuning,

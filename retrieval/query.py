@@ -79,12 +79,16 @@ class Query:
             if audio is None:
                 raise UsageError("this search cannot take sounds")
             media.extend(audio(p) for p in self.audios)
+        def text_vectors(texts: Sequence[str]) -> np.ndarray:
+            e = enc()
+            return getattr(e, "encode_query", e.encode_text)(list(texts))
+
         if self.texts:
-            parts.append((1.0 - w if media else 1.0, enc().encode_text(list(self.texts)).mean(0)))
+            parts.append((1.0 - w if media else 1.0, text_vectors(self.texts).mean(0)))
         if media:
             parts.append((w if self.texts else 1.0, np.mean(media, axis=0)))
         if self.negatives:
-            parts.append((-self.negative_weight, enc().encode_text(list(self.negatives)).mean(0)))
+            parts.append((-self.negative_weight, text_vectors(self.negatives).mean(0)))
         v = sum(weight * vec for weight, vec in parts)
         norm = float(np.linalg.norm(v))
         if not np.isfinite(norm) or norm < 1e-6:

@@ -110,8 +110,15 @@ class OpenClipEncoder:
         self.preprocess = preprocess
         self.tokenizer = tokenizer
         self.context_length = int(getattr(tokenizer, "context_length", 77) or 77)
+        size = getattr(model.visual, "image_size", 224)
+        self.input_size = int(min(size) if isinstance(size, (tuple, list)) else size)
         self.dim = int(self.encode_text([""]).shape[1])
         self._identity: dict[str, Any] | None = None
+
+    @property
+    def batch_size(self) -> int:
+        """Images per model call: large batches keep a GPU busy; on CPU 32 is past the knee."""
+        return 256 if self.device.startswith("cuda") else 32
 
     def _load_failure(self, e: Exception) -> str:
         what = self.spec.describe()
@@ -137,12 +144,54 @@ class OpenClipEncoder:
     def _to_numpy(self, x: Any) -> np.ndarray:
         return np.ascontiguousarray(x.detach().float().cpu().numpy(), dtype=np.float32)
 
+    def _autocast(self) -> Any:
+        """fp16 autocast on CUDA (tensor cores; vectors are returned as float32); nothing on CPU."""
+        if self.device.startswith("cuda"):
+            return self._torch.autocast("cuda", dtype=self._torch.float16)
+        import contextlib
+
+        return contextlib.nullcontext()
+
     def encode_text(self, texts: Sequence[str]) -> np.ndarray:
         tokens = self.tokenizer(list(texts)).to(self.device)
-        with self._torch.inference_mode():
+        with self._torch.inference_mode(), self._autocast():
             if self._prefix_ok():
                 return self._to_numpy(self._encode_text_prefix(tokens))
             return self._to_numpy(self.model.encode_text(tokens, normalize=True))
+
+    def enable_int8_queries(self) -> bool:
+        """Encode queries (`encode_query`) with an int8 copy of the text transformer's linear
+        layers (dynamic quantisation, CPU): about 2x faster for one query; documents are still
+        encoded in fp32. Query vectors stay within cosine >= 0.999 of fp32 (measured on ViT-B-32
+        by scripts/bench_query.py, which prints the figure for the model it runs). Returns
+        whether it is on (not on CUDA, or where torch lacks dynamic quantisation)."""
+        if self.device != "cpu" or not self._prefix_ok():
+            return False
+        import copy
+        import warnings
+
+        torch = self._torch
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # torch marks eager quantisation deprecated
+                quantize = torch.ao.quantization.quantize_dynamic
+                cast = self.model.transformer.get_cast_dtype()
+                q = quantize(copy.deepcopy(self.model.transformer), {torch.nn.Linear}, dtype=torch.qint8)
+        except (AttributeError, RuntimeError) as e:
+            log.info("int8 query encoding unavailable: %s", e)
+            return False
+        q.get_cast_dtype = lambda: cast  # quantised Linear has no .weight tensor to ask
+        self._int8_transformer = q
+        return True
+
+    def encode_query(self, texts: Sequence[str]) -> np.ndarray:
+        """Like encode_text, for queries: uses the int8 copy when enable_int8_queries() is on."""
+        q = getattr(self, "_int8_transformer", None)
+        if q is None:
+            return self.encode_text(texts)
+        tokens = self.tokenizer(list(texts)).to(self.device)
+        with self._torch.inference_mode():
+            return self._to_numpy(self._encode_text_prefix(tokens, transformer=q))
 
     def _prefix_ok(self) -> bool:
         m = self.model
@@ -152,7 +201,7 @@ class OpenClipEncoder:
             and getattr(m, "text_pool_type", "argmax") in ("argmax", "eos")
         )
 
-    def _encode_text_prefix(self, tokens: Any) -> Any:
+    def _encode_text_prefix(self, tokens: Any, transformer: Any = None) -> Any:
         """open_clip's encode_text, run only up to the longest end-of-text token of the batch.
 
         The text transformer is causal and the output is read at the end-of-text position, so
@@ -165,9 +214,10 @@ class OpenClipEncoder:
         else:
             pos = tokens.argmax(dim=-1)
         n = int(pos.max()) + 1
-        cast = m.transformer.get_cast_dtype()
+        transformer = transformer or m.transformer
+        cast = transformer.get_cast_dtype()
         x = m.token_embedding(tokens[:, :n]).to(cast) + m.positional_embedding[:n].to(cast)
-        x = m.transformer(x, attn_mask=m.attn_mask[:n, :n])
+        x = transformer(x, attn_mask=m.attn_mask[:n, :n])
         x = m.ln_final(x)
         x = x[torch.arange(x.shape[0], device=x.device), pos]
         if m.text_projection is not None:
@@ -178,8 +228,8 @@ class OpenClipEncoder:
         return self.preprocess(image)
 
     def encode_images(self, batch: Sequence[Any]) -> np.ndarray:
-        x = self._torch.stack(list(batch)).to(self.device)
-        with self._torch.inference_mode():
+        x = self._torch.stack(list(batch)).to(self.device, non_blocking=True)
+        with self._torch.inference_mode(), self._autocast():
             return self._to_numpy(self.model.encode_image(x, normalize=True))
 
     def count_tokens(self, text: str) -> int:

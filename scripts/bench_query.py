@@ -1,0 +1,138 @@
+"""Warm text query, end to end: tokenise, encode, search, join the catalog rows.
+
+    python scripts/bench_query.py --model ViT-B-32 [--pretrained none] [--n 10000] [--queries 50]
+
+Builds a temporary library of N items (random unit vectors with catalog rows, as an indexed
+library has), loads the model once (a warm process, like `xmr serve`), then times
+`Library.search(text, k=10)` for different texts (`p50_ms`, `p90_ms`: the default, exact fp32
+encoder). Also times the text encoder alone, with the full 77-token context and with the
+end-of-text prefix xmr uses (exact; see tests/test_text_prefix.py), and the optional int8 query
+encoder (`int8_queries`: its p50/p90 and the cosine of its vectors to fp32). Prints JSON;
+random weights (the default) are fine for timing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+QUERIES = [
+    "a dog on a beach", "red car parked at night", "birthday party with balloons", "mountain lake at sunrise",
+    "a cat sleeping on a sofa", "people dancing at a wedding", "snow covered forest", "a plate of pasta",
+    "children playing football in a park", "old town street with cafes", "fireworks over the river",
+    "a sailing boat on a calm sea", "my grandmother's garden in summer", "receipt from the hardware store",
+    "whiteboard with meeting notes", "a bicycle leaning against a wall",
+]
+
+
+def fake_library(path: Path, encoder, n: int, seed: int = 0):
+    """A library whose catalog and index hold n items, without decoding n files."""
+    from indexer.catalog import File, Item
+    from retrieval import Library
+
+    lib = Library(path, encoder=encoder, create=True)
+    rng = np.random.default_rng(seed)
+    with lib.write_lock(), lib.Session() as s:
+        lib.record_encoder(s)
+        vecs = lib.vectors(create=True)
+        files = [File(path=f"/photos/IMG_{i:07d}.jpg", modality="image", size=1, mtime_ns=0, phash="0") for i in range(n)]
+        s.add_all(files)
+        s.flush()
+        items = [Item(file_id=f.id, modality="image", chunk=0) for f in files]
+        s.add_all(items)
+        s.flush()
+        x = rng.standard_normal((n, encoder.dim)).astype(np.float32)
+        vecs.add(x / np.linalg.norm(x, axis=1, keepdims=True), [it.id for it in items])
+        lib.maybe_reindex(s, progress=False)
+        lib.save_and_commit(s)
+    return Library(path, encoder=encoder)
+
+
+def percentiles(times: list[float]) -> dict[str, float]:
+    return {"p50_ms": round(float(np.percentile(times, 50)) * 1e3, 2), "p90_ms": round(float(np.percentile(times, 90)) * 1e3, 2)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="ViT-B-32")
+    ap.add_argument("--pretrained", default="none")
+    ap.add_argument("--n", type=int, default=10_000, help="items in the library")
+    ap.add_argument("--queries", type=int, default=48)
+    ap.add_argument("--device", default="cpu")
+    args = ap.parse_args()
+    import torch
+
+    from retrieval.encoders import load_encoder
+    from retrieval.library import resolve_spec
+
+    t = time.perf_counter()
+    enc = load_encoder(resolve_spec(args.model, args.pretrained), args.device)
+    load_s = time.perf_counter() - t
+    texts = [QUERIES[i % len(QUERIES)] + ("" if i < len(QUERIES) else f" {i}") for i in range(args.queries)]
+    with tempfile.TemporaryDirectory() as tmp:
+        lib = fake_library(Path(tmp) / "lib", enc, args.n)
+        for q in texts[:3]:  # warm-up: first calls allocate
+            lib.search(q, k=10)
+        end_to_end = []
+        for q in texts:
+            t = time.perf_counter()
+            hits = lib.search(q, k=10)
+            end_to_end.append(time.perf_counter() - t)
+        assert len(hits) == 10
+        parts: dict[str, list[float]] = {"tokenise": [], "encode_prefix": [], "encode_full_77": [], "search_and_join": []}
+        for q in texts:
+            t = time.perf_counter()
+            tokens = enc.tokenizer([q])
+            parts["tokenise"].append(time.perf_counter() - t)
+            with torch.inference_mode():
+                t = time.perf_counter()
+                v = enc._encode_text_prefix(tokens)
+                parts["encode_prefix"].append(time.perf_counter() - t)
+                t = time.perf_counter()
+                enc.model.encode_text(tokens, normalize=True)
+                parts["encode_full_77"].append(time.perf_counter() - t)
+            t = time.perf_counter()
+            lib.search(vector=v[0].numpy(), k=10)
+            parts["search_and_join"].append(time.perf_counter() - t)
+        # Optional int8 query encoder: timed the same way, and its agreement with fp32 measured.
+        fp32 = enc.encode_text(texts)
+        int8: dict = {"available": enc.enable_int8_queries()}
+        if int8["available"]:
+            q8 = enc.encode_query(texts)
+            int8["cos_to_fp32_min"] = round(float(np.min(np.sum(q8 * fp32, axis=1))), 5)
+            int8["cos_to_fp32_median"] = round(float(np.median(np.sum(q8 * fp32, axis=1))), 5)
+            for q in texts[:3]:
+                lib.search(q, k=10)
+            times = []
+            for q in texts:
+                t = time.perf_counter()
+                lib.search(q, k=10)
+                times.append(time.perf_counter() - t)
+            int8.update(percentiles(times))
+        out = {
+            "model": enc.spec.describe(),
+            "device": enc.device,
+            "library_items": args.n,
+            "index": lib.factory,
+            "queries": len(texts),
+            **percentiles(end_to_end),
+            "parts": {k: percentiles(v) for k, v in parts.items()},
+            "int8_queries": int8,
+            "model_load_s": round(load_s, 2),
+            "torch_threads": torch.get_num_threads(),
+            "cores": os.cpu_count(),
+        }
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()
