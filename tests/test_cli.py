@@ -89,3 +89,23 @@ def test_offline_default_weights_explain_what_to_do(tmp_path):
     assert "Traceback" not in proc.stderr
     err = proc.stderr
     assert "ViT-B-32 (laion2b_s34b_b79k)" in err and "--pretrained" in err and "local-dir:" in err
+
+
+def test_stats_does_not_load_faiss_or_torch(tmp_path, random_model, samples):
+    from retrieval import Library
+
+    lib_dir = tmp_path / "lib"
+    Library(lib_dir, model=random_model, create=True).index([samples[0]], progress=False)
+    probe = (
+        "import sys; from retrieval.cli import main; sys.argv=['xmr','--library',%r,'stats']\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "print('LOADED', 'faiss' in sys.modules, 'torch' in sys.modules)"
+    ) % str(lib_dir)
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, check=True).stdout
+    assert "LOADED False False" in out
+    assert "vectors" in out

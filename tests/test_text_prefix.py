@@ -30,3 +30,16 @@ def test_prefix_encoding_equals_full(spec, random_model):
         batch = enc._encode_text_prefix(tokens).numpy()
     assert np.abs(batch - full).max() <= 1e-5
     assert np.abs(enc.encode_text(TEXTS) - full).max() <= 1e-5
+
+
+def test_int8_query_encoder_stays_close_to_fp32():
+    """The optional int8 query path: cosine >= 0.999 to the fp32 vectors (ViT-B-32, random weights)."""
+    enc = load_encoder(EncoderSpec("ViT-B-32", None), "cpu")
+    fp32 = enc.encode_text(TEXTS)
+    assert np.array_equal(enc.encode_query(TEXTS), fp32)  # off by default: exact
+    assert enc.enable_int8_queries()
+    q8 = enc.encode_query(TEXTS)
+    cos = np.sum(q8 * fp32, axis=1)
+    assert cos.min() >= 0.999
+    assert np.abs(q8 - fp32).max() > 0  # it really is another computation
+    assert np.array_equal(enc.encode_text(TEXTS), fp32)  # documents stay fp32
