@@ -27,9 +27,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
+from indexer.stats import SCHEMA_VERSION
 from retrieval.errors import LibraryError, SchemaVersionError
-
-SCHEMA_VERSION = 2
 
 # version N -> function that upgrades a connection from N to N + 1 (run inside one transaction).
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {}

@@ -181,7 +181,17 @@ def _clock(seconds: float) -> str:
 @click.pass_context
 def stats(ctx: click.Context, as_json: bool) -> None:
     """Files, items, vectors, encoder and size of the library."""
-    st = _open(ctx).stats()
+    st = None
+    o = ctx.obj
+    if not o["db"]:  # the default SQLite catalog: answer without importing SQLAlchemy or FAISS
+        from pathlib import Path
+
+        from indexer.stats import quick_stats
+        from retrieval.paths import DB_FILE, default_library_dir
+
+        st = quick_stats(Path(o["library"]).expanduser() if o["library"] else default_library_dir(), DB_FILE)
+    if st is None:
+        st = _open(ctx).stats()
     if as_json:
         click.echo(json.dumps(st, indent=2))
         return

@@ -27,23 +27,11 @@ from retrieval.errors import (
     ModelLoadError,
     UsageError,
 )
+from retrieval.paths import BRIDGE_FILE, DB_FILE, INDEX_FILE, LOCK_FILE, default_library_dir
 from retrieval.query import Query
 from retrieval.search import MODALITIES, Hit, search_vectors
 
 log = logging.getLogger(__name__)
-
-INDEX_FILE = "vectors.faiss"
-BRIDGE_FILE = "bridge.safetensors"
-DB_FILE = "catalog.db"
-LOCK_FILE = "write.lock"
-
-
-def default_library_dir() -> Path:
-    """The per-user data dir (e.g. ~/.local/share/xmr/library on Linux)."""
-    import platformdirs
-
-    return Path(platformdirs.user_data_dir("xmr", appauthor=False)) / "library"
-
 
 def resolve_spec(model: str | None, pretrained: str | None) -> EncoderSpec:
     """Normalise what the user typed: absolute paths, 'none' for random weights, default tags."""
@@ -610,33 +598,24 @@ class Library:
     # -- reports ----------------------------------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
-        with self.Session() as s:
-            total = get_meta(s, "vectors_total")
-        if total is None or self._vectors is not None:
+        from indexer.stats import folder_size, read_stats
+
+        with self.engine.connect() as conn:
+            st = read_stats(lambda sql: list(conn.exec_driver_sql(sql).fetchall()))
+        st.pop("schema_version")
+        if st["vectors"] is None or self._vectors is not None:
             vecs = self.vectors()
-            total = vecs.ntotal if vecs is not None else 0
-        with self.Session() as s:
-            files = s.scalar(select(func.count(File.id))) or 0
-            items = dict(s.execute(select(Item.modality, func.count(Item.id)).group_by(Item.modality)).all())
-            file_mods = dict(s.execute(select(File.modality, func.count(File.id)).group_by(File.modality)).all())
-            roots = list(s.scalars(select(Root.path).order_by(Root.path)))
-        size = sum(p.stat().st_size for p in self.path.iterdir() if p.is_file())
+            st["vectors"] = vecs.ntotal if vecs is not None else 0
         return {
             "library": str(self.path),
             "database": self.engine.url.render_as_string(hide_password=True),
-            "files": files,
-            "files_by_modality": file_mods,
-            "items": sum(items.values()),
-            "items_by_modality": items,
-            "vectors": total,
+            **st,
             "encoder": self.recorded_identity or {**self.spec.to_dict(), "note": "not recorded yet"},
             "index_type": self.factory,
             "index_tuning": self.tuning,
             "index_policy": self.policy,
-            "audio_encoder": self.recorded_audio,
             "bridge": self._bridge_info(),
-            "roots": roots,
-            "size_bytes": size,
+            "size_bytes": folder_size(self.path),
         }
 
     def _bridge_info(self) -> dict[str, Any] | None:

@@ -91,7 +91,7 @@ def test_offline_default_weights_explain_what_to_do(tmp_path):
     assert "ViT-B-32 (laion2b_s34b_b79k)" in err and "--pretrained" in err and "local-dir:" in err
 
 
-def test_stats_does_not_load_faiss_or_torch(tmp_path, random_model, samples):
+def test_stats_loads_neither_sqlalchemy_faiss_nor_torch(tmp_path, random_model, samples):
     from retrieval import Library
 
     lib_dir = tmp_path / "lib"
@@ -99,7 +99,7 @@ def test_stats_does_not_load_faiss_or_torch(tmp_path, random_model, samples):
     probe = (
         "import sys; from retrieval.cli import main; sys.argv=['xmr','--library',%r,'stats']\n"
         "try:\n    main()\nexcept SystemExit:\n    pass\n"
-        "print('LOADED', 'faiss' in sys.modules, 'torch' in sys.modules)"
+        "print('LOADED', 'faiss' in sys.modules, 'torch' in sys.modules, 'sqlalchemy' in sys.modules)"
     ) % str(lib_dir)
     import subprocess
     import sys
@@ -107,5 +107,5 @@ def test_stats_does_not_load_faiss_or_torch(tmp_path, random_model, samples):
     from tests.conftest import ROOT
 
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, check=True).stdout
-    assert "LOADED False False" in out
+    assert "LOADED False False False" in out
     assert "vectors" in out
