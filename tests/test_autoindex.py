@@ -147,3 +147,26 @@ def test_library_crosses_the_threshold_once_and_keeps_working(tmp_path, trained_
     assert lib.path.joinpath("vectors.faiss").stat().st_mtime_ns != first
     out = run_xmr("--library", str(tmp_path / "lib"), "stats", check=True).stdout
     assert "recall@10" in out and "nprobe" in out
+
+
+def test_readers_map_large_indexes_and_writers_get_their_own_copy(tmp_path, random_model, samples, monkeypatch):
+    import retrieval.library
+    from retrieval import Library
+
+    monkeypatch.setattr(retrieval.library, "MMAP_MIN_BYTES", 0)  # every index counts as large
+    folder, _ = samples
+    Library(tmp_path / "lib", model=random_model, create=True).index([folder], progress=False)
+    reader = Library(tmp_path / "lib")
+    before = reader.search("a red circle", k=5)
+    assert reader.vectors().mmapped
+    in_memory = Library(tmp_path / "lib")
+    assert not in_memory.vectors(writable=True).mmapped
+    assert [h.item_id for h in in_memory.search("a red circle", k=5)] == [h.item_id for h in before]
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    (extra / "n.txt").write_text("a note about a yellow square")
+    reader.index([extra], progress=False)  # the same object now writes: it must not write into the map
+    assert not reader.vectors().mmapped
+    assert reader.check().ok
+    again = Library(tmp_path / "lib")
+    assert again.search("a note about a yellow square", k=1, modality="text")[0].path.endswith("n.txt")
