@@ -122,12 +122,10 @@ def index(ctx: click.Context, paths: tuple[str, ...], model: str | None, pretrai
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array of hits.")
 @click.option("--model", envvar="XMR_MODEL", help="Must match the library's model (checked).")
 @click.option("--pretrained", envvar="XMR_PRETRAINED", help="Must match the library's weights (checked).")
-@click.option("--int8-queries", is_flag=True, envvar="XMR_INT8_QUERIES",
-              help="Encode the query text with int8 weights on CPU: ~2x faster, cosine >= 0.999 to fp32 (see README).")
 @click.pass_context
 def search(ctx: click.Context, query: str | None, texts: tuple[str, ...], images: tuple[str, ...], audios: tuple[str, ...], weight: float | None,
            negatives: tuple[str, ...], not_weight: float, modality: str, k: int, as_json: bool,
-           model: str | None, pretrained: str | None, int8_queries: bool) -> None:
+           model: str | None, pretrained: str | None) -> None:
     """Search the library by text, picture, sound, or a mix.
 
     \b
@@ -150,8 +148,6 @@ def search(ctx: click.Context, query: str | None, texts: tuple[str, ...], images
     )
     q.validate()  # usage errors before the model loads
     lib = _open(ctx, model=model, pretrained=pretrained)
-    if int8_queries and q.texts and hasattr(lib.encoder, "enable_int8_queries"):
-        lib.encoder.enable_int8_queries()
     hits = lib.search(q, k=k, modality=modality)
     if as_json:
         click.echo(json.dumps([h.to_dict() for h in hits], indent=2, ensure_ascii=False))

@@ -15,7 +15,7 @@ import numpy as np
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from indexer.catalog import AudioRaw, File, Item, Root, drop_files, get_meta, init_schema, make_engine, set_meta
+from indexer.catalog import AudioRaw, File, Item, drop_files, get_meta, init_schema, make_engine, set_meta
 from indexer.autoindex import DEFAULT_RECALL
 from indexer.vectors import DEFAULT_FACTORY, MMAP_MIN_BYTES, VectorIndex, full_factory, is_ivf
 from retrieval.encoders import DEFAULT_MODEL, DEFAULT_PRETRAINED, Encoder, EncoderSpec, load_encoder
