@@ -267,14 +267,23 @@ class VectorIndex:
             if xb is not None:  # rows are in id_map order
                 return ids, xb.copy()
             return ids, np.stack([self.index.reconstruct(int(i)) for i in ids])
-        # A temporary hash-table direct map makes one batched C++ reconstruction possible.
+        return ids, self.reconstruct_many(ids)
+
+    def reconstruct_many(self, ids: np.ndarray) -> np.ndarray:
+        """Stored vectors of many ids at once, (len(ids), d) float32."""
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        if not len(ids):
+            return np.zeros((0, self.d), np.float32)
+        if self._ivf is None:
+            return np.stack([self.index.reconstruct(int(i)) for i in ids])
+        # A temporary hash-table direct map makes one batched C++ reconstruction possible
+        # (kept only for the call: it would cost ~40 bytes a vector).
         self._ivf.set_direct_map_type(self.faiss.DirectMap.Hashtable)
         try:
-            out = np.zeros((len(ids), self.d), np.float32)
-            self.index.reconstruct_batch(len(ids), self.faiss.swig_ptr(ids), self.faiss.swig_ptr(out))
+            out = np.ascontiguousarray(self.index.reconstruct_batch(ids), dtype=np.float32)
         finally:
             self._ivf.set_direct_map_type(self.faiss.DirectMap.NoMap)
-        return ids, out
+        return out
 
     def _flat_matrix(self) -> np.ndarray | None:
         """FAISS's own flat storage as an (n, d) numpy view (no copy), or None for other kinds."""
@@ -310,10 +319,17 @@ class VectorIndex:
                 return self.index
         return self._gpu
 
-    def search(self, xq: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, xq: np.ndarray, k: int, nprobe: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top-k by inner product: D (nq, k) float32 scores, I (nq, k) ids, -1 where fewer exist."""
         xq = _as_xb(xq, self.d)
         k = max(1, min(int(k), self.ntotal)) if self.ntotal else 1
+        if nprobe is not None and self._ivf is not None and nprobe != self._ivf.nprobe:
+            base = self._ivf.nprobe
+            self.nprobe = min(int(nprobe), self._ivf.nlist)
+            try:
+                return self.search(xq, k)
+            finally:
+                self.nprobe = base
         if self.ntotal == 0:
             return np.zeros((len(xq), 0), np.float32), np.zeros((len(xq), 0), np.int64)
         if self._gpu_device is None and len(xq) * self.ntotal <= BLAS_MAX_SIMS:

@@ -583,7 +583,7 @@ class Library:
             if len(ids) < 8:  # too few for a spread: measure against the whole library instead
                 ids = self._sample_ids(s, None)
             vecs = self.vectors()
-            sample = np.stack([vecs.reconstruct(i) for i in ids]) if ids and vecs is not None else np.zeros((0, len(vector)), np.float32)
+            sample = vecs.reconstruct_many(np.array(ids, np.int64)) if ids and vecs is not None else np.zeros((0, len(vector)), np.float32)
             cache[key] = sample
         if len(sample) < 2:
             for h in hits:

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Iterable
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from indexer.catalog import File, Item
@@ -59,8 +59,16 @@ def search_vectors(
     if k <= 0 or vectors.ntotal == 0:
         return []
     want = k if modality is None else min(vectors.ntotal, k * 4)
+    nprobe = None
+    if modality is not None and vectors.is_ivf:
+        # An approximate index only looks in a few lists; a rare modality has few items there.
+        # Probe proportionally more lists so that k of them are still found.
+        n_mod = session.scalar(select(func.count(Item.id)).where(Item.modality == modality)) or 0
+        if n_mod == 0:
+            return []
+        nprobe = min(vectors.nlist, vectors.nprobe * -(-vectors.ntotal // n_mod))
     while True:
-        D, I = vectors.search(xq.reshape(1, -1), want)
+        D, I = vectors.search(xq.reshape(1, -1), want, nprobe=nprobe)
         pairs = [(int(i), float(d)) for d, i in zip(D[0], I[0]) if i != -1]
         rows = _rows(session, [i for i, _ in pairs])
         hits = []

@@ -141,6 +141,10 @@ def test_library_crosses_the_threshold_once_and_keeps_working(tmp_path, trained_
     assert report.removed == 1 and report.new == 1
     assert again.stats()["index_tuning"]["n_built"] == t["n_built"]  # not rebuilt
     assert again.check().ok
+    # a modality filter still finds k items of a minority modality in an approximate index
+    n_text = again.stats()["items_by_modality"]["text"]
+    assert n_text < again.stats()["items"] / 3
+    assert len(again.search("a note", k=n_text, modality="text")) == n_text
     hits = again.search("a purple triangle on a white background", k=3, modality="text")
     assert hits[0].path.endswith("extra.txt")
     assert not any(h.path == str(victim) for h in again.search("a red circle", k=100))
@@ -170,3 +174,36 @@ def test_readers_map_large_indexes_and_writers_get_their_own_copy(tmp_path, rand
     assert reader.check().ok
     again = Library(tmp_path / "lib")
     assert again.search("a note about a yellow square", k=1, modality="text")[0].path.endswith("n.txt")
+
+
+def test_reconstruct_many_matches_single_reconstruct():
+    xb = clustered(12_000, seed=4)
+    ids = np.arange(12_000, dtype=np.int64) * 2 + 1
+    index, _ = autoindex.build("IVF128,SQ8", ids, xb, target=0.9)
+    pick = ids[[5, 500, 11_999]]
+    many = index.reconstruct_many(pick)
+    for row, i in zip(many, pick):
+        assert np.allclose(row, index.reconstruct(int(i)), atol=1e-6)
+    _, got = index.search(xb[:3], 3)  # the temporary direct map is gone again: search still works
+    assert got[0, 0] == ids[0]
+
+
+def test_an_ivf_index_is_retrained_when_the_library_grew_8x():
+    base = clustered(12_000, seed=5)
+    ids = np.arange(12_000, dtype=np.int64)
+    index, tuning = autoindex.build("IVF128,SQ8", ids, base, target=0.9)
+    policy = {"auto": True, "recall": 0.9, "max_memory": None}
+    assert autoindex.wants_rebuild("IVF128,SQ8", 12_000, D, policy, tuning) is None
+    assert autoindex.wants_rebuild("IVF128,SQ8", 50_000, D, policy, tuning) is None  # incremental
+    grown = autoindex.wants_rebuild("IVF128,SQ8", 96_000, D, policy, tuning)
+    assert grown is not None and grown.startswith("IVF") and grown != "IVF128,SQ8"
+    assert autoindex.wants_rebuild("IVF128,SQ8", 4_000, D, policy, tuning) == "Flat"  # back below 10k
+    assert autoindex.wants_rebuild("IDMap2,Flat", 25_000, D, policy, None).startswith("IVF")
+    tight = {**policy, "max_memory": 12_000 * 50}
+    assert autoindex.wants_rebuild("IVF128,SQ8", 12_000, D, tight, tuning).endswith("SQ4")  # the budget changed the code
+    # a rebuild from an IVF index starts from its decoded vectors
+    got_ids, got = index.all_vectors()
+    assert sorted(got_ids.tolist()) == ids.tolist()
+    order = np.argsort(got_ids)
+    cos = np.sum(got[order] * base, axis=1)
+    assert np.median(cos) > 0.999 and cos.min() > 0.95  # SQ8 codes: close, not exact
