@@ -156,15 +156,20 @@ def search(ctx: click.Context, query: str | None, texts: tuple[str, ...], images
         click.echo("no results" + ("" if lib.stats()["items"] else " (the library is empty; run `xmr index PATH`)"))
         return
     width = max(60, min(os.get_terminal_size(sys.stdout.fileno()).columns if sys.stdout.isatty() else 100, 160))
-    click.echo(f"{'#':>3}  {'score':>6}  {'type':<5}  result")
+    mixed = any(h.calibrated is not None for h in hits)
+    # Mixed modalities are ranked by the calibrated score (README: "Mixing modalities"); show it,
+    # or the raw cosines would look out of order.
+    click.echo(f"{'#':>3}  {'score':>6}  " + (f"{'calib':>6}  " if mixed else "") + f"{'type':<5}  result")
     for rank, h in enumerate(hits, 1):
         where = f"  [{_clock(h.start)}-{_clock(h.end)}]" if h.start is not None and h.end is not None else ""
-        line = f"{rank:>3}  {h.score:6.3f}  {h.modality:<5}  {display_path(h.path)}{where}"
+        calib = f"{h.calibrated:+6.2f}  " if mixed and h.calibrated is not None else ("        " if mixed else "")
+        line = f"{rank:>3}  {h.score:6.3f}  {calib}{h.modality:<5}  {display_path(h.path)}{where}"
         click.echo(line)
         if h.snippet:
             snippet = " ".join(h.snippet.split())
-            limit = width - 20
-            click.echo(f"{'':20}{snippet[:limit] + ('…' if len(snippet) > limit else '')}  [chunk {h.chunk}]")
+            indent = 28 if mixed else 20
+            limit = width - indent
+            click.echo(" " * indent + f"{snippet[:limit] + ('…' if len(snippet) > limit else '')}  [chunk {h.chunk}]")
 
 
 def _clock(seconds: float) -> str:

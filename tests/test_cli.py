@@ -35,6 +35,12 @@ def test_index_then_search_json(tmp_path, trained_model, samples):
 
     human = run_xmr("search", "a red circle", "--image", str(picture), "--weight", "0.5", "-k", "4", env=env, check=True).stdout
     assert "score" in human.splitlines()[0] and len([x for x in human.splitlines() if x.strip()[:1].isdigit()]) == 4
+    # mixed modalities are ranked by the calibrated score, which the table shows
+    rows = [x.split() for x in human.splitlines() if x.strip()[:1].isdigit()]
+    assert "calib" in human.splitlines()[0]
+    assert [float(r[2]) for r in rows] == sorted((float(r[2]) for r in rows), reverse=True)
+    only_images = run_xmr("search", "a red circle", "--type", "image", "-k", "3", env=env, check=True).stdout
+    assert "calib" not in only_images.splitlines()[0]
 
     stats = json.loads(run_xmr("stats", "--json", env=env, check=True).stdout)
     assert stats["files"] == len(manifest)
