@@ -139,6 +139,34 @@ def _apply(session: Session, vectors: Any, decoded: list[_Decoded], known: dict[
         report.items += len(items)
 
 
+@contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold Ctrl-C / SIGTERM until the block is done, then raise KeyboardInterrupt.
+
+    A checkpoint is short, and a signal landing inside SQLAlchemy's commit can leave its
+    transaction half closed (seen as ResourceClosedError instead of a clean stop). Signal
+    handlers can only be swapped in the main thread; elsewhere this does nothing.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    kinds = [signal.SIGINT] + ([signal.SIGTERM] if hasattr(signal, "SIGTERM") else [])
+    previous = {k: signal.getsignal(k) for k in kinds}
+    for k in kinds:
+        signal.signal(k, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        for k, handler in previous.items():
+            signal.signal(k, handler)
+    if caught:
+        raise KeyboardInterrupt
+
+
 def _roots(session: Session, paths: Sequence[str]) -> list[str]:
     if not paths:
         roots = list(session.scalars(select(Root.path).order_by(Root.path)))
@@ -256,7 +284,7 @@ def run_index(
 
         def checkpoint() -> None:
             nonlocal last_checkpoint
-            with writing():
+            with writing(), signals_deferred():
                 lib.save_and_commit(s)
             last_checkpoint = time.perf_counter()
 

@@ -109,3 +109,19 @@ def test_ctrl_c_on_the_cli(tmp_path, many, random_model):
     resumed = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     assert resumed.returncode == 0 and " 0 unchanged" not in resumed.stdout, resumed.stdout
     assert Library(lib).stats()["items"] == 400
+
+
+def test_a_signal_during_a_checkpoint_waits_for_its_end():
+    """Ctrl-C inside the commit of a checkpoint is held until the commit is done, then raised."""
+    import os
+
+    from indexer.pipeline import signals_deferred
+
+    finished = []
+    with pytest.raises(KeyboardInterrupt):
+        with signals_deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+            finished.append(True)
+    assert finished == [True]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
