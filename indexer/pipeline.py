@@ -224,16 +224,16 @@ def run_index(
         lib.repair_vectors(s)
         lib.sync_bridge(s)
 
-        audio_failure: list[str] = []
+        audio_failed = False
 
         def audio_encoder() -> Any:
             """Loaded by the first decode worker that meets a sound; a failure is told in full once."""
+            nonlocal audio_failed
             try:
                 return lib.audio_encoder
             except XmrError as e:
-                first = not audio_failure
-                audio_failure.append(str(e))
-                raise DecodeError(f"no audio model: {e}" if first else "no audio model (see above)") from None
+                told, audio_failed = audio_failed, True
+                raise DecodeError("no audio model (see above)" if told else f"no audio model: {e}") from None
 
         scanned = {mf.path: mf for mf in scan(roots, skip)}
         # A root that is missing (an unmounted drive, say) is left alone, not emptied.

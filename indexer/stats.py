@@ -9,7 +9,6 @@ opens the library the normal way (which also migrates an older catalog).
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 from pathlib import Path
 from typing import Any, Callable
@@ -67,6 +66,3 @@ def quick_stats(library: Path, db_file: str) -> dict[str, Any] | None:
         return None
     return {"library": str(library), "database": f"sqlite:///{db}", **st, "size_bytes": folder_size(library)}
 
-
-def default_sqlite(db_url: str | None) -> bool:
-    return not db_url and os.environ.get("XMR_DB") in (None, "")

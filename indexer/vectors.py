@@ -57,7 +57,6 @@ def full_factory(factory: str) -> str:
 # matrix stays small: FAISS runs a single query on one core, about 4x slower than sgemv on both
 # cores at 10k vectors here, and is no faster on batches. Larger products go to FAISS.
 BLAS_MAX_SIMS = 32 * 1024 * 1024
-SMALL_BATCH = 8
 MMAP_MIN_BYTES = 64 * 1024 * 1024
 
 
@@ -108,8 +107,7 @@ class VectorIndex:
 
     @classmethod
     def build(
-        cls, factory: str, xb: np.ndarray, ids: Sequence[int], *, train_size: int | None = None, seed: int = 0,
-        progress: Any = None,
+        cls, factory: str, xb: np.ndarray, ids: Sequence[int], *, seed: int = 0, progress: Any = None,
     ) -> "VectorIndex":
         """A trained index (IVF...) over `xb`: trained on a sample, then every vector added."""
         faiss = import_faiss()
@@ -117,7 +115,7 @@ class VectorIndex:
         d = xb.shape[1]
         index = faiss.index_factory(d, factory, faiss.METRIC_INNER_PRODUCT)
         ivf = faiss.extract_index_ivf(index)
-        n_train = min(len(xb), train_size or 39 * ivf.nlist)  # faiss wants >= 39 points per list
+        n_train = min(len(xb), 39 * ivf.nlist)  # faiss wants >= 39 points per list
         sample = xb[np.random.default_rng(seed).choice(len(xb), n_train, replace=False)] if n_train < len(xb) else xb
         ivf.cp.niter = 10  # k-means converges well before faiss's 25 on embeddings; build time halves
         ivf.cp.seed = seed
@@ -177,11 +175,8 @@ class VectorIndex:
     def ntotal(self) -> int:
         return int(self.index.ntotal)
 
-    def _lists(self) -> Any:
-        return self._ivf.invlists
-
     def _list_ids(self, list_no: int) -> np.ndarray:
-        inv = self._lists()
+        inv = self._ivf.invlists
         size = inv.list_size(list_no)
         if not size:
             return np.zeros(0, np.int64)
@@ -218,55 +213,20 @@ class VectorIndex:
         """The stored vector of one id (decoded: approximate for compressed indexes)."""
         if self._ivf is None:
             return self.index.reconstruct(int(item_id))
-        for list_no in range(self._ivf.nlist):  # no direct map kept: it would cost ~40 bytes a vector
-            hit = np.flatnonzero(self._list_ids(list_no) == item_id)
-            if len(hit):
-                return self._from_offset(list_no, int(hit[0]))
-        raise KeyError(item_id)
-
-    def _from_offset(self, list_no: int, offset: int) -> np.ndarray:
-        out = np.zeros(self.d, np.float32)
-        self._ivf.reconstruct_from_offset(list_no, offset, self.faiss.swig_ptr(out))
-        pre = self.index
-        if pre is not self._ivf and hasattr(self.faiss, "downcast_index"):
-            # OPQ: the lists hold rotated vectors; turn them back
-            pre = self.faiss.downcast_index(pre)
-            if hasattr(pre, "reverse_chain"):
-                back = np.zeros_like(out)
-                pre.reverse_chain(1, self.faiss.swig_ptr(out), self.faiss.swig_ptr(back))
-                out = back
-        return out
+        return self.reconstruct_many(np.array([item_id], np.int64))[0]
 
     def sample(self, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """Up to n (ids, vectors) drawn at random from the index."""
-        rng = np.random.default_rng(seed)
-        total = self.ntotal
-        if total == 0 or n <= 0:
-            return np.zeros(0, np.int64), np.zeros((0, self.d), np.float32)
-        picks = np.sort(rng.choice(total, min(n, total), replace=False))
-        if self._ivf is None:
-            ids = self.ids()[picks]
-            return ids, np.stack([self.index.reconstruct(int(i)) for i in ids])
-        sizes = np.array([self._lists().list_size(i) for i in range(self._ivf.nlist)], np.int64)
-        starts = np.concatenate([[0], np.cumsum(sizes)])
-        lists = np.searchsorted(starts, picks, side="right") - 1
-        ids, vecs = [], []
-        for list_no, pos in zip(lists, picks):
-            offset = int(pos - starts[list_no])
-            ids.append(int(self._list_ids(int(list_no))[offset]))
-            vecs.append(self._from_offset(int(list_no), offset))
-        return np.array(ids, np.int64), np.stack(vecs)
+        ids = self.ids()
+        picks = np.sort(np.random.default_rng(seed).choice(len(ids), min(max(n, 0), len(ids)), replace=False))
+        return ids[picks], self.reconstruct_many(ids[picks])
 
     def all_vectors(self) -> tuple[np.ndarray, np.ndarray]:
         """Every (id, vector): what a rebuild starts from."""
         ids = self.ids().copy()
-        if not len(ids):
-            return ids, np.zeros((0, self.d), np.float32)
-        if self._ivf is None:
-            xb = self._flat_matrix()
-            if xb is not None:  # rows are in id_map order
-                return ids, xb.copy()
-            return ids, np.stack([self.index.reconstruct(int(i)) for i in ids])
+        xb = self._flat_matrix()
+        if xb is not None:  # rows are in id_map order
+            return ids, xb.copy()
         return ids, self.reconstruct_many(ids)
 
     def reconstruct_many(self, ids: np.ndarray) -> np.ndarray:
@@ -276,7 +236,7 @@ class VectorIndex:
             return np.zeros((0, self.d), np.float32)
         if self._ivf is None:
             return np.stack([self.index.reconstruct(int(i)) for i in ids])
-        # A temporary hash-table direct map makes one batched C++ reconstruction possible
+        # No direct map is kept (it would cost ~40 bytes a vector); a temporary hash-table direct map makes one batched C++ reconstruction possible
         # (kept only for the call: it would cost ~40 bytes a vector).
         self._ivf.set_direct_map_type(self.faiss.DirectMap.Hashtable)
         try:
@@ -336,14 +296,13 @@ class VectorIndex:
             xb = self._flat_matrix()
             if xb is not None:
                 return self._blas_search(xb, xq, k)
-        if len(xq) <= SMALL_BATCH and self._gpu_device is None:
-            if self._ivf is not None and len(xq) == 1:
-                # one query: spread its inverted lists over the cores instead of queries
-                self._ivf.parallel_mode = 1
-                try:
-                    return self.index.search(xq, k)
-                finally:
-                    self._ivf.parallel_mode = 0
+        if self._ivf is not None and len(xq) == 1 and self._gpu_device is None:
+            # one query: spread its inverted lists over the cores instead of queries
+            self._ivf.parallel_mode = 1
+            try:
+                return self.index.search(xq, k)
+            finally:
+                self._ivf.parallel_mode = 0
         return self._searcher().search(xq, k)
 
     def _blas_search(self, xb: np.ndarray, xq: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

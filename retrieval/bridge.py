@@ -60,6 +60,69 @@ def read_captions(path: str | os.PathLike[str] | None = None) -> list[str]:
     return captions
 
 
+def embed_caption_pairs(
+    clap: Any, clip: Any, texts: list[str], clap_identity: dict[str, Any] | None,
+    clip_identity: dict[str, Any] | None, progress: bool | None = None, chunk: int = 128,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The captions through both text towers: (x = CLAP text, y = CLIP text), in `texts` order.
+
+    Batches hold captions of similar length (the towers run only as far as a batch's longest
+    caption), and each tower's vectors are cached per (weights, captions).
+    """
+    import sys
+
+    from tqdm import tqdm
+
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    ordered = [texts[i] for i in order]
+    bar = tqdm(total=2 * len(texts), unit="caption", desc="fitting the audio bridge",
+               disable=(not progress) if progress is not None else None, file=sys.stderr)
+    try:
+        x, y = (_cached_text_vectors(enc, ident, ordered, chunk, bar)
+                for enc, ident in ((clap, clap_identity), (clip, clip_identity)))
+    finally:
+        bar.close()
+    back = np.argsort(order)
+    return x[back], y[back]
+
+
+def _cached_text_vectors(encoder: Any, identity: dict[str, Any] | None, texts: list[str], chunk: int, bar: Any) -> np.ndarray:
+    """One text tower's caption vectors, cached in the user cache dir: refitting a bridge, or
+    fitting one for a second library, does not pay again. Weights that nothing pins (random,
+    unhashed) are never cached."""
+    import logging
+
+    import platformdirs
+
+    ident = identity or {}
+    pinned = ident.get("weights_sha256") or ident.get("revision") or ident.get("pretrained")
+    path = None
+    if pinned:
+        key = hashlib.sha256(json.dumps(ident, sort_keys=True).encode() + "\n".join(texts).encode()).hexdigest()
+        path = Path(platformdirs.user_cache_dir("xmr", appauthor=False)) / "caption-vectors" / f"{key[:32]}.npy"
+        try:
+            vectors = np.load(path)
+            if vectors.shape[0] == len(texts):
+                bar.update(len(texts))
+                return vectors
+        except (OSError, ValueError):
+            pass
+    parts = []
+    for i in range(0, len(texts), chunk):
+        parts.append(encoder.encode_text(texts[i : i + chunk]))
+        bar.update(len(parts[-1]))
+    vectors = np.concatenate(parts)
+    if path is not None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(path.name + f".{os.getpid()}.tmp.npy")
+            np.save(tmp, vectors)
+            os.replace(tmp, path)
+        except OSError as e:  # a cache only: never fail a fit for it
+            logging.getLogger(__name__).info("cannot cache caption vectors in %s: %s", path, e)
+    return vectors
+
+
 def _unit(x: np.ndarray) -> np.ndarray:
     return (x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)).astype(np.float32)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import sys
@@ -60,47 +61,25 @@ def _first_tag(model: str) -> str | None:
     return tags[0]
 
 
-def _cached_text_vectors(encoder: Any, identity: dict[str, Any] | None, texts: list[str], chunk: int, bar: Any) -> np.ndarray:
-    """Caption vectors of one text tower, cached per (weights, captions) in the user cache dir:
-    refitting a bridge, or fitting one for a second library, does not pay for them again.
-    Weights that nothing pins (random, unhashed) are never cached."""
-    import hashlib
-    import json
-
-    import platformdirs
-
-    ident = identity or {}
-    pinned = ident.get("weights_sha256") or ident.get("revision") or ident.get("pretrained")
-    path = None
-    if pinned:
-        key = hashlib.sha256(json.dumps(ident, sort_keys=True).encode() + "\n".join(texts).encode()).hexdigest()
-        path = Path(platformdirs.user_cache_dir("xmr", appauthor=False)) / "caption-vectors" / f"{key[:32]}.npy"
-        try:
-            vectors = np.load(path)
-            if vectors.shape[0] == len(texts):
-                bar.update(len(texts))
-                return vectors
-        except (OSError, ValueError):
-            pass
-    parts = []
-    for i in range(0, len(texts), chunk):
-        parts.append(encoder.encode_text(texts[i : i + chunk]))
-        bar.update(len(parts[-1]))
-    vectors = np.concatenate(parts)
-    if path is not None:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(path.name + f".{os.getpid()}.tmp.npy")
-            np.save(tmp, vectors)
-            os.replace(tmp, path)
-        except OSError as e:  # a cache only: never fail a fit for it
-            log.info("cannot cache caption vectors in %s: %s", path, e)
-    return vectors
+def _unpack(blobs: Sequence[bytes]) -> np.ndarray:
+    """Stored CLAP vectors (float32 bytes) as an (n, dim) array."""
+    return np.stack([np.frombuffer(b, dtype=np.float32) for b in blobs]) if blobs else np.zeros((0, 0), np.float32)
 
 
 def _raw_vectors(session: Session) -> np.ndarray:
-    blobs = list(session.scalars(select(AudioRaw.vector)))
-    return np.stack([np.frombuffer(b, dtype=np.float32) for b in blobs]) if blobs else np.zeros((0, 0), np.float32)
+    return _unpack(list(session.scalars(select(AudioRaw.vector))))
+
+
+def _same_weights(recorded: dict[str, Any] | None, ident: dict[str, Any], what: str) -> None:
+    """Refuse an encoder whose weights differ from the ones that made the library's vectors."""
+    if recorded is None:
+        return
+    for key in ("dim", "weights_sha256"):
+        if recorded.get(key) != ident.get(key):
+            raise EncoderMismatchError(
+                f"the weights of {what} changed since this library was built "
+                f"({key}: {recorded.get(key)} -> {ident.get(key)}); re-index into a new --library"
+            )
 
 
 def _spec_differs(asked: EncoderSpec, recorded: EncoderSpec, pretrained_given: bool) -> bool:
@@ -228,16 +207,7 @@ class Library:
         return self._encoder
 
     def _check_identity(self, enc: Encoder) -> None:
-        rec = self.recorded_identity
-        if rec is None:
-            return
-        ident = enc.identity()
-        for key in ("dim", "weights_sha256"):
-            if rec.get(key) != ident.get(key):
-                raise EncoderMismatchError(
-                    f"the weights of {self.spec.describe()} changed since this library was built "
-                    f"({key}: {rec.get(key)} -> {ident.get(key)}); re-index into a new --library"
-                )
+        _same_weights(self.recorded_identity, enc.identity(), self.spec.describe())
 
     @property
     def audio_encoder(self) -> Any:
@@ -257,14 +227,7 @@ class Library:
                 except ModelLoadError as e:
                     self._audio_error = e
                     raise
-                rec = self.recorded_audio
-                if rec is not None:
-                    for key in ("dim", "weights_sha256"):
-                        if rec.get(key) != enc.identity().get(key):
-                            raise EncoderMismatchError(
-                                f"the audio model {self.audio_model} changed since this library was built "
-                                f"({key}: {rec.get(key)} -> {enc.identity().get(key)}); re-index into a new --library"
-                            )
+                _same_weights(self.recorded_audio, enc.identity(), f"the audio model {self.audio_model}")
                 self._audio_encoder = enc
             return self._audio_encoder
 
@@ -300,34 +263,14 @@ class Library:
     ) -> Any:
         """Fit and save a bridge for this library's CLIP encoder and CLAP model, then move the
         stored sounds to it. The caller holds the write lock and commits."""
-        from tqdm import tqdm
-
-        from retrieval.bridge import fit_bridge, read_captions
+        from retrieval.bridge import embed_caption_pairs, fit_bridge, read_captions
 
         texts = read_captions(captions)
-        clap, clip = self.audio_encoder, self.encoder
         self.record_encoder(session)
+        clap, clip = self.audio_encoder, self.encoder
         self.record_audio_encoder(session)
-        chunk = 128
-        # Batches of similar length: text towers run only as far as a batch's longest caption.
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        ordered = [texts[i] for i in order]
-        bar = tqdm(total=2 * len(texts), unit="caption", desc="fitting the audio bridge",
-                   disable=(not progress) if progress is not None else None, file=sys.stderr)
-        try:
-            x, y = (
-                _cached_text_vectors(enc, ident, ordered, chunk, bar)
-                for enc, ident in ((clap, self.recorded_audio), (clip, self.recorded_identity))
-            )
-        finally:
-            bar.close()
-        back = np.argsort(order)
-        audio = [_raw_vectors(session)]
-        if extra_audio is not None:
-            audio.append(np.asarray(extra_audio, np.float32))
-        audio_all = np.concatenate([a for a in audio if len(a)]) if any(len(a) for a in audio) else None
-        import hashlib
-
+        x, y = embed_caption_pairs(clap, clip, texts, self.recorded_audio, self.recorded_identity, progress)
+        parts = [a for a in (_raw_vectors(session), extra_audio) if a is not None and len(a)]
         manifest = {
             "clap": self.recorded_audio,
             "clip": self.recorded_identity,
@@ -337,7 +280,8 @@ class Library:
                 "sha256": hashlib.sha256("\n".join(texts).encode()).hexdigest(),
             },
         }
-        bridge = fit_bridge(x[back], y[back], method=method, audio=audio_all, manifest=manifest)
+        audio = np.concatenate([np.asarray(a, np.float32) for a in parts]) if parts else None
+        bridge = fit_bridge(x, y, method=method, audio=audio, manifest=manifest)
         self.install_bridge(session, bridge)
         return bridge
 
@@ -364,7 +308,7 @@ class Library:
         for i in range(0, len(rows), 4096):
             part = rows[i : i + 4096]
             ids = [r[0] for r in part]
-            raw = np.stack([np.frombuffer(r[1], dtype=np.float32) for r in part])
+            raw = _unpack([r[1] for r in part])
             vecs.remove(ids)
             vecs.add(bridge.map_audio(raw), ids)
             moved += len(ids)

@@ -176,7 +176,7 @@ def main() -> None:
     ap.add_argument("--synthetic", action="store_true", help="tiny random models and generated data: proves the code path")
     args = ap.parse_args()
 
-    from retrieval.bridge import Bridge, fit_bridge, read_captions
+    from retrieval.bridge import Bridge, embed_caption_pairs, fit_bridge, read_captions
     from retrieval.encoders import load_encoder
     from retrieval.encoders.clap import ClapAudioEncoder
     from retrieval.library import resolve_spec
@@ -196,8 +196,7 @@ def main() -> None:
         bridge = Bridge.load(args.bridge, clap.identity(), clip.identity())
     else:
         texts = read_captions(args.captions)
-        x = clap.encode_text(texts)
-        y = np.concatenate([clip.encode_text(texts[i : i + 256]) for i in range(0, len(texts), 256)])
+        x, y = embed_caption_pairs(clap, clip, texts, clap.identity(), clip.identity())
         bridge = fit_bridge(x, y, method=args.method, manifest={"clap": clap.identity(), "clip": clip.identity(), "captions": {"count": len(texts)}})
     result: dict = {
         "clip": clip.identity(),

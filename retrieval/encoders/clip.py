@@ -110,6 +110,8 @@ class OpenClipEncoder:
         self.preprocess = preprocess
         self.tokenizer = tokenizer
         self.context_length = int(getattr(tokenizer, "context_length", 77) or 77)
+        self._prefix = self._prefix_ok()
+        self._query_transformer: Any = None  # set by enable_fast_queries
         size = getattr(model.visual, "image_size", 224)
         self.input_size = int(min(size) if isinstance(size, (tuple, list)) else size)
         self.dim = int(self.encode_text([""]).shape[1])
@@ -153,10 +155,13 @@ class OpenClipEncoder:
         return contextlib.nullcontext()
 
     def encode_text(self, texts: Sequence[str]) -> np.ndarray:
+        return self._encode_texts(texts, None)
+
+    def _encode_texts(self, texts: Sequence[str], transformer: Any) -> np.ndarray:
         tokens = self.tokenizer(list(texts)).to(self.device)
         with self._torch.inference_mode(), self._autocast():
-            if self._prefix_ok():
-                return self._to_numpy(self._encode_text_prefix(tokens))
+            if self._prefix:
+                return self._to_numpy(self._encode_text_prefix(tokens, transformer))
             return self._to_numpy(self.model.encode_text(tokens, normalize=True))
 
     def enable_fast_queries(self) -> bool:
@@ -167,7 +172,7 @@ class OpenClipEncoder:
         (this torch's MKL is slow on AMD CPUs; fbgemm is not). Cosine of query vectors to fp32:
         >= 0.99999 (tests/test_text_prefix.py; scripts/bench_query.py prints it for any model).
         CPU only; returns whether it is on."""
-        if self.device != "cpu" or not self._prefix_ok():
+        if self.device != "cpu" or not self._prefix:
             return False
         from retrieval.encoders.fast_text import pack_fp16
 
@@ -180,12 +185,7 @@ class OpenClipEncoder:
 
     def encode_query(self, texts: Sequence[str]) -> np.ndarray:
         """Like encode_text, for queries: uses the fast copy when enable_fast_queries() is on."""
-        q = getattr(self, "_query_transformer", None)
-        if q is None:
-            return self.encode_text(texts)
-        tokens = self.tokenizer(list(texts)).to(self.device)
-        with self._torch.inference_mode():
-            return self._to_numpy(self._encode_text_prefix(tokens, transformer=q))
+        return self._encode_texts(texts, self._query_transformer)
 
     def _prefix_ok(self) -> bool:
         m = self.model
