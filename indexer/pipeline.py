@@ -235,7 +235,7 @@ def run_index(
                 told, audio_failed = audio_failed, True
                 raise DecodeError("no audio model (see above)" if told else f"no audio model: {e}") from None
 
-        scanned = {mf.path: mf for mf in scan(roots, skip)}
+        scanned = {mf.path: mf for mf in scan(roots, skip, skip_dirs=[lib.path])}
         # A root that is missing (an unmounted drive, say) is left alone, not emptied.
         present = [r for r in roots if os.path.exists(r)]
         known = {f.path: f for f in s.scalars(select(File)) if _under(f.path, present)}

@@ -91,9 +91,16 @@ def _stat_file(path: str, on_skip: OnSkip) -> MediaFile | None:
     return MediaFile(path=path, size=st.st_size, mtime_ns=st.st_mtime_ns)
 
 
-def scan(roots: Iterable[str | Path], on_skip: OnSkip) -> Iterator[MediaFile]:
-    """Yield candidate media files under `roots` (files or folders), each once, sorted per folder."""
+def scan(roots: Iterable[str | Path], on_skip: OnSkip, skip_dirs: Iterable[str | Path] = ()) -> Iterator[MediaFile]:
+    """Yield candidate media files under `roots` (files or folders), each once, sorted per folder,
+    never entering `skip_dirs`."""
     seen_dirs: set[tuple[int, int]] = set()
+    for d in skip_dirs:  # the library's own folder (thumbnails, catalog) is never media
+        try:
+            st = os.stat(d)
+            seen_dirs.add((st.st_dev, st.st_ino))
+        except OSError:
+            pass
     seen_files: set[str] = set()
     for root in roots:
         root = os.path.abspath(os.path.expanduser(str(root)))

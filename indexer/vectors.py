@@ -80,6 +80,7 @@ class VectorIndex:
         self._gpu_stale = True
         self._ivf = self._find_ivf(index)
         self._id_cache: np.ndarray | None = None
+        self.disk_signature: Any = None  # (inode, size, mtime) of the file it was read from
 
     def _find_ivf(self, index: Any) -> Any:
         try:

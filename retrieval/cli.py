@@ -46,7 +46,7 @@ class XmrGroup(click.Group):
 def cli(ctx: click.Context, library: str | None, db: str | None, device: str, verbose: bool) -> None:
     """xmr: search your own photos and documents by meaning."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    ctx.obj = {"library": library, "db": db, "device": device}
+    ctx.obj = {"library": library, "db": db, "device": device, "verbose": verbose}
 
 
 def _open(ctx: click.Context, create: bool = False, **kw: Any):
@@ -122,10 +122,12 @@ def index(ctx: click.Context, paths: tuple[str, ...], model: str | None, pretrai
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array of hits.")
 @click.option("--model", envvar="XMR_MODEL", help="Must match the library's model (checked).")
 @click.option("--pretrained", envvar="XMR_PRETRAINED", help="Must match the library's weights (checked).")
+@click.option("--server/--no-server", "use_server", default=True, show_default=True,
+              help="Ask a running `xmr serve` for this library when there is one (much faster: the model is loaded).")
 @click.pass_context
 def search(ctx: click.Context, query: str | None, texts: tuple[str, ...], images: tuple[str, ...], audios: tuple[str, ...], weight: float | None,
            negatives: tuple[str, ...], not_weight: float, modality: str, k: int, as_json: bool,
-           model: str | None, pretrained: str | None) -> None:
+           model: str | None, pretrained: str | None, use_server: bool) -> None:
     """Search the library by text, picture, sound, or a mix.
 
     \b
@@ -135,7 +137,6 @@ def search(ctx: click.Context, query: str | None, texts: tuple[str, ...], images
     xmr search --audio birds.wav --type image
     xmr search "red car" --image street.jpg --weight 0.5 --not "night"
     """
-    from indexer.scan import display_path
     from retrieval.query import Query
 
     q = Query(
@@ -147,34 +148,88 @@ def search(ctx: click.Context, query: str | None, texts: tuple[str, ...], images
         negative_weight=not_weight,
     )
     q.validate()  # usage errors before the model loads
-    lib = _open(ctx, model=model, pretrained=pretrained)
-    hits = lib.search(q, k=k, modality=modality)
+    answer = _ask_server(ctx, q, modality, k) if use_server and model is None and pretrained is None else None
+    if answer is not None:
+        hits, items = answer["hits"], answer.get("items")
+    else:
+        lib = _open(ctx, model=model, pretrained=pretrained)
+        hits = [h.to_dict() for h in lib.search(q, k=k, modality=modality)]
+        items = None if hits else lib.stats()["items"]
+    _print_hits(hits, items, as_json)
+
+
+def _ask_server(ctx: click.Context, q: Any, modality: str, k: int) -> dict[str, Any] | None:
+    """The answer of a running `xmr serve` for this library, or None (then search in-process)."""
+    from pathlib import Path
+
+    from retrieval.paths import default_library_dir
+    from retrieval.server import client, discovery
+
+    o = ctx.obj
+    info = discovery.find(Path(o["library"]).expanduser() if o["library"] else default_library_dir(), db=o["db"])
+    if info is None:
+        return None
+    try:
+        return client.search(info, texts=q.texts, negatives=q.negatives, images=q.images, audios=q.audios,
+                             weight=q.media_weight, not_weight=q.negative_weight, modality=modality, k=k)
+    except client.ServerUnavailable as e:
+        logging.getLogger("xmr").info("server at %s not usable (%s); searching in-process", info["url"], e)
+        return None
+
+
+def _print_hits(hits: list[dict[str, Any]], items: int | None, as_json: bool) -> None:
+    from indexer.scan import display_path
+
     if as_json:
-        click.echo(json.dumps([h.to_dict() for h in hits], indent=2, ensure_ascii=False))
+        click.echo(json.dumps(hits, indent=2, ensure_ascii=False))
         return
     if not hits:
-        click.echo("no results" + ("" if lib.stats()["items"] else " (the library is empty; run `xmr index PATH`)"))
+        click.echo("no results" + ("" if items else " (the library is empty; run `xmr index PATH`)"))
         return
     width = max(60, min(os.get_terminal_size(sys.stdout.fileno()).columns if sys.stdout.isatty() else 100, 160))
-    mixed = any(h.calibrated is not None for h in hits)
+    mixed = any(h.get("calibrated") is not None for h in hits)
     # Mixed modalities are ranked by the calibrated score (README: "Mixing modalities"); show it,
     # or the raw cosines would look out of order.
     click.echo(f"{'#':>3}  {'score':>6}  " + (f"{'calib':>6}  " if mixed else "") + f"{'type':<5}  result")
     for rank, h in enumerate(hits, 1):
-        where = f"  [{_clock(h.start)}-{_clock(h.end)}]" if h.start is not None and h.end is not None else ""
-        calib = f"{h.calibrated:+6.2f}  " if mixed and h.calibrated is not None else ("        " if mixed else "")
-        line = f"{rank:>3}  {h.score:6.3f}  {calib}{h.modality:<5}  {display_path(h.path)}{where}"
+        where = f"  [{_clock(h['start'])}-{_clock(h['end'])}]" if h.get("start") is not None and h.get("end") is not None else ""
+        calib = f"{h['calibrated']:+6.2f}  " if mixed and h.get("calibrated") is not None else ("        " if mixed else "")
+        line = f"{rank:>3}  {h['score']:6.3f}  {calib}{h['modality']:<5}  {display_path(h['path'])}{where}"
         click.echo(line)
-        if h.snippet:
-            snippet = " ".join(h.snippet.split())
+        if h.get("snippet"):
+            snippet = " ".join(h["snippet"].split())
             indent = 28 if mixed else 20
             limit = width - indent
-            click.echo(" " * indent + f"{snippet[:limit] + ('…' if len(snippet) > limit else '')}  [chunk {h.chunk}]")
+            click.echo(" " * indent + f"{snippet[:limit] + ('…' if len(snippet) > limit else '')}  [chunk {h['chunk']}]")
 
 
 def _clock(seconds: float) -> str:
     m, s = divmod(seconds, 60)
     return f"{int(m)}:{s:04.1f}"
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, envvar="XMR_HOST",
+              help="Address to listen on; anything but loopback needs --token.")
+@click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535), envvar="XMR_PORT",
+              help="Port (0: any free one; `xmr search` finds it anyway).")
+@click.option("--token", envvar="XMR_TOKEN", help="Require this secret on every request [env XMR_TOKEN].")
+@click.option("--max-upload", type=ByteSize(), default="32M", show_default=True, help="Largest request body (uploads).")
+@click.pass_context
+def serve(ctx: click.Context, host: str, port: int, token: str | None, max_upload: int) -> None:
+    """Serve the library over HTTP with the model loaded: a web page at / and a JSON API
+    (/api/..., schema at /openapi.json). `xmr search` uses it automatically while it runs.
+
+    \b
+    xmr serve                      # http://127.0.0.1:8765
+    xmr serve --port 0             # any free port
+    xmr serve --host 0.0.0.0 --token SECRET
+    """
+    from retrieval.server.serve import serve as run
+
+    o = ctx.obj
+    run(o["library"], db=o["db"], device=o["device"], host=host, port=port, token=token, max_upload=max_upload,
+        access_log=o["verbose"], on_ready=lambda url: click.echo(f"xmr: serving at {url}  (Ctrl-C to stop)", err=True))
 
 
 @cli.command()

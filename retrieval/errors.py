@@ -35,5 +35,9 @@ class FaissMissingError(XmrError):
     """Neither faiss-cpu nor faiss-gpu is installed."""
 
 
+class NotFoundError(XmrError):
+    """An item (or other named thing) that is not in the library."""
+
+
 class DecodeError(XmrError):
     """A media file could not be read; the message is the reason shown after 'skipping PATH:'."""

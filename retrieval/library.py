@@ -21,11 +21,11 @@ from indexer.autoindex import DEFAULT_RECALL
 from indexer.vectors import DEFAULT_FACTORY, MMAP_MIN_BYTES, VectorIndex, full_factory, is_ivf
 from retrieval.encoders import DEFAULT_MODEL, DEFAULT_PRETRAINED, Encoder, EncoderSpec, load_encoder
 from retrieval.errors import (
-    DecodeError,
     EncoderMismatchError,
     LibraryError,
     LibraryLockedError,
     ModelLoadError,
+    NotFoundError,
     UsageError,
 )
 from retrieval.paths import BRIDGE_FILE, DB_FILE, INDEX_FILE, LOCK_FILE, default_library_dir
@@ -317,17 +317,15 @@ class Library:
         return moved
 
     def embed_audio_file(self, path: str) -> np.ndarray:
-        """A sound file as a query: CLAP vectors of its windows, averaged, bridged into CLIP space."""
+        """A sound file as a query: CLAP vectors of its windows, averaged, bridged into CLIP space.
+        An unreadable file raises DecodeError (the reason)."""
         from indexer.audio import audio_windows
 
         bridge = self.bridge()
         if bridge is None:
             raise UsageError("this library has no sounds yet, so no audio bridge: index some audio first, or run `xmr bridge fit`")
         enc = self.audio_encoder
-        try:
-            feats = [enc.features(w.samples) for w in audio_windows(path, enc.sampling_rate, enc.window_samples)]
-        except DecodeError as e:
-            raise UsageError(f"--audio {path}: {e}") from None
+        feats = [enc.features(w.samples) for w in audio_windows(path, enc.sampling_rate, enc.window_samples)]
         raw = np.concatenate([enc.encode_audio(feats[i : i + 32]) for i in range(0, len(feats), 32)]).mean(0)
         return bridge.map_audio(raw / max(float(np.linalg.norm(raw)), 1e-12))[0]
 
@@ -343,7 +341,9 @@ class Library:
         if self._vectors is None:
             if self.index_path.exists():
                 mmap = not writable and self.index_path.stat().st_size >= MMAP_MIN_BYTES
+                sig = self.disk_signature()[0]
                 self._vectors = VectorIndex.load(self.index_path, self.factory, mmap=mmap)
+                self._vectors.disk_signature = sig  # what `reopen` compares
                 if (self.tuning or {}).get("nprobe") and self._vectors.is_ivf:
                     self._vectors.nprobe = self.tuning["nprobe"]
             elif create:
@@ -354,6 +354,43 @@ class Library:
                 # Searches run on a GPU copy when faiss has GPUs (use_gpu checks; CPU otherwise).
                 self._vectors.use_gpu(int(self.device.partition(":")[2] or 0))
         return self._vectors
+
+    def disk_signature(self) -> tuple[Any, ...]:
+        """Changes whenever a writer saves the index, commits to a SQLite catalog or refits the
+        bridge: what a long-lived reader (the server) compares to know it must reopen."""
+        sig: list[Any] = []
+        files = [self.index_path, self.bridge_path]
+        if self.engine.dialect.name == "sqlite" and self.engine.url.database:
+            db = Path(self.engine.url.database)
+            files += [db, db.with_name(db.name + "-wal")]
+        for f in files:
+            try:
+                st = f.stat()
+                sig.append((st.st_ino, st.st_size, st.st_mtime_ns))
+            except OSError:
+                sig.append(None)
+        if self.engine.dialect.name != "sqlite":  # another database: ask it
+            with self.engine.connect() as conn:
+                sig.append(tuple(conn.execute(select(func.count(File.id), func.max(File.indexed_at))).one()))
+        return tuple(sig)
+
+    def reopen(self) -> "Library":
+        """A fresh view of this library as it is on disk now (catalog metadata, bridge, index)
+        that keeps the models already loaded here; the index is reused when its file did not
+        change. Readers call this after a writer committed."""
+        index_sig = self.disk_signature()[0]
+        try:
+            new = Library(self.path, db=self.db_url, device=self.device, encoder=self._encoder)
+        except EncoderMismatchError:  # the library was rebuilt with another model
+            new = Library(self.path, db=self.db_url, device=self.device)
+        if new.audio_model == self.audio_model:
+            new._audio_encoder = self._audio_encoder
+        vecs = self._vectors
+        if vecs is not None and getattr(vecs, "disk_signature", None) == index_sig and new.factory == self.factory:
+            new._vectors = vecs
+            if (new.tuning or {}).get("nprobe") and vecs.is_ivf:
+                vecs.nprobe = new.tuning["nprobe"]
+        return new
 
     def forget_unsaved_vectors(self) -> None:
         """Drop the in-memory index so the next use reads the last saved one (after a rollback)."""
@@ -504,6 +541,33 @@ class Library:
             hits = [h for m in sorted(present) for h in self._calibrate(s, m, vector, search_vectors(s, vecs, vector, k, m))]
         hits.sort(key=lambda h: h.calibrated if h.calibrated is not None else h.score, reverse=True)
         return hits[:k]
+
+    def item(self, item_id: int) -> dict[str, Any]:
+        """One item with its file: what a result links to. NotFoundError when it is not there."""
+        with self.Session() as s:
+            row = s.execute(select(Item, File).join(File).where(Item.id == int(item_id))).first()
+            if row is None:
+                raise NotFoundError(f"no item {item_id} in this library")
+            item, f = row
+            return {
+                "item_id": item.id, "path": f.path, "modality": item.modality,
+                "chunk": item.chunk if item.modality != "image" else None, "snippet": item.snippet,
+                "char_start": item.char_start, "char_end": item.char_end, "start": item.start, "end": item.end,
+                "file_id": f.id, "size": f.size, "mtime_ns": f.mtime_ns, "phash": f.phash,
+                "indexed_at": f.indexed_at, "file_items": len(f.items),
+            }
+
+    def similar(self, item_id: int, *, k: int = 10, modality: str | None = None) -> list[Hit]:
+        """More like this: the nearest items to a library item's own vector, other files only
+        (the item's neighbouring windows or chunks would crowd out everything else)."""
+        info = self.item(item_id)
+        vecs = self.vectors()
+        if vecs is None:
+            raise NotFoundError(f"no vector for item {item_id}")
+        vector = np.asarray(vecs.reconstruct(int(item_id)), np.float32)
+        vector = vector / max(float(np.linalg.norm(vector)), 1e-12)
+        hits = self.search(k=k + info["file_items"], modality=modality, vector=vector)
+        return [h for h in hits if h.path != info["path"]][:k]
 
     _CALIBRATION_SAMPLE = 512
 

@@ -8,6 +8,8 @@ INDEX_FILE = "vectors.faiss"
 DB_FILE = "catalog.db"
 LOCK_FILE = "write.lock"
 BRIDGE_FILE = "bridge.safetensors"
+SERVER_FILE = "server.json"  # a running `xmr serve` for this library: host, port, pid
+THUMBNAIL_DIR = "thumbnails"
 
 
 def default_library_dir() -> Path:

@@ -30,12 +30,19 @@ class Query:
     media_weight: float | None = None
     negative_weight: float = 0.5
     audios: Sequence[str] = field(default_factory=list)
+    # Ready unit vectors that count as media (e.g. the vector of a library item: "more like this").
+    vectors: Sequence[np.ndarray] = field(default_factory=list)
+    # How to name a file in error messages (uploads are temp files with a user-given name).
+    names: dict[str, str] = field(default_factory=dict)
+
+    def _label(self, flag: str, path: str) -> str:
+        return self.names.get(path) or f"{flag} {path}"
 
     def validate(self) -> None:
         texts = [t for t in self.texts if t.strip()]
         if len(texts) != len(self.texts) or any(not t.strip() for t in self.negatives):
             raise UsageError("empty text in query")
-        if not texts and not self.images and not self.audios:
+        if not texts and not self.images and not self.audios and not len(self.vectors):
             raise UsageError("nothing to search for: give a text query, --text, --image or --audio")
         for t in [*self.texts, *self.negatives]:
             if len(t) > MAX_QUERY_CHARS:
@@ -43,14 +50,14 @@ class Query:
         if self.media_weight is not None:
             if not (0.0 <= self.media_weight <= 1.0):
                 raise UsageError(f"--weight must be between 0 and 1, got {self.media_weight}")
-            if not (self.texts and (self.images or self.audios)):
+            if not (self.texts and (self.images or self.audios or len(self.vectors))):
                 raise UsageError("--weight sets the picture/sound share of a text + picture/sound query; give both")
         if not (0.0 <= self.negative_weight <= 1.0):
             raise UsageError(f"negative weight must be between 0 and 1, got {self.negative_weight}")
         for flag, paths in (("--image", self.images), ("--audio", self.audios)):
             for p in paths:
                 if not os.path.isfile(p):
-                    raise UsageError(f"{flag} {p}: no such file")
+                    raise UsageError(f"{self._label(flag, p)}: no such file")
 
     def embed(
         self, encoder: Encoder | Callable[[], Encoder], audio: Callable[[str], np.ndarray] | None = None
@@ -73,12 +80,17 @@ class Query:
                 try:
                     tensors.append(enc().preprocess_image(load_image(p)))
                 except DecodeError as e:
-                    raise UsageError(f"--image {p}: {e}") from None
+                    raise UsageError(f"{self._label('--image', p)}: {e}") from None
             media.extend(enc().encode_images(tensors))
         if self.audios:
             if audio is None:
                 raise UsageError("this search cannot take sounds")
-            media.extend(audio(p) for p in self.audios)
+            for p in self.audios:
+                try:
+                    media.append(audio(p))
+                except DecodeError as e:
+                    raise UsageError(f"{self._label('--audio', p)}: {e}") from None
+        media.extend(np.asarray(v, np.float32) for v in self.vectors)
         def text_vectors(texts: Sequence[str]) -> np.ndarray:
             e = enc()
             return getattr(e, "encode_query", e.encode_text)(list(texts))

@@ -171,7 +171,9 @@ class OpenClipEncoder:
         a server: packing takes ~0.5 s, then a ViT-B-32 query encodes in ~13 ms instead of ~30
         (this torch's MKL is slow on AMD CPUs; fbgemm is not). Cosine of query vectors to fp32:
         >= 0.99999 (tests/test_text_prefix.py; scripts/bench_query.py prints it for any model).
-        CPU only; returns whether it is on."""
+        CPU only; returns whether it is on (calling it again is free)."""
+        if self._query_transformer is not None:
+            return True
         if self.device != "cpu" or not self._prefix:
             return False
         from retrieval.encoders.fast_text import pack_fp16

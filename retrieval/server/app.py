@@ -1,0 +1,215 @@
+"""The HTTP API and the web page (FastAPI), over one warm LibraryState.
+
+JSON errors are {"detail": message} with the status the error deserves: 400 a bad query,
+404 an unknown item, 413 an upload over the limit, 422 a malformed request or an upload that
+cannot be decoded, 503 a library or model that cannot be used.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Annotated, Any, Literal, Optional
+
+from fastapi import FastAPI, File, Form, Query as Param, Request, UploadFile
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
+
+from retrieval.errors import (
+    DecodeError,
+    EncoderMismatchError,
+    LibraryError,
+    ModelLoadError,
+    NotFoundError,
+    UsageError,
+    XmrError,
+)
+from retrieval.query import Query
+from retrieval.server.media import THUMBNAIL_SIZES, indexed_file, media_type, thumbnail
+from retrieval.server.security import DEFAULT_MAX_UPLOAD, Guard
+from retrieval.server.state import LibraryState, describe
+
+STATIC = Path(__file__).parent / "static"
+MAX_RESULTS = 1000  # k + offset: paging deeper than this is not what a person does
+Modality = Literal["any", "image", "text", "audio"]
+
+
+class SearchRequest(BaseModel):
+    """A query as JSON: any mix of texts, library items ("like") and texts to steer away from."""
+
+    q: list[str] = Field(default_factory=list, description="Texts to search for (their vectors are averaged)")
+    like: list[int] = Field(default_factory=list, description="Item ids whose vectors join the query (more like these)")
+    not_: list[str] = Field(default_factory=list, alias="not", description="Texts to steer away from")
+    weight: Optional[float] = Field(None, ge=0, le=1, description="Share of the items in a query that also has text")
+    not_weight: float = Field(0.5, ge=0, le=1)
+    type: Modality = "any"
+    k: int = Field(10, ge=1, le=MAX_RESULTS)
+    offset: int = Field(0, ge=0, lt=MAX_RESULTS)
+
+    model_config = {"populate_by_name": True}
+
+
+_STATUS = [(UsageError, 400), (NotFoundError, 404), (DecodeError, 422), (EncoderMismatchError, 503),
+           (ModelLoadError, 503), (LibraryError, 503)]
+
+
+def create_app(state: LibraryState, *, token: str | None = None, max_upload: int = DEFAULT_MAX_UPLOAD,
+               allowed_hosts: tuple[str, ...] = ()) -> Any:
+    """The ASGI app: FastAPI behind the Guard (host check or token, upload limit, headers).
+    The OpenAPI schema is at /openapi.json; the interactive /docs page is off because it loads
+    its scripts from a CDN, and nothing here leaves the machine."""
+    app = FastAPI(title="xmr", summary="Search your photos, sounds and documents by meaning",
+                  docs_url=None, redoc_url=None)
+
+    @app.exception_handler(XmrError)
+    def xmr_error(request: Request, exc: XmrError) -> JSONResponse:
+        status = next((code for cls, code in _STATUS if isinstance(exc, cls)), 500)
+        return JSONResponse({"detail": str(exc)}, status_code=status)
+
+    def search(lib: Any, q: Query, modality: str, k: int, offset: int) -> dict[str, Any]:
+        if k + offset > MAX_RESULTS:
+            raise UsageError(f"k + offset may be at most {MAX_RESULTS}")
+        q.validate()  # before waiting for the model
+        t0 = time.perf_counter()
+        with state.compute:
+            hits = lib.search(q, k=k + offset, modality=modality)
+        return {
+            "library": str(lib.path.resolve()),
+            "hits": [h.to_dict() for h in hits[offset:]],
+            "k": k,
+            "offset": offset,
+            "more": len(hits) == k + offset,
+            "took_ms": round((time.perf_counter() - t0) * 1000, 2),
+            **{key: value for key, value in describe(lib).items() if key in ("items", "items_by_modality")},
+        }
+
+    def like_vectors(lib: Any, ids: list[int]) -> list[Any]:
+        import numpy as np
+
+        out = []
+        for item_id in ids:
+            lib.item(item_id)  # NotFoundError for an unknown id
+            with state.compute:
+                v = np.asarray(lib.vectors().reconstruct(int(item_id)), np.float32)
+            out.append(v / max(float(np.linalg.norm(v)), 1e-12))
+        return out
+
+    @app.get("/api/health", tags=["library"])
+    def health() -> dict[str, Any]:
+        """Is the server up, and for which library."""
+        lib = state.library()
+        return {"status": "ok", "pid": os.getpid(), "reloads": state.reloads, **describe(lib)}
+
+    @app.get("/api/stats", tags=["library"])
+    def stats() -> dict[str, Any]:
+        """What `xmr stats --json` prints."""
+        return state.library().stats()
+
+    @app.get("/api/search", tags=["search"])
+    def search_get(
+        q: Annotated[Optional[list[str]], Param(description="Text to search for (repeatable)")] = None,
+        like: Annotated[Optional[list[int]], Param(description="Item id to search like (repeatable)")] = None,
+        not_: Annotated[Optional[list[str]], Param(alias="not", description="Text to steer away from (repeatable)")] = None,
+        weight: Annotated[Optional[float], Param(ge=0, le=1)] = None,
+        not_weight: Annotated[float, Param(ge=0, le=1)] = 0.5,
+        type: Modality = "any",
+        k: Annotated[int, Param(ge=1, le=MAX_RESULTS)] = 10,
+        offset: Annotated[int, Param(ge=0, lt=MAX_RESULTS)] = 0,
+    ) -> dict[str, Any]:
+        """Search by text (and/or library items), e.g. /api/search?q=sunset&type=image&k=20."""
+        return search_json(SearchRequest(q=q or [], like=like or [], not_=not_ or [], weight=weight, not_weight=not_weight,
+                                         type=type, k=k, offset=offset))
+
+    @app.post("/api/search", tags=["search"])
+    def search_json(body: SearchRequest) -> dict[str, Any]:
+        """Search with a JSON query."""
+        lib = state.library()
+        q = Query(texts=body.q, negatives=body.not_, media_weight=body.weight, negative_weight=body.not_weight,
+                  vectors=like_vectors(lib, body.like))
+        return search(lib, q, body.type, body.k, body.offset)
+
+    @app.post("/api/search/upload", tags=["search"])
+    def search_upload(
+        image: Annotated[Optional[list[UploadFile]], File(description="Pictures to search by")] = None,
+        audio: Annotated[Optional[list[UploadFile]], File(description="Sound files to search by")] = None,
+        q: Annotated[Optional[list[str]], Form(description="Text to combine with the files")] = None,
+        not_: Annotated[Optional[list[str]], Form(alias="not")] = None,
+        weight: Annotated[Optional[float], Form(ge=0, le=1, description="Share of the files in a query that also has text")] = None,
+        not_weight: Annotated[float, Form(ge=0, le=1)] = 0.5,
+        type: Annotated[Modality, Form()] = "any",
+        k: Annotated[int, Form(ge=1, le=MAX_RESULTS)] = 10,
+        offset: Annotated[int, Form(ge=0, lt=MAX_RESULTS)] = 0,
+    ) -> dict[str, Any]:
+        """Search by uploaded pictures and/or sounds (multipart/form-data), optionally with text.
+        Uploads are decoded by the same guarded decoders as indexing and deleted afterwards."""
+        lib = state.library()
+        with tempfile.TemporaryDirectory(prefix="xmr-upload-") as tmp:
+            names: dict[str, str] = {}
+
+            def save(files: list[UploadFile], kind: str) -> list[str]:
+                paths = []
+                for n, upload in enumerate(files):
+                    suffix = Path(upload.filename or "").suffix
+                    suffix = suffix if re.fullmatch(r"\.[A-Za-z0-9]{1,8}", suffix) else ""
+                    path = os.path.join(tmp, f"{kind}-{n}{suffix}")
+                    with open(path, "wb") as out:
+                        shutil.copyfileobj(upload.file, out)
+                    names[path] = f"{kind} {upload.filename or n!r}"
+                    paths.append(path)
+                return paths
+
+            query = Query(texts=q or [], negatives=not_ or [], images=save(image or [], "image"), audios=save(audio or [], "audio"),
+                          media_weight=weight, negative_weight=not_weight, names=names)
+            return search(lib, query, type, k, offset)
+
+    @app.get("/api/items/{item_id}", tags=["items"])
+    def item(item_id: int) -> dict[str, Any]:
+        """An item and its file: path, kind, snippet or time window, size, when indexed."""
+        info = state.library().item(item_id)
+        info["media_url"] = f"/api/items/{item_id}/media"
+        if info["modality"] == "image":
+            info["thumbnail_url"] = f"/api/items/{item_id}/thumbnail"
+        return info
+
+    @app.get("/api/items/{item_id}/similar", tags=["search"])
+    def similar(item_id: int, type: Modality = "any", k: Annotated[int, Param(ge=1, le=MAX_RESULTS)] = 10,
+                offset: Annotated[int, Param(ge=0, lt=MAX_RESULTS)] = 0) -> dict[str, Any]:
+        """More like this: the items nearest to this one, from other files."""
+        if k + offset > MAX_RESULTS:
+            raise UsageError(f"k + offset may be at most {MAX_RESULTS}")
+        lib = state.library()
+        t0 = time.perf_counter()
+        with state.compute:
+            hits = lib.similar(item_id, k=k + offset, modality=type)
+        return {"library": str(lib.path.resolve()), "hits": [h.to_dict() for h in hits[offset:]], "k": k,
+                "offset": offset, "more": len(hits) == k + offset, "took_ms": round((time.perf_counter() - t0) * 1000, 2)}
+
+    @app.get("/api/items/{item_id}/media", tags=["items"])
+    def media(item_id: int) -> FileResponse:
+        """The item's file itself (HTTP range requests work, so audio players can seek)."""
+        info, st = indexed_file(state.library(), item_id)
+        name = os.path.basename(info["path"]).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        return FileResponse(info["path"], stat_result=st, media_type=media_type(info), filename=name,
+                            content_disposition_type="inline", headers={"Cache-Control": "private, max-age=300"})
+
+    app.add_api_route("/api/items/{item_id}/media", media, methods=["HEAD"], include_in_schema=False)
+
+    @app.get("/api/items/{item_id}/thumbnail", tags=["items"])
+    def item_thumbnail(item_id: int, size: Annotated[int, Param(description=f"one of {THUMBNAIL_SIZES}")] = 256) -> FileResponse:
+        """A JPEG thumbnail of a picture item, cached in the library."""
+        if size not in THUMBNAIL_SIZES:
+            raise UsageError(f"size must be one of {', '.join(map(str, THUMBNAIL_SIZES))}")
+        path = thumbnail(state.library(), item_id, size)
+        return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"})
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html", media_type="text/html; charset=utf-8", headers={"Cache-Control": "no-cache"})
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return Guard(app, token=token, max_upload=max_upload, allowed_hosts=allowed_hosts)

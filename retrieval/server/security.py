@@ -1,0 +1,147 @@
+"""What stands in front of every request: who may ask, how much they may send, and the headers
+that keep the browser from doing anything the page did not mean.
+
+- Bound to loopback without a token, requests must name a loopback host in `Host`; that stops a
+  web page elsewhere from reaching the server through DNS rebinding.
+- With a token (required to bind anywhere else), every request carries it: `Authorization:
+  Bearer TOKEN`, the `xmr_token` cookie, or `?token=` once (which sets the cookie, as Jupyter does).
+- Request bodies over `max_upload` bytes get 413, whether announced by Content-Length or not.
+- Responses forbid framing, sniffing and any script or media from elsewhere (CSP).
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from typing import Any, Awaitable, Callable
+from urllib.parse import parse_qs, urlencode
+
+from starlette.exceptions import HTTPException
+
+DEFAULT_MAX_UPLOAD = 32 * 1024 * 1024
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+COOKIE = "xmr_token"
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
+    "media-src 'self' blob:; connect-src 'self'; object-src 'none'; base-uri 'none'; "
+    "frame-ancestors 'none'; form-action 'self'"
+)
+SECURITY_HEADERS = [
+    (b"content-security-policy", CSP.encode()),
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"cross-origin-resource-policy", b"same-origin"),
+]
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+def host_of(header: str) -> str:
+    """'example.com:8765' -> 'example.com', '[::1]:8765' -> '::1'."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[1 : header.find("]")] if "]" in header else header
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+
+
+class Guard:
+    """ASGI middleware around the whole app."""
+
+    def __init__(self, app: Any, *, token: str | None, max_upload: int = DEFAULT_MAX_UPLOAD,
+                 allowed_hosts: tuple[str, ...] = ()) -> None:
+        self.app = app
+        self.token = token or None
+        self.max_upload = max_upload
+        self.allowed_hosts = {h.lower().strip("[]") for h in (*LOOPBACK_HOSTS, *allowed_hosts)}
+
+    def __getattr__(self, name: str) -> Any:  # TestClient and friends look at the inner app
+        return getattr(self.app, name)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        started = False
+
+        async def send_guarded(message: dict[str, Any]) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                message = {**message, "headers": [*message.get("headers", []), *SECURITY_HEADERS]}
+            await send(message)
+
+        refusal = self._refuse(scope, headers)
+        if refusal is not None:
+            await _json(send_guarded, *refusal)
+            return
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        if self.token and "token" in query:
+            # A link with ?token=: keep it in a cookie and drop it from the address bar.
+            rest = {k: v for k, v in query.items() if k != "token"}
+            location = scope["path"] + (f"?{urlencode(rest, doseq=True)}" if rest else "")
+            cookie = f"{COOKIE}={self.token}; HttpOnly; SameSite=Strict; Path=/"
+            await send_guarded({"type": "http.response.start", "status": 303,
+                                "headers": [(b"location", location.encode("latin-1", "replace")), (b"set-cookie", cookie.encode())]})
+            await send_guarded({"type": "http.response.body", "body": b""})
+            return
+
+        length = headers.get("content-length", "")
+        if length.isdigit() and int(length) > self.max_upload:
+            await _json(send_guarded, 413, self._too_large())
+            return
+        received = 0
+
+        async def receive_limited() -> dict[str, Any]:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_upload:
+                    # An HTTPException, so FastAPI answers it as such even mid-way through parsing a form.
+                    raise HTTPException(413, self._too_large())
+            return message
+
+        try:
+            await self.app(scope, receive_limited, send_guarded)
+        except HTTPException as e:
+            if started or e.status_code != 413:
+                raise
+            await _json(send_guarded, 413, self._too_large())
+
+    def _too_large(self) -> str:
+        return f"upload larger than the server's limit of {self.max_upload / 2**20:g} MiB (xmr serve --max-upload)"
+
+    def _refuse(self, scope: Scope, headers: dict[str, str]) -> tuple[int, str] | None:
+        if self.token is None:
+            if host_of(headers.get("host", "")) not in self.allowed_hosts:
+                return 421, "this server only answers requests addressed to it by a loopback name (127.0.0.1, localhost)"
+            return None
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        offered = [
+            headers.get("authorization", "").removeprefix("Bearer ").strip(),
+            *_cookies(headers.get("cookie", "")).get(COOKIE, []),
+            *query.get("token", []),
+        ]
+        if any(o and hmac.compare_digest(o.encode(), self.token.encode()) for o in offered):
+            return None
+        return 401, "this server needs its token: open the address `xmr serve` printed (with ?token=...), or send Authorization: Bearer TOKEN"
+
+
+def _cookies(header: str) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for part in header.split(";"):
+        name, _, value = part.strip().partition("=")
+        if name:
+            out.setdefault(name, []).append(value)
+    return out
+
+
+async def _json(send: Send, status: int, detail: str) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,88 @@
+"""What a server keeps warm: the library view, its models and the locks around them."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+from retrieval.library import Library
+
+log = logging.getLogger(__name__)
+
+
+class LibraryState:
+    """The served library, reopened whenever a writer has saved or committed.
+
+    Every request asks `library()`, which compares the files' signatures (a few stat calls) and,
+    when they changed, opens a new view; requests already running keep the view they started
+    with, so none ever sees a half-updated one. Index files are replaced atomically by writers,
+    so whatever file is opened is a whole one. Only one request reopens; the others go on with
+    the current view meanwhile instead of waiting.
+
+    Model calls and FAISS searches go through `compute` one at a time: the encoders and the
+    index's per-call search settings (nprobe) are not thread-safe, and two queries at once on a
+    few CPU cores would not finish sooner anyway.
+    """
+
+    def __init__(self, path: str | os.PathLike[str] | None, *, db: str | None = None, device: str = "auto",
+                 fast_queries: bool = True) -> None:
+        self.compute = threading.Lock()
+        self._reopening = threading.Lock()
+        self.fast_queries = fast_queries
+        self._lib = Library(path, db=db, device=device)
+        self._signature = self._lib.disk_signature()
+        self.reloads = 0
+
+    @property
+    def path(self) -> Path:
+        return self._lib.path
+
+    @property
+    def db_url(self) -> str:
+        return self._lib.db_url
+
+    def warm(self, lib: Library | None = None) -> None:
+        """Load the model and the index now, not at the first query. An empty library has no
+        model yet: it is loaded when an index run records one."""
+        lib = lib or self._lib
+        if lib.recorded_identity is None:
+            return
+        encoder = lib.encoder
+        if self.fast_queries and hasattr(encoder, "enable_fast_queries"):
+            encoder.enable_fast_queries()
+        lib.vectors()
+        with self.compute:
+            getattr(encoder, "encode_query", encoder.encode_text)(["warm up"])
+
+    def library(self) -> Library:
+        """The current view, reopened first if a writer changed the library since."""
+        lib = self._lib
+        if lib.disk_signature() != self._signature and self._reopening.acquire(blocking=False):
+            try:
+                signature = lib.disk_signature()
+                if signature != self._signature:
+                    new = lib.reopen()
+                    self.warm(new)  # loads the new index (and a first model) before anyone uses it
+                    self._lib, self._signature = new, signature
+                    self.reloads += 1
+                    log.info("library changed on disk: reopened (%d vectors)", (new.vectors() or _Empty()).ntotal)
+            finally:
+                self._reopening.release()
+        return self._lib
+
+
+class _Empty:
+    ntotal = 0
+
+
+def describe(lib: Library) -> dict[str, Any]:
+    """The few facts the page needs at start (what kinds of items there are, how many)."""
+    from indexer.stats import read_stats
+
+    with lib.engine.connect() as conn:
+        st = read_stats(lambda sql: list(conn.exec_driver_sql(sql).fetchall()))
+    return {"library": str(lib.path.resolve()), "items": st["items"], "items_by_modality": st["items_by_modality"],
+            "files": st["files"], "has_bridge": lib.bridge_path.exists()}

@@ -1,0 +1,297 @@
+// xmr web page: one search box, modality tabs, drop a picture or a sound, click a result for more like it.
+// Everything user-provided (file names, snippets) goes in through textContent, never as HTML.
+"use strict";
+
+const PAGE = 30;
+const state = { text: "", type: "any", files: [], like: null, offset: 0, busy: false, items: null };
+const $ = (sel) => document.querySelector(sel);
+
+function el(tag, props = {}, children = []) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(props)) {
+    if (key === "class") node.className = value;
+    else if (key === "text") node.textContent = value;
+    else if (key.startsWith("data-") || key.startsWith("aria-")) node.setAttribute(key, value);
+    else node[key] = value;
+  }
+  for (const child of children) node.append(child);
+  return node;
+}
+
+function baseName(path) {
+  return path.split(/[\\/]/).pop();
+}
+
+function clock(seconds) {
+  const m = Math.floor(seconds / 60);
+  const s = seconds - 60 * m;
+  return `${m}:${s.toFixed(1).padStart(4, "0")}`;
+}
+
+function setStatus(message, isError = false) {
+  const status = $("#status");
+  status.textContent = message;
+  status.classList.toggle("error", isError);
+}
+
+function showEmpty(title, lines) {
+  const box = el("div", { class: "empty", "data-testid": "empty" }, [el("h2", { text: title })]);
+  for (const line of lines) {
+    const p = el("p");
+    // `code` spans are marked with backticks in the message
+    line.split("`").forEach((part, i) => p.append(i % 2 ? el("code", { text: part }) : part));
+    box.append(p);
+  }
+  $("#results").replaceChildren(box);
+  $("#more").hidden = true;
+}
+
+async function api(url, options = {}) {
+  let response;
+  try {
+    response = await fetch(url, { headers: { Accept: "application/json" }, ...options });
+  } catch (e) {
+    throw new Error("Cannot reach the xmr server. Is `xmr serve` still running?");
+  }
+  let body = null;
+  try {
+    body = await response.json();
+  } catch (e) {
+    body = null;
+  }
+  if (!response.ok) {
+    let detail = body && body.detail;
+    if (Array.isArray(detail)) detail = detail.map((d) => `${(d.loc || []).slice(1).join(".")}: ${d.msg}`).join("; ");
+    const hints = {
+      401: " Open the address `xmr serve` printed, with its ?token=.",
+      413: " Try a smaller file.",
+      503: " Check the server's terminal.",
+    };
+    throw new Error(`${detail || response.statusText || "Request failed"}${hints[response.status] || ""}`);
+  }
+  return body;
+}
+
+function card(hit) {
+  const name = baseName(hit.path);
+  const score = `score ${hit.score.toFixed(3)}` + (hit.calibrated != null ? ` · calibrated ${hit.calibrated >= 0 ? "+" : ""}${hit.calibrated.toFixed(2)}` : "");
+  const node = el("article", {
+    class: `result ${hit.modality}`, tabIndex: 0, title: `${hit.path}\n${score}\nClick for more like this`,
+    "data-item-id": String(hit.item_id), "data-modality": hit.modality, "data-score": String(hit.score),
+  });
+  node.append(el("span", { class: "kind", text: hit.modality === "image" ? "picture" : hit.modality === "audio" ? "sound" : "text" }));
+  node.append(el("span", { class: "score", text: score }));
+  const body = el("div", { class: "body" });
+  if (hit.modality === "image") {
+    node.prepend(el("img", { class: "thumb", src: `/api/items/${hit.item_id}/thumbnail`, alt: name, loading: "lazy" }));
+  } else if (hit.modality === "audio") {
+    const fragment = hit.start != null ? `#t=${hit.start},${hit.end}` : "";
+    const player = el("audio", { controls: true, preload: "metadata", src: `/api/items/${hit.item_id}/media${fragment}` });
+    // Media fragments start the player at the window; keep it there if the browser ignored them.
+    player.addEventListener("loadedmetadata", () => {
+      if (hit.start != null && player.currentTime < hit.start) player.currentTime = hit.start;
+    }, { once: true });
+    player.addEventListener("click", (e) => e.stopPropagation());
+    body.append(player);
+    if (hit.start != null) body.append(el("span", { class: "when", text: `${clock(hit.start)} – ${clock(hit.end)}` }));
+  } else if (hit.snippet) {
+    body.append(el("p", { class: "snippet", text: hit.snippet }));
+  }
+  body.append(el("span", { class: "name", text: name + (hit.modality === "text" && hit.chunk ? ` · part ${hit.chunk + 1}` : "") }));
+  node.append(body);
+  const more = () => moreLike(hit.item_id, name);
+  node.addEventListener("click", more);
+  node.addEventListener("keydown", (e) => { if (e.key === "Enter") more(); });
+  return node;
+}
+
+function render(answer, append) {
+  const results = $("#results");
+  if (!append) results.replaceChildren();
+  for (const hit of answer.hits) results.append(card(hit));
+  $("#more").hidden = !answer.more;
+  const shown = results.querySelectorAll(".result").length;
+  if (!shown) {
+    if (state.items === 0) return showEmptyLibrary();
+    const what = state.like ? "items like this one" : state.text ? `“${state.text}”` : "this query";
+    const tab = state.type === "any" ? "" : " or the All tab";
+    showEmpty(`No results for ${what}`, [`Try other words${tab}, or drop a picture or a sound on the page.`]);
+    setStatus("");
+    return;
+  }
+  setStatus(`${shown} result${shown === 1 ? "" : "s"} · ${answer.took_ms} ms`);
+}
+
+function showEmptyLibrary() {
+  showEmpty("This library is empty", [
+    "Index a folder of pictures, documents or sounds, then search here:",
+    "`xmr index ~/Pictures`",
+    "The page sees new items as soon as the index run saves them.",
+  ]);
+  setStatus("");
+}
+
+async function search(append = false) {
+  const params = new URLSearchParams({ type: state.type, k: PAGE, offset: append ? state.offset : 0 });
+  if (!append) state.offset = 0;
+  let request;
+  if (state.like) {
+    request = api(`/api/items/${state.like.id}/similar?${params}`);
+  } else if (state.files.length) {
+    const form = new FormData();
+    for (const [key, value] of params) form.append(key, value);
+    if (state.text) form.append("q", state.text);
+    for (const file of state.files) form.append(file.type.startsWith("audio/") ? "audio" : "image", file, file.name);
+    request = api("/api/search/upload", { method: "POST", body: form });
+  } else if (state.text) {
+    params.set("q", state.text);
+    request = api(`/api/search?${params}`);
+  } else {
+    $("#results").replaceChildren();
+    $("#more").hidden = true;
+    setStatus("");
+    if (state.items === 0) showEmptyLibrary();
+    return;
+  }
+  state.busy = true;
+  setStatus("Searching…");
+  try {
+    const answer = await request;
+    if (answer.items !== undefined) state.items = answer.items;
+    state.offset = (append ? state.offset : 0) + answer.hits.length;
+    render(answer, append);
+    remember();
+  } catch (e) {
+    setStatus(e.message, true);
+    if (!append) $("#results").replaceChildren();
+    $("#more").hidden = true;
+  } finally {
+    state.busy = false;
+  }
+}
+
+function moreLike(id, name) {
+  state.like = { id, name };
+  $("#like-name").textContent = name;
+  $("#like").hidden = false;
+  window.scrollTo({ top: 0 });
+  search();
+}
+
+function clearLike() {
+  state.like = null;
+  $("#like").hidden = true;
+  search();
+}
+
+function setFiles(files) {
+  const usable = [...files].filter((f) => f.type.startsWith("image/") || f.type.startsWith("audio/"));
+  if (usable.length < files.length) {
+    setStatus("Only pictures and sounds can be searched by; other files were left out.", true);
+  }
+  if (!usable.length) return;
+  state.files = usable;
+  state.like = null;
+  $("#like").hidden = true;
+  renderChips();
+  search();
+}
+
+function renderChips() {
+  const chips = $("#chips");
+  chips.replaceChildren();
+  state.files.forEach((file, i) => {
+    const chip = el("span", { class: "chip", "data-testid": "chip" });
+    if (file.type.startsWith("image/")) chip.append(el("img", { src: URL.createObjectURL(file), alt: "" }));
+    else chip.append(el("span", { text: "♪" }));
+    chip.append(el("span", { text: file.name }));
+    const remove = el("button", { type: "button", title: `Remove ${file.name}`, text: "✕" });
+    remove.addEventListener("click", () => {
+      state.files.splice(i, 1);
+      renderChips();
+      search();
+    });
+    chip.append(remove);
+    chips.append(chip);
+  });
+}
+
+function remember() {
+  // The text query and tab live in the address, so reload and back keep them.
+  const params = new URLSearchParams();
+  if (state.text && !state.files.length && !state.like) params.set("q", state.text);
+  if (state.type !== "any") params.set("type", state.type);
+  const hash = params.toString();
+  history.replaceState(null, "", hash ? `#${hash}` : location.pathname);
+}
+
+function selectTab(type) {
+  state.type = type;
+  for (const tab of document.querySelectorAll("#tabs button")) {
+    tab.setAttribute("aria-selected", String(tab.dataset.type === type));
+  }
+}
+
+async function loadLibrary() {
+  try {
+    const info = await api("/api/health");
+    state.items = info.items;
+    const parts = Object.entries(info.items_by_modality || {}).map(([kind, n]) => `${n} ${kind}`);
+    $("#library").textContent = `${info.library} · ${info.items} items${parts.length ? ` (${parts.join(", ")})` : ""}`;
+    if (!info.items && !state.text) showEmptyLibrary();
+  } catch (e) {
+    setStatus(e.message, true);
+  }
+}
+
+function setup() {
+  $("#search").addEventListener("submit", (e) => {
+    e.preventDefault();
+    state.text = $("#q").value.trim();
+    state.like = null;
+    $("#like").hidden = true;
+    search();
+  });
+  for (const tab of document.querySelectorAll("#tabs button")) {
+    tab.addEventListener("click", () => {
+      selectTab(tab.dataset.type);
+      search();
+    });
+  }
+  $("#file").addEventListener("change", (e) => {
+    setFiles(e.target.files);
+    e.target.value = "";
+  });
+  $("#more").addEventListener("click", () => search(true));
+  $("#like-clear").addEventListener("click", clearLike);
+
+  let depth = 0;
+  const drop = $("#drop");
+  window.addEventListener("dragenter", (e) => {
+    if (![...e.dataTransfer.types].includes("Files")) return;
+    depth += 1;
+    drop.hidden = false;
+  });
+  window.addEventListener("dragleave", () => {
+    depth = Math.max(0, depth - 1);
+    if (!depth) drop.hidden = true;
+  });
+  window.addEventListener("dragover", (e) => e.preventDefault());
+  window.addEventListener("drop", (e) => {
+    e.preventDefault();
+    depth = 0;
+    drop.hidden = true;
+    if (e.dataTransfer.files.length) setFiles(e.dataTransfer.files);
+  });
+
+  const params = new URLSearchParams(location.hash.slice(1));
+  if (params.get("type")) selectTab(params.get("type"));
+  if (params.get("q")) {
+    state.text = params.get("q");
+    $("#q").value = state.text;
+  }
+  loadLibrary().then(() => { if (state.text) search(); });
+  $("#q").focus();
+}
+
+document.addEventListener("DOMContentLoaded", setup);
