@@ -169,12 +169,15 @@ def _ask_server(ctx: click.Context, q: Any, modality: str, k: int) -> dict[str, 
     info = discovery.find(Path(o["library"]).expanduser() if o["library"] else default_library_dir(), db=o["db"])
     if info is None:
         return None
+    log = logging.getLogger("xmr")
     try:
-        return client.search(info, texts=q.texts, negatives=q.negatives, images=q.images, audios=q.audios,
-                             weight=q.media_weight, not_weight=q.negative_weight, modality=modality, k=k)
+        answer = client.search(info, texts=q.texts, negatives=q.negatives, images=q.images, audios=q.audios,
+                               weight=q.media_weight, not_weight=q.negative_weight, modality=modality, k=k)
     except client.ServerUnavailable as e:
-        logging.getLogger("xmr").info("server at %s not usable (%s); searching in-process", info["url"], e)
+        log.info("server at %s not usable (%s); searching in-process", info["url"], e)
         return None
+    log.info("answered by xmr serve at %s in %.1f ms", info["url"], answer.get("took_ms", float("nan")))
+    return answer
 
 
 def _print_hits(hits: list[dict[str, Any]], items: int | None, as_json: bool) -> None:
@@ -228,8 +231,15 @@ def serve(ctx: click.Context, host: str, port: int, token: str | None, max_uploa
     from retrieval.server.serve import serve as run
 
     o = ctx.obj
-    run(o["library"], db=o["db"], device=o["device"], host=host, port=port, token=token, max_upload=max_upload,
-        access_log=o["verbose"], on_ready=lambda url: click.echo(f"xmr: serving at {url}  (Ctrl-C to stop)", err=True))
+    # uvicorn stops gracefully on SIGINT/SIGTERM, then raises the signal again; as an exception
+    # it lets the discovery file be removed on the way out.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        run(o["library"], db=o["db"], device=o["device"], host=host, port=port, token=token, max_upload=max_upload,
+            access_log=o["verbose"], on_ready=lambda url: click.echo(f"xmr: serving at {url}  (Ctrl-C to stop)", err=True))
+    except KeyboardInterrupt:
+        pass
+    click.echo("xmr: server stopped", err=True)
 
 
 @cli.command()

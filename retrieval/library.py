@@ -557,16 +557,19 @@ class Library:
                 "indexed_at": f.indexed_at, "file_items": len(f.items),
             }
 
+    def item_vector(self, item_id: int) -> np.ndarray:
+        """An item's stored vector, unit length (NotFoundError when the index lacks it)."""
+        vecs = self.vectors()
+        if vecs is None or not np.isin(np.int64(item_id), vecs.ids()):
+            raise NotFoundError(f"item {item_id} has no vector in the loaded index (yet); try again in a moment")
+        vector = np.asarray(vecs.reconstruct(int(item_id)), np.float32)
+        return vector / max(float(np.linalg.norm(vector)), 1e-12)
+
     def similar(self, item_id: int, *, k: int = 10, modality: str | None = None) -> list[Hit]:
         """More like this: the nearest items to a library item's own vector, other files only
         (the item's neighbouring windows or chunks would crowd out everything else)."""
         info = self.item(item_id)
-        vecs = self.vectors()
-        if vecs is None:
-            raise NotFoundError(f"no vector for item {item_id}")
-        vector = np.asarray(vecs.reconstruct(int(item_id)), np.float32)
-        vector = vector / max(float(np.linalg.norm(vector)), 1e-12)
-        hits = self.search(k=k + info["file_items"], modality=modality, vector=vector)
+        hits = self.search(k=k + info["file_items"], modality=modality, vector=self.item_vector(item_id))
         return [h for h in hits if h.path != info["path"]][:k]
 
     _CALIBRATION_SAMPLE = 512
@@ -591,7 +594,12 @@ class Library:
             if len(ids) < 8:  # too few for a spread: measure against the whole library instead
                 ids = self._sample_ids(s, None)
             vecs = self.vectors()
-            sample = vecs.reconstruct_many(np.array(ids, np.int64)) if ids and vecs is not None else np.zeros((0, len(vector)), np.float32)
+            ids_arr = np.array(ids, np.int64)
+            if vecs is not None and len(ids_arr):
+                # A long-lived reader's index can be older than the rows it reads (a writer has
+                # committed since): sample only what this index holds.
+                ids_arr = ids_arr[np.isin(ids_arr, vecs.ids())]
+            sample = vecs.reconstruct_many(ids_arr) if len(ids_arr) and vecs is not None else np.zeros((0, len(vector)), np.float32)
             cache[key] = sample
         if len(sample) < 2:
             for h in hits:

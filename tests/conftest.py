@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -124,3 +128,35 @@ def tiny_clap(tmp_path_factory) -> str:
     from scripts.tiny_clap import make_tiny_clap
 
     return str(make_tiny_clap(tmp_path_factory.mktemp("tiny-clap")))
+
+
+@contextmanager
+def live_server(library: Path, *args: str, timeout: float = 180.0) -> Iterator[tuple[subprocess.Popen, dict]]:
+    """A real `xmr serve --port 0` for `library`, until the block ends (then Ctrl-C).
+    Yields the process and its discovery record (url, port, pid...)."""
+    from retrieval.server import discovery
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "retrieval.cli", "--library", str(library), "serve", "--port", "0", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+    )
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            info = discovery.find(Path(library))
+            if info is not None and info["pid"] == proc.pid:
+                break
+            if proc.poll() is not None:
+                raise AssertionError(f"xmr serve exited {proc.returncode}: {proc.stderr.read()}")
+            if time.monotonic() > deadline:
+                raise AssertionError("xmr serve did not start in time")
+            time.sleep(0.2)
+        yield proc, info
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()

@@ -89,14 +89,11 @@ def create_app(state: LibraryState, *, token: str | None = None, max_upload: int
         }
 
     def like_vectors(lib: Any, ids: list[int]) -> list[Any]:
-        import numpy as np
-
         out = []
         for item_id in ids:
             lib.item(item_id)  # NotFoundError for an unknown id
             with state.compute:
-                v = np.asarray(lib.vectors().reconstruct(int(item_id)), np.float32)
-            out.append(v / max(float(np.linalg.norm(v)), 1e-12))
+                out.append(lib.item_vector(item_id))
         return out
 
     @app.get("/api/health", tags=["library"])
