@@ -132,6 +132,7 @@ function showEmptyLibrary() {
 }
 
 async function search(append = false) {
+  state.text = $("#q").value.trim(); // what the box shows is what is searched, with any chips
   const params = new URLSearchParams({ type: state.type, k: PAGE, offset: append ? state.offset : 0 });
   if (!append) state.offset = 0;
   let request;
@@ -247,7 +248,6 @@ async function loadLibrary() {
 function setup() {
   $("#search").addEventListener("submit", (e) => {
     e.preventDefault();
-    state.text = $("#q").value.trim();
     state.like = null;
     $("#like").hidden = true;
     search();

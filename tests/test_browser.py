@@ -1,0 +1,160 @@
+"""The web page in a real browser: Debian's Chromium, headless, driven by Playwright.
+
+`.ci/run` installs chromium and sets XMR_REQUIRE_BROWSER=1, so in CI a missing browser fails
+this test instead of skipping it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from retrieval import Library
+from tests.conftest import live_server
+
+CHROMIUM_FLAGS = [
+    "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
+]
+XSS_NAME = "<img src=x onerror=window.__xss=1>.txt"
+
+
+def chromium_path() -> str:
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        if os.environ.get("XMR_REQUIRE_BROWSER"):
+            pytest.fail("chromium is not installed, and XMR_REQUIRE_BROWSER says this run must test the page")
+        pytest.skip("chromium is not installed (apt-get install chromium; .ci/run does)")
+    return path
+
+
+@pytest.fixture()
+def browser():
+    executable = chromium_path()
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+def test_search_upload_and_more_like_this_in_chromium(tmp_path, browser, trained_model, samples):
+    from playwright.sync_api import expect
+
+    folder, manifest = samples
+    media = tmp_path / "media"
+    shutil.copytree(folder, media)
+    (media / "notes" / XSS_NAME).write_text("<script>window.__xss=2</script> a drawing of a green triangle")
+    lib = Library(tmp_path / "lib", model=trained_model, create=True)
+    lib.index([media], progress=False)
+
+    def concept(path: str) -> str:
+        return manifest[str(Path(path).relative_to(media))]
+
+    with live_server(lib.path) as (_, info):
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        problems: list[str] = []
+        page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+        page.on("dialog", lambda d: (problems.append(f"dialog: {d.message}"), d.dismiss()))
+        page.on("requestfailed", lambda r: problems.append(f"request failed: {r.url}"))
+        page.goto(info["url"] + "/")
+        expect(page.locator("#library")).to_contain_text(f"{lib.stats()['items']} items")
+
+        # Type a query, pick the Pictures tab: the right thumbnails come first.
+        page.fill("#q", "a photo of a red circle")
+        page.press("#q", "Enter")
+        expect(page.locator(".result").first).to_be_visible()
+        page.click("#tabs button[data-type=image]")
+        expect(page.locator("#tabs button[data-type=image]")).to_have_attribute("aria-selected", "true")
+        expect(page.locator(".result.text")).to_have_count(0)
+        cards = page.locator(".result.image")
+        expect(cards.first).to_be_visible()
+        top = [cards.nth(i).get_attribute("title").split("\n")[0] for i in range(2)]
+        assert [concept(p) for p in top] == ["red circle", "red circle"], top
+        thumb = cards.first.locator("img.thumb")
+        expect(thumb).to_have_attribute("src", f"/api/items/{cards.first.get_attribute('data-item-id')}/thumbnail")
+        page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=thumb.element_handle())
+        assert "#q=a+photo+of+a+red+circle&type=image" in page.url  # the query survives a reload
+
+        # The score shows on hover.
+        score = cards.first.locator(".score")
+        expect(score).to_have_css("opacity", "0")
+        cards.first.hover()
+        expect(score).to_have_css("opacity", "1")
+        expect(score).to_contain_text("score 0.")
+        page.screenshot(path=str(tmp_path / "search.png"))
+
+        # Upload a picture (file picker) and look for text: its caption note comes first.
+        notes = {label: rel for rel, label in manifest.items() if rel.startswith("notes/note-")}
+        picture_rel = next(rel for rel, label in manifest.items() if rel.startswith("photos/") and label in notes)
+        label = manifest[picture_rel]
+        page.fill("#q", "")
+        page.click("#tabs button[data-type=text]")
+        page.set_input_files("#file", str(media / picture_rel))
+        expect(page.locator("[data-testid=chip]")).to_contain_text(Path(picture_rel).name)
+        expect(page.locator(".result.image")).to_have_count(0)
+        page.wait_for_function("() => document.querySelector('#status').textContent.includes('result')")
+        titles = page.eval_on_selector_all(".result.text", "cards => cards.map(c => c.title.split('\\n')[0])")
+        first_note = next(t for t in titles if "/notes/note-" in t)  # the journal mentions every shape
+        assert first_note.endswith(notes[label]), (titles, notes[label])
+        page.screenshot(path=str(tmp_path / "upload.png"))
+        page.click("[data-testid=chip] button")
+        expect(page.locator("[data-testid=chip]")).to_have_count(0)
+
+        # Click a result: more like this, from other files.
+        page.click("#tabs button[data-type=image]")
+        page.fill("#q", "a photo of a yellow star")
+        page.press("#q", "Enter")
+        clicked = page.locator(".result.image").first
+        clicked_path = clicked.get_attribute("title").split("\n")[0]
+        clicked.click()
+        expect(page.locator("#like")).to_be_visible()
+        expect(page.locator("#like-name")).to_have_text(Path(clicked_path).name)
+        page.wait_for_function("() => document.querySelector('#status').textContent.includes('result')")
+        similar = [page.locator(".result").nth(i).get_attribute("title").split("\n")[0] for i in range(3)]
+        assert clicked_path not in similar
+        assert concept(similar[0]) == concept(clicked_path)
+
+        # File names and text are shown as text, never run as HTML.
+        page.click("#like-clear")
+        page.click("#tabs button[data-type=text]")
+        page.fill("#q", "a drawing of a green triangle")
+        page.press("#q", "Enter")
+        expect(page.locator(".result.text .name", has_text="<img src=x onerror")).to_have_count(1)
+        expect(page.locator(".result.text .snippet", has_text="<script>window.__xss=2</script>")).to_have_count(1)
+        assert page.evaluate("window.__xss") is None
+
+        # An upload that is not a picture: the page says what went wrong.
+        fake = tmp_path / "fake.png"
+        fake.write_text("this is not a picture")
+        page.set_input_files("#file", str(fake))
+        expect(page.locator("#status.error")).to_contain_text("image 'fake.png'")
+        expect(page.locator("#more")).to_be_hidden()
+        expect(page.locator(".result")).to_have_count(0)
+        page.screenshot(path=str(tmp_path / "error.png"))
+        assert not [p for p in problems if "request failed" not in p], problems
+        for shot in ("search.png", "upload.png", "error.png"):
+            assert (tmp_path / shot).stat().st_size > 10_000
+
+
+def test_an_empty_library_says_what_to_do(tmp_path, browser, trained_model):
+    from playwright.sync_api import expect
+
+    Library(tmp_path / "lib", model=trained_model, create=True)
+    with live_server(tmp_path / "lib") as (_, info):
+        page = browser.new_page()
+        page.goto(info["url"] + "/")
+        empty = page.locator("[data-testid=empty]")
+        expect(empty).to_contain_text("This library is empty")
+        expect(empty).to_contain_text("xmr index")
+        page.fill("#q", "anything at all")
+        page.press("#q", "Enter")
+        expect(empty).to_contain_text("This library is empty")
+        expect(page.locator("#more")).to_be_hidden()
+        assert empty.bounding_box()["width"] > 300  # spans the page, not one grid cell
+        page.screenshot(path=str(tmp_path / "empty.png"))
