@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from indexer.audio import is_audio_name, sniff_audio
+from retrieval.paths import display_path  # noqa: F401  (re-exported: the pipeline prints paths)
 
 IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".jfif", ".ppm", ".pgm"})
 TEXT_EXTS = frozenset({".txt", ".md", ".markdown", ".rst", ".text"})
@@ -32,14 +33,6 @@ class MediaFile:
     path: str  # absolute, not symlink-resolved: the path the user sees
     size: int
     mtime_ns: int
-
-
-def display_path(path: str) -> str:
-    """The path as it can be printed on one line: control characters and undecodable bytes escaped."""
-    if path.isprintable():
-        return path
-    escaped = path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in escaped)
 
 
 def _utf8_name(path: str) -> bool:

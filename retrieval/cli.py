@@ -181,7 +181,7 @@ def _ask_server(ctx: click.Context, q: Any, modality: str, k: int) -> dict[str, 
 
 
 def _print_hits(hits: list[dict[str, Any]], items: int | None, as_json: bool) -> None:
-    from indexer.scan import display_path
+    from retrieval.paths import display_path
 
     if as_json:
         click.echo(json.dumps(hits, indent=2, ensure_ascii=False))

@@ -1,4 +1,5 @@
-"""Where a library lives and what its files are called (no heavy imports: the CLI's fast paths use it)."""
+"""Where a library lives, what its files are called, how paths are printed (no heavy imports:
+the CLI's fast paths use it)."""
 
 from __future__ import annotations
 
@@ -17,3 +18,11 @@ def default_library_dir() -> Path:
     import platformdirs
 
     return Path(platformdirs.user_data_dir("xmr", appauthor=False)) / "library"
+
+
+def display_path(path: str) -> str:
+    """The path as it can be printed on one line: control characters and undecodable bytes escaped."""
+    if path.isprintable():
+        return path
+    escaped = path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in escaped)

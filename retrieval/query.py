@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
-import numpy as np
-
-from retrieval.encoders.base import Encoder
 from retrieval.errors import DecodeError, UsageError
+
+if TYPE_CHECKING:  # numpy is imported when a query is embedded: `xmr search` via a server never needs it
+    import numpy as np
+
+    from retrieval.encoders.base import Encoder
 
 MAX_QUERY_CHARS = 10_000
 
@@ -67,6 +69,8 @@ class Query:
         `encoder` may be a zero-argument function returning it, so a sound-only query never
         loads the CLIP model; `audio` turns a sound file into a unit vector in the same space.
         """
+        import numpy as np
+
         from indexer.decode import load_image
 
         self.validate()

@@ -117,6 +117,7 @@ def main() -> None:
     xmr("stats")
     xmr("check")
     print(f"\ndone. Try your own: XMR_LIBRARY={library} .venv/bin/xmr search \"a green square\"")
+    print(f"or the web page: XMR_LIBRARY={library} .venv/bin/xmr serve   (then open http://127.0.0.1:8765)")
 
 
 if __name__ == "__main__":

@@ -78,15 +78,17 @@ def create_app(state: LibraryState, *, token: str | None = None, max_upload: int
         t0 = time.perf_counter()
         with state.compute:
             hits = lib.search(q, k=k + offset, modality=modality)
-        return {
+        answer = {
             "library": str(lib.path.resolve()),
             "hits": [h.to_dict() for h in hits[offset:]],
             "k": k,
             "offset": offset,
             "more": len(hits) == k + offset,
             "took_ms": round((time.perf_counter() - t0) * 1000, 2),
-            **{key: value for key, value in describe(lib).items() if key in ("items", "items_by_modality")},
         }
+        if not hits:  # is the library empty, or was nothing like it? (a few SQL counts: only when needed)
+            answer["items"] = describe(lib)["items"]
+        return answer
 
     def like_vectors(lib: Any, ids: list[int]) -> list[Any]:
         out = []
