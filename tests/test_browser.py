@@ -158,3 +158,52 @@ def test_an_empty_library_says_what_to_do(tmp_path, browser, trained_model):
         expect(page.locator("#more")).to_be_hidden()
         assert empty.bounding_box()["width"] > 300  # spans the page, not one grid cell
         page.screenshot(path=str(tmp_path / "empty.png"))
+
+
+def test_sounds_play_from_their_window_and_can_be_dropped_on_the_page(tmp_path, browser, random_model, tiny_clap):
+    import base64
+
+    from playwright.sync_api import expect
+
+    from scripts.synthetic_audio import synth, write_sound
+
+    media = tmp_path / "media"
+    media.mkdir()
+    write_sound(media / "long.wav", synth("chirp", 25.0, 16000, 300.0, seed=1), 16000)
+    write_sound(media / "tone.wav", synth("tone", 3.0, 16000, 440.0, seed=2), 16000)
+    lib = Library(tmp_path / "lib", model=random_model, audio_model=tiny_clap, create=True)
+    lib.index([media], progress=False)
+
+    with live_server(lib.path) as (_, info):
+        page = browser.new_page()
+        page.goto(info["url"] + "/#type=audio")
+        expect(page.locator("#tabs button[data-type=audio]")).to_have_attribute("aria-selected", "true")
+        # Drop a sound file on the page, as a user drags it from their file manager.
+        payload = base64.b64encode((media / "tone.wav").read_bytes()).decode()
+        page.evaluate(
+            """(b64) => {
+                const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
+                const data = new DataTransfer();
+                data.items.add(new File([bytes], "tone.wav", {type: "audio/wav"}));
+                window.dispatchEvent(new DragEvent("dragenter", {dataTransfer: data}));
+                window.dispatchEvent(new DragEvent("drop", {dataTransfer: data}));
+            }""",
+            payload,
+        )
+        expect(page.locator("[data-testid=chip]")).to_contain_text("tone.wav")
+        expect(page.locator("#drop")).to_be_hidden()
+        cards = page.locator(".result.audio")
+        expect(cards.first).to_be_visible()
+        assert cards.first.get_attribute("title").split("\n")[0].endswith("tone.wav")
+        assert float(cards.first.get_attribute("data-score")) == pytest.approx(1.0, abs=1e-3)
+        # Every window of the long sound is a hit whose player starts at that window.
+        windows = page.eval_on_selector_all(
+            ".result.audio audio", "players => players.map(p => p.getAttribute('src'))")
+        starts = {w.split("#t=")[1] for w in windows if "#t=" in w}
+        assert {"0,10", "10,20", "15,25", "0,3"} <= starts, windows
+        player = page.locator(".result.audio audio[src$='#t=10,20']")
+        expect(player).to_have_count(1)
+        page.wait_for_function("p => p.readyState >= 1 && p.currentTime >= 9.9", arg=player.element_handle())
+        card = page.locator(".result.audio", has=page.locator("audio[src$='#t=10,20']"))
+        expect(card.locator(".when")).to_have_text("0:10.0 – 0:20.0")
+        page.screenshot(path=str(tmp_path / "sounds.png"))
