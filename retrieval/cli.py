@@ -160,13 +160,9 @@ def search(ctx: click.Context, query: str | None, texts: tuple[str, ...], images
 
 def _ask_server(ctx: click.Context, q: Any, modality: str, k: int) -> dict[str, Any] | None:
     """The answer of a running `xmr serve` for this library, or None (then search in-process)."""
-    from pathlib import Path
+    from retrieval.server import client
 
-    from retrieval.paths import default_library_dir
-    from retrieval.server import client, discovery
-
-    o = ctx.obj
-    info = discovery.find(Path(o["library"]).expanduser() if o["library"] else default_library_dir(), db=o["db"])
+    info = _server_for(ctx)
     if info is None:
         return None
     log = logging.getLogger("xmr")
@@ -178,6 +174,32 @@ def _ask_server(ctx: click.Context, q: Any, modality: str, k: int) -> dict[str, 
         return None
     log.info("answered by xmr serve at %s in %.1f ms", info["url"], answer.get("took_ms", float("nan")))
     return answer
+
+
+def _server_for(ctx: click.Context) -> dict[str, Any] | None:
+    from pathlib import Path
+
+    from retrieval.paths import default_library_dir
+    from retrieval.server import discovery
+
+    o = ctx.obj
+    return discovery.find(Path(o["library"]).expanduser() if o["library"] else default_library_dir(), db=o["db"])
+
+
+def _ask_server_stats(ctx: click.Context) -> dict[str, Any] | None:
+    from retrieval.server import client
+
+    info = _server_for(ctx)
+    if info is None:
+        return None
+    log = logging.getLogger("xmr")
+    try:
+        st = client.get(info, "/api/stats")
+    except client.ServerUnavailable as e:
+        log.info("server at %s not usable (%s)", info["url"], e)
+        return None
+    log.info("answered by xmr serve at %s", info["url"])
+    return st
 
 
 def _print_hits(hits: list[dict[str, Any]], items: int | None, as_json: bool) -> None:
@@ -256,6 +278,8 @@ def stats(ctx: click.Context, as_json: bool) -> None:
         from retrieval.paths import DB_FILE, default_library_dir
 
         st = quick_stats(Path(o["library"]).expanduser() if o["library"] else default_library_dir(), DB_FILE)
+    if st is None:  # another catalog: a running server has it open already
+        st = _ask_server_stats(ctx)
     if st is None:
         st = _open(ctx).stats()
     if as_json:

@@ -131,19 +131,20 @@ def tiny_clap(tmp_path_factory) -> str:
 
 
 @contextmanager
-def live_server(library: Path, *args: str, timeout: float = 180.0) -> Iterator[tuple[subprocess.Popen, dict]]:
-    """A real `xmr serve --port 0` for `library`, until the block ends (then Ctrl-C).
+def live_server(library: Path, *args: str, db: str | None = None, timeout: float = 180.0) -> Iterator[tuple[subprocess.Popen, dict]]:
+    """A real `xmr serve --port 0` for `library` (and `--db`), until the block ends (then Ctrl-C).
     Yields the process and its discovery record (url, port, pid...)."""
     from retrieval.server import discovery
 
     proc = subprocess.Popen(
-        [sys.executable, "-m", "retrieval.cli", "--library", str(library), "serve", "--port", "0", *args],
+        [sys.executable, "-m", "retrieval.cli", "--library", str(library), *(["--db", db] if db else []),
+         "serve", "--port", "0", *args],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
     )
     try:
         deadline = time.monotonic() + timeout
         while True:
-            info = discovery.find(Path(library))
+            info = discovery.find(Path(library), db=db)
             if info is not None and info["pid"] == proc.pid:
                 break
             if proc.poll() is not None:

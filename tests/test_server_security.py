@@ -83,6 +83,22 @@ def test_token_is_needed_on_every_request(small_lib):
     assert r.status_code == 303 and r.headers["location"] == "/"
     assert "HttpOnly" in r.headers["set-cookie"] and "SameSite=Strict" in r.headers["set-cookie"]
     assert client.get("/api/search", params={"q": "red"}).status_code == 200  # the cookie it just set
+    # a raw "//host/..." path must not turn the redirect into one to another site
+    import asyncio
+
+    from retrieval.server.security import Guard
+
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b""}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "path": "//evil.example/x", "query_string": b"token=s3cret-token", "headers": []}
+    asyncio.run(Guard(None, token="s3cret-token")(scope, receive, send))
+    assert sent[0]["status"] == 303 and dict(sent[0]["headers"])[b"location"] == b"/evil.example/x"
     client.cookies.clear()
     client.cookies.set("xmr_token", "nope")
     assert client.get("/api/search", params={"q": "red"}).status_code == 401

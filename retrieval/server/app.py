@@ -107,7 +107,8 @@ def create_app(state: LibraryState, *, token: str | None = None, max_upload: int
     @app.get("/api/stats", tags=["library"])
     def stats() -> dict[str, Any]:
         """What `xmr stats --json` prints."""
-        return state.library().stats()
+        lib = state.library()
+        return {**lib.stats(), "library": str(lib.path.resolve())}
 
     @app.get("/api/search", tags=["search"])
     def search_get(

@@ -42,6 +42,35 @@ def _multipart(fields: Sequence[tuple[str, str]], files: Sequence[tuple[str, str
     return b"".join(out), f"multipart/form-data; boundary={boundary}"
 
 
+def _open(info: dict[str, Any], request: "urllib.request.Request", timeout: float) -> Any:
+    """Send `request` to the server in `info`; its JSON answer, or the right exception."""
+    if info.get("token"):
+        request.add_header("Authorization", f"Bearer {info['token']}")
+    request.add_header("Accept", "application/json")
+    # A proxy from the environment must never see a local query.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(request, timeout=timeout) as resp:
+            answer = json.load(resp)
+    except urllib.error.HTTPError as e:
+        detail = _detail(e)
+        if e.code in (400, 413, 422):
+            raise UsageError(detail) from None
+        if e.code in (401, 403, 404, 421):  # not our server, or not for us
+            raise ServerUnavailable(f"{e.code} {detail}") from None
+        raise XmrError(f"server at {info['url']}: {detail}") from None
+    except (OSError, ValueError) as e:  # refused, timed out, reset, not JSON
+        raise ServerUnavailable(str(e)) from None
+    if not isinstance(answer, dict) or answer.get("library") != info.get("library"):
+        raise ServerUnavailable("the server answers for another library")
+    return answer
+
+
+def get(info: dict[str, Any], path: str, timeout: float = 30.0) -> dict[str, Any]:
+    """GET an API path (e.g. /api/stats) from the server in `info`."""
+    return _open(info, urllib.request.Request(info["url"] + path), timeout)
+
+
 def search(
     info: dict[str, Any],
     *,
@@ -67,27 +96,8 @@ def search(
         query = {"q": list(texts), "not": list(negatives), "not_weight": not_weight, "type": modality, "k": k}
         body, ctype = json.dumps(query).encode(), "application/json"
         url = info["url"] + "/api/search"
-    headers = {"Content-Type": ctype, "Accept": "application/json"}
-    if info.get("token"):
-        headers["Authorization"] = f"Bearer {info['token']}"
-    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
-    # A proxy from the environment must never see a local query.
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    try:
-        with opener.open(request, timeout=timeout) as resp:
-            answer = json.load(resp)
-    except urllib.error.HTTPError as e:
-        detail = _detail(e)
-        if e.code in (400, 413, 422):
-            raise UsageError(detail) from None
-        if e.code in (401, 403, 404, 421):  # not our server, or not for us
-            raise ServerUnavailable(f"{e.code} {detail}") from None
-        raise XmrError(f"server at {info['url']}: {detail}") from None
-    except (OSError, ValueError) as e:  # refused, timed out, reset, not JSON
-        raise ServerUnavailable(str(e)) from None
-    if answer.get("library") != info.get("library"):
-        raise ServerUnavailable("the server answers for another library")
-    return answer
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": ctype}, method="POST")
+    return _open(info, request, timeout)
 
 
 def _detail(e: "urllib.error.HTTPError") -> str:

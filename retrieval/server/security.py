@@ -57,9 +57,6 @@ class Guard:
         self.max_upload = max_upload
         self.allowed_hosts = {h.lower().strip("[]") for h in (*LOOPBACK_HOSTS, *allowed_hosts)}
 
-    def __getattr__(self, name: str) -> Any:  # TestClient and friends look at the inner app
-        return getattr(self.app, name)
-
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
@@ -82,7 +79,8 @@ class Guard:
         if self.token and "token" in query:
             # A link with ?token=: keep it in a cookie and drop it from the address bar.
             rest = {k: v for k, v in query.items() if k != "token"}
-            location = scope["path"] + (f"?{urlencode(rest, doseq=True)}" if rest else "")
+            path = "/" + scope["path"].lstrip("/")  # never "//host": that would leave this server
+            location = path + (f"?{urlencode(rest, doseq=True)}" if rest else "")
             cookie = f"{COOKIE}={self.token}; HttpOnly; SameSite=Strict; Path=/"
             await send_guarded({"type": "http.response.start", "status": 303,
                                 "headers": [(b"location", location.encode("latin-1", "replace")), (b"set-cookie", cookie.encode())]})
