@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 from pathlib import Path
 
 import pytest
@@ -146,7 +147,7 @@ def test_an_empty_library_says_what_to_do(tmp_path, browser, trained_model):
     from playwright.sync_api import expect
 
     Library(tmp_path / "lib", model=trained_model, create=True)
-    with live_server(tmp_path / "lib") as (_, info):
+    with live_server(tmp_path / "lib") as (proc, info):
         page = browser.new_page()
         page.goto(info["url"] + "/")
         empty = page.locator("[data-testid=empty]")
@@ -158,6 +159,12 @@ def test_an_empty_library_says_what_to_do(tmp_path, browser, trained_model):
         expect(page.locator("#more")).to_be_hidden()
         assert empty.bounding_box()["width"] > 300  # spans the page, not one grid cell
         page.screenshot(path=str(tmp_path / "empty.png"))
+        # The server goes away: the page says so and what to check.
+        proc.send_signal(signal.SIGINT)
+        proc.wait(30)
+        page.fill("#q", "anything else")
+        page.press("#q", "Enter")
+        expect(page.locator("#status.error")).to_contain_text("Cannot reach the xmr server")
 
 
 def test_sounds_play_from_their_window_and_can_be_dropped_on_the_page(tmp_path, browser, random_model, tiny_clap):
