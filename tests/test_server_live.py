@@ -59,8 +59,13 @@ def test_cli_search_uses_the_running_server_and_falls_back(library):
         assert proc.wait(30) == 0
     assert not (lib / "server.json").exists()
 
-    # A server killed without a chance to clean up leaves its file: it is recognised as stale.
-    with live_server(lib) as (proc, info):
+    # A picture larger than the server accepts: searched in-process instead.
+    # Then the server is killed without a chance to clean up: its file is recognised as stale.
+    assert picture.stat().st_size > 300
+    with live_server(lib, "--max-upload", "300") as (proc, info):
+        big = run_xmr("-v", "--library", str(lib), "search", "--image", str(picture), "--type", "text", "--json", check=True)
+        assert "not usable (413" in big.stderr
+        assert [h["item_id"] for h in json.loads(big.stdout)] == [h["item_id"] for h in json.loads(local_by_picture.stdout)]
         proc.kill()
         proc.wait()
     assert (lib / "server.json").exists()

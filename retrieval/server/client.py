@@ -54,9 +54,10 @@ def _open(info: dict[str, Any], request: "urllib.request.Request", timeout: floa
             answer = json.load(resp)
     except urllib.error.HTTPError as e:
         detail = _detail(e)
-        if e.code in (400, 413, 422):
+        if e.code in (400, 422):
             raise UsageError(detail) from None
-        if e.code in (401, 403, 404, 421):  # not our server, or not for us
+        # not our server, not for us, or a file larger than it takes: the in-process search can
+        if e.code in (401, 403, 404, 413, 421):
             raise ServerUnavailable(f"{e.code} {detail}") from None
         raise XmrError(f"server at {info['url']}: {detail}") from None
     except (OSError, ValueError) as e:  # refused, timed out, reset, not JSON
