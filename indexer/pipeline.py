@@ -354,6 +354,8 @@ def run_index(
             with writing():
                 lib.maybe_reindex(s, progress)
             checkpoint()
+            if report.removed or report.updated:
+                lib.prune_thumbnails()
         except BaseException:
             report.interrupted = True
             pool.shutdown(wait=True, cancel_futures=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import sys
 import threading
 from contextlib import contextmanager, nullcontext
@@ -28,11 +29,12 @@ from retrieval.errors import (
     NotFoundError,
     UsageError,
 )
-from retrieval.paths import BRIDGE_FILE, DB_FILE, INDEX_FILE, LOCK_FILE, default_library_dir
+from retrieval.paths import BRIDGE_FILE, DB_FILE, INDEX_FILE, LOCK_FILE, THUMBNAIL_DIR, default_library_dir
 from retrieval.query import Query
 from retrieval.search import MODALITIES, Hit, search_vectors
 
 log = logging.getLogger(__name__)
+_THUMBNAIL_NAME = re.compile(r"([0-9a-f]{40})-\d+\.jpg")
 
 def resolve_spec(model: str | None, pretrained: str | None) -> EncoderSpec:
     """Normalise what the user typed: absolute paths, 'none' for random weights, default tags."""
@@ -474,6 +476,22 @@ class Library:
         finally:
             os.close(fd)
 
+    def prune_thumbnails(self) -> int:
+        """Delete cached thumbnails (made by `xmr serve`) of pictures no longer in the library:
+        they would keep deleted photos visible. Returns how many went."""
+        folder = self.path / THUMBNAIL_DIR
+        if not folder.is_dir():
+            return 0
+        with self.Session() as s:
+            keep = {h[:40] for h in s.scalars(select(File.phash).where(File.modality == "image"))}
+        pruned = 0
+        for p in folder.iterdir():
+            m = _THUMBNAIL_NAME.fullmatch(p.name)  # never a temporary file a server is writing
+            if m and m.group(1) not in keep:
+                p.unlink(missing_ok=True)
+                pruned += 1
+        return pruned
+
     def repair_vectors(self, session: Session) -> tuple[int, int]:
         """Make rows and vectors agree after an interrupted run.
 
@@ -702,6 +720,8 @@ class Library:
                 if vecs is not None and len(np.unique(vecs.ids())) != vecs.ntotal:
                     report.warnings.append("duplicate ids remain; rebuild the library with a fresh `xmr index`")
                 self.save_and_commit(s)
+        if repair and (pruned := self.prune_thumbnails()):
+            report.repaired.append(f"removed {pruned} thumbnails of pictures no longer in the library")
         return report
 
     def _check_audio(self, s: Session, report: CheckReport) -> None:

@@ -205,3 +205,34 @@ def test_audio_upload_finds_the_same_sound(tmp_path, random_model, tiny_clap):
     item = next(h for h in chirp if h["path"].endswith("chirp.ogg"))
     r = c.get(f"/api/items/{item['item_id']}/media", headers={"Range": "bytes=0-3"})
     assert r.status_code == 206 and r.content == b"OggS" and r.headers["content-type"].startswith("audio/")
+
+
+def test_thumbnails_of_removed_pictures_are_deleted(tmp_path, random_model):
+    from retrieval import Library
+
+    media = tmp_path / "media"
+    media.mkdir()
+    for name, colour in (("keep.png", (200, 30, 30)), ("drop.png", (30, 30, 200)), ("edit.png", (30, 200, 30))):
+        Image.new("RGB", (64, 48), colour).save(media / name)
+    lib = Library(tmp_path / "lib", model=random_model, create=True)
+    lib.index([media], progress=False)
+    c, _ = make_client(lib.path)
+    hits = c.get("/api/search", params={"q": "x", "type": "image", "k": 3}).json()["hits"]
+    for h in hits:
+        assert c.get(f"/api/items/{h['item_id']}/thumbnail").status_code == 200
+    thumbs = lib.path / "thumbnails"
+    assert len(list(thumbs.glob("*.jpg"))) == 3
+    (media / "drop.png").unlink()
+    Image.new("RGB", (64, 48), (240, 240, 0)).save(media / "edit.png")  # new content, new hash
+    report = lib.index(progress=False)
+    assert (report.removed, report.updated) == (1, 1)
+    # the removed and the edited picture's old thumbnails are gone; the kept one stays
+    left = list(thumbs.glob("*.jpg"))
+    assert len(left) == 1
+    keep = lib.search("x", k=3, modality="image")
+    keep_id = next(h.item_id for h in keep if h.path.endswith("keep.png"))
+    assert left[0].name.startswith(lib.item(keep_id)["phash"][:40])
+    # a stray thumbnail (say, from a copy of another library) is removed by check --repair
+    (thumbs / f"{'0' * 40}-256.jpg").write_bytes(b"x")
+    assert "thumbnails" in " ".join(lib.check(repair=True).repaired)
+    assert len(list(thumbs.glob("*.jpg"))) == 1

@@ -49,7 +49,8 @@ def media_type(info: dict[str, Any]) -> str:
 
 def thumbnail(lib: Library, item_id: int, size: int) -> Path:
     """A JPEG no larger than size x size of a picture item, made once and cached in the library
-    (keyed by the file's content hash, so copies share one)."""
+    (keyed by the file's content hash, so copies share one; `xmr index` deletes those of removed
+    pictures, see Library.prune_thumbnails)."""
     from indexer.decode import load_image
 
     if size not in THUMBNAIL_SIZES:
