@@ -236,3 +236,19 @@ def test_thumbnails_of_removed_pictures_are_deleted(tmp_path, random_model):
     (thumbs / f"{'0' * 40}-256.jpg").write_bytes(b"x")
     assert "thumbnails" in " ".join(lib.check(repair=True).repaired)
     assert len(list(thumbs.glob("*.jpg"))) == 1
+
+
+def test_a_library_inside_an_indexed_folder_never_indexes_itself(tmp_path, random_model):
+    from retrieval import Library
+
+    media = tmp_path / "media"
+    media.mkdir()
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(media / "red.png")
+    lib = Library(media / "library", model=random_model, create=True)
+    lib.index([media], progress=False)
+    c, _ = make_client(lib.path)
+    hit = c.get("/api/search", params={"q": "x", "k": 1}).json()["hits"][0]
+    assert c.get(f"/api/items/{hit['item_id']}/thumbnail").status_code == 200  # a JPEG inside the library now
+    (lib.path / "note.txt").write_text("a text file someone left in the library folder")
+    report = lib.index([media], progress=False)
+    assert report.new == 0 and lib.stats()["files"] == 1
