@@ -34,6 +34,7 @@ class LibraryState:
         self.fast_queries = fast_queries
         self._lib = Library(path, db=db, device=device)
         self._signature = self._lib.disk_signature()
+        self._warm_encoder: Any = None
         self.reloads = 0
 
     @property
@@ -51,11 +52,14 @@ class LibraryState:
         if lib.recorded_identity is None:
             return
         encoder = lib.encoder
+        lib.vectors()
+        if encoder is self._warm_encoder:  # a reopened view keeps the model: nothing to do
+            return
         if self.fast_queries and hasattr(encoder, "enable_fast_queries"):
             encoder.enable_fast_queries()
-        lib.vectors()
-        with self.compute:
+        with self.compute:  # the first call of a model pays for allocations; not a user's query
             getattr(encoder, "encode_query", encoder.encode_text)(["warm up"])
+        self._warm_encoder = encoder
 
     def library(self) -> Library:
         """The current view, reopened first if a writer changed the library since."""
@@ -68,14 +72,11 @@ class LibraryState:
                     self.warm(new)  # loads the new index (and a first model) before anyone uses it
                     self._lib, self._signature = new, signature
                     self.reloads += 1
-                    log.info("library changed on disk: reopened (%d vectors)", (new.vectors() or _Empty()).ntotal)
+                    vecs = new.vectors()
+                    log.info("library changed on disk: reopened (%d vectors)", vecs.ntotal if vecs is not None else 0)
             finally:
                 self._reopening.release()
         return self._lib
-
-
-class _Empty:
-    ntotal = 0
 
 
 def describe(lib: Library) -> dict[str, Any]:
