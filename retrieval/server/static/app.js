@@ -3,7 +3,7 @@
 "use strict";
 
 const PAGE = 30;
-const state = { text: "", type: "any", files: [], like: null, offset: 0, busy: false, items: null };
+const state = { text: "", type: "any", files: [], like: null, offset: 0, seq: 0, items: null, previews: [] };
 const $ = (sel) => document.querySelector(sel);
 
 function el(tag, props = {}, children = []) {
@@ -148,26 +148,27 @@ async function search(append = false) {
     params.set("q", state.text);
     request = api(`/api/search?${params}`);
   } else {
+    state.seq += 1; // nothing to ask: an answer still on its way is stale
     $("#results").replaceChildren();
     $("#more").hidden = true;
     setStatus("");
     if (state.items === 0) showEmptyLibrary();
     return;
   }
-  state.busy = true;
+  const seq = ++state.seq; // answers can arrive out of order: only the latest request may render
   setStatus("Searching…");
   try {
     const answer = await request;
+    if (seq !== state.seq) return;
     if (answer.items !== undefined) state.items = answer.items;
     state.offset = (append ? state.offset : 0) + answer.hits.length;
     render(answer, append);
     remember();
   } catch (e) {
+    if (seq !== state.seq) return;
     setStatus(e.message, true);
     if (!append) $("#results").replaceChildren();
     $("#more").hidden = true;
-  } finally {
-    state.busy = false;
   }
 }
 
@@ -201,10 +202,17 @@ function setFiles(files) {
 function renderChips() {
   const chips = $("#chips");
   chips.replaceChildren();
+  state.previews.forEach((url) => URL.revokeObjectURL(url));
+  state.previews = [];
   state.files.forEach((file, i) => {
     const chip = el("span", { class: "chip", "data-testid": "chip" });
-    if (file.type.startsWith("image/")) chip.append(el("img", { src: URL.createObjectURL(file), alt: "" }));
-    else chip.append(el("span", { text: "♪" }));
+    if (file.type.startsWith("image/")) {
+      const url = URL.createObjectURL(file);
+      state.previews.push(url);
+      chip.append(el("img", { src: url, alt: "" }));
+    } else {
+      chip.append(el("span", { text: "♪" }));
+    }
     chip.append(el("span", { text: file.name }));
     const remove = el("button", { type: "button", title: `Remove ${file.name}`, text: "✕" });
     remove.addEventListener("click", () => {
