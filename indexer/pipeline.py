@@ -18,9 +18,10 @@ from sqlalchemy.orm import Session
 from indexer.audio import audio_windows
 from indexer.catalog import AudioRaw, File, Item, Root, drop_files
 from indexer.decode import chunk_text, load_image, partial_hash, read_text
-from indexer.scan import MediaFile, display_path, scan, sniff_modality
+from indexer.scan import MediaFile, scan, sniff_modality
 from retrieval.encoders.base import IMAGE, TEXT, Encoder
 from retrieval.errors import DecodeError, UsageError, XmrError
+from retrieval.paths import display_path
 
 AUDIO = "audio"
 

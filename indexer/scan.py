@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from indexer.audio import is_audio_name, sniff_audio
-from retrieval.paths import display_path  # noqa: F401  (re-exported: the pipeline prints paths)
 
 IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".jfif", ".ppm", ".pgm"})
 TEXT_EXTS = frozenset({".txt", ".md", ".markdown", ".rst", ".text"})

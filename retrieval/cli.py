@@ -148,7 +148,11 @@ def search(ctx: click.Context, query: str | None, texts: tuple[str, ...], images
         negative_weight=not_weight,
     )
     q.validate()  # usage errors before the model loads
-    answer = _ask_server(ctx, q, modality, k) if use_server and model is None and pretrained is None else None
+    answer = None
+    if use_server and model is None and pretrained is None:
+        answer = _via_server(ctx, lambda client, info: client.search(
+            info, texts=q.texts, negatives=q.negatives, images=q.images, audios=q.audios,
+            weight=q.media_weight, not_weight=q.negative_weight, modality=modality, k=k))
     if answer is not None:
         hits, items = answer["hits"], answer.get("items")
     else:
@@ -158,48 +162,26 @@ def search(ctx: click.Context, query: str | None, texts: tuple[str, ...], images
     _print_hits(hits, items, as_json)
 
 
-def _ask_server(ctx: click.Context, q: Any, modality: str, k: int) -> dict[str, Any] | None:
-    """The answer of a running `xmr serve` for this library, or None (then search in-process)."""
-    from retrieval.server import client
-
-    info = _server_for(ctx)
-    if info is None:
-        return None
-    log = logging.getLogger("xmr")
-    try:
-        answer = client.search(info, texts=q.texts, negatives=q.negatives, images=q.images, audios=q.audios,
-                               weight=q.media_weight, not_weight=q.negative_weight, modality=modality, k=k)
-    except client.ServerUnavailable as e:
-        log.info("server at %s not usable (%s); searching in-process", info["url"], e)
-        return None
-    log.info("answered by xmr serve at %s in %.1f ms", info["url"], answer.get("took_ms", float("nan")))
-    return answer
-
-
-def _server_for(ctx: click.Context) -> dict[str, Any] | None:
+def _via_server(ctx: click.Context, ask: Any) -> dict[str, Any] | None:
+    """`ask(client, info)` put to a running `xmr serve` for this library and catalog; None when
+    there is none or it cannot be used (then the caller works in-process)."""
     from pathlib import Path
 
     from retrieval.paths import default_library_dir
-    from retrieval.server import discovery
+    from retrieval.server import client, discovery
 
     o = ctx.obj
-    return discovery.find(Path(o["library"]).expanduser() if o["library"] else default_library_dir(), db=o["db"])
-
-
-def _ask_server_stats(ctx: click.Context) -> dict[str, Any] | None:
-    from retrieval.server import client
-
-    info = _server_for(ctx)
+    info = discovery.find(Path(o["library"]).expanduser() if o["library"] else default_library_dir(), db=o["db"])
     if info is None:
         return None
     log = logging.getLogger("xmr")
     try:
-        st = client.get(info, "/api/stats")
+        answer = ask(client, info)
     except client.ServerUnavailable as e:
-        log.info("server at %s not usable (%s)", info["url"], e)
+        log.info("server at %s not usable (%s); working in-process", info["url"], e)
         return None
     log.info("answered by xmr serve at %s", info["url"])
-    return st
+    return answer
 
 
 def _print_hits(hits: list[dict[str, Any]], items: int | None, as_json: bool) -> None:
@@ -279,7 +261,7 @@ def stats(ctx: click.Context, as_json: bool) -> None:
 
         st = quick_stats(Path(o["library"]).expanduser() if o["library"] else default_library_dir(), DB_FILE)
     if st is None:  # another catalog: a running server has it open already
-        st = _ask_server_stats(ctx)
+        st = _via_server(ctx, lambda client, info: client.get(info, "/api/stats"))
     if st is None:
         st = _open(ctx).stats()
     if as_json:

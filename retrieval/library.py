@@ -84,6 +84,15 @@ def _same_weights(recorded: dict[str, Any] | None, ident: dict[str, Any], what: 
             )
 
 
+def _file_signature(path: Path) -> tuple[int, int, int] | None:
+    """(inode, size, mtime) of a file, None when it is missing: changes when a writer replaces it."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
 def _spec_differs(asked: EncoderSpec, recorded: EncoderSpec, pretrained_given: bool) -> bool:
     if asked.model != recorded.model:
         return True
@@ -343,11 +352,10 @@ class Library:
         if self._vectors is None:
             if self.index_path.exists():
                 mmap = not writable and self.index_path.stat().st_size >= MMAP_MIN_BYTES
-                sig = self.disk_signature()[0]
+                sig = _file_signature(self.index_path)
                 self._vectors = VectorIndex.load(self.index_path, self.factory, mmap=mmap)
                 self._vectors.disk_signature = sig  # what `reopen` compares
-                if (self.tuning or {}).get("nprobe") and self._vectors.is_ivf:
-                    self._vectors.nprobe = self.tuning["nprobe"]
+                self._apply_tuning(self._vectors)
             elif create:
                 if is_ivf(self.factory):  # the trained index file is gone: start exact again
                     self.factory = full_factory(DEFAULT_FACTORY)
@@ -360,17 +368,11 @@ class Library:
     def disk_signature(self) -> tuple[Any, ...]:
         """Changes whenever a writer saves the index, commits to a SQLite catalog or refits the
         bridge: what a long-lived reader (the server) compares to know it must reopen."""
-        sig: list[Any] = []
         files = [self.index_path, self.bridge_path]
         if self.engine.dialect.name == "sqlite" and self.engine.url.database:
             db = Path(self.engine.url.database)
             files += [db, db.with_name(db.name + "-wal")]
-        for f in files:
-            try:
-                st = f.stat()
-                sig.append((st.st_ino, st.st_size, st.st_mtime_ns))
-            except OSError:
-                sig.append(None)
+        sig: list[Any] = [_file_signature(f) for f in files]
         if self.engine.dialect.name != "sqlite":  # another database: ask it
             with self.engine.connect() as conn:
                 sig.append(tuple(conn.execute(select(func.count(File.id), func.max(File.indexed_at))).one()))
@@ -380,7 +382,7 @@ class Library:
         """A fresh view of this library as it is on disk now (catalog metadata, bridge, index)
         that keeps the models already loaded here; the index is reused when its file did not
         change. Readers call this after a writer committed."""
-        index_sig = self.disk_signature()[0]
+        index_sig = _file_signature(self.index_path)
         try:
             new = Library(self.path, db=self.db_url, device=self.device, encoder=self._encoder)
         except EncoderMismatchError:  # the library was rebuilt with another model
@@ -388,11 +390,15 @@ class Library:
         if new.audio_model == self.audio_model:
             new._audio_encoder = self._audio_encoder
         vecs = self._vectors
-        if vecs is not None and getattr(vecs, "disk_signature", None) == index_sig and new.factory == self.factory:
+        if vecs is not None and vecs.disk_signature == index_sig and new.factory == self.factory:
             new._vectors = vecs
-            if (new.tuning or {}).get("nprobe") and vecs.is_ivf:
-                vecs.nprobe = new.tuning["nprobe"]
+            new._apply_tuning(vecs)
         return new
+
+    def _apply_tuning(self, vecs: VectorIndex) -> None:
+        """The recorded search parameter (nprobe) onto a loaded IVF index."""
+        if (self.tuning or {}).get("nprobe") and vecs.is_ivf:
+            vecs.nprobe = self.tuning["nprobe"]
 
     def forget_unsaved_vectors(self) -> None:
         """Drop the in-memory index so the next use reads the last saved one (after a rollback)."""

@@ -13,7 +13,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional
+from typing import Annotated, Any, Callable, Literal, Optional
 
 from fastapi import FastAPI, File, Form, Query as Param, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse
@@ -71,13 +71,13 @@ def create_app(state: LibraryState, *, token: str | None = None, max_upload: int
         status = next((code for cls, code in _STATUS if isinstance(exc, cls)), 500)
         return JSONResponse({"detail": str(exc)}, status_code=status)
 
-    def search(lib: Any, q: Query, modality: str, k: int, offset: int) -> dict[str, Any]:
+    def paged(lib: Any, find: Callable[[int], list[Any]], k: int, offset: int) -> dict[str, Any]:
+        """Results offset..offset+k of `find(n)` (the best n hits), as the API answers them."""
         if k + offset > MAX_RESULTS:
             raise UsageError(f"k + offset may be at most {MAX_RESULTS}")
-        q.validate()  # before waiting for the model
         t0 = time.perf_counter()
         with state.compute:
-            hits = lib.search(q, k=k + offset, modality=modality)
+            hits = find(k + offset)
         answer = {
             "library": str(lib.path.resolve()),
             "hits": [h.to_dict() for h in hits[offset:]],
@@ -89,6 +89,10 @@ def create_app(state: LibraryState, *, token: str | None = None, max_upload: int
         if not hits:  # is the library empty, or was nothing like it? (a few SQL counts: only when needed)
             answer["items"] = describe(lib)["items"]
         return answer
+
+    def search(lib: Any, q: Query, modality: str, k: int, offset: int) -> dict[str, Any]:
+        q.validate()  # before waiting for the model
+        return paged(lib, lambda n: lib.search(q, k=n, modality=modality), k, offset)
 
     def like_vectors(lib: Any, ids: list[int]) -> list[Any]:
         out = []
@@ -180,14 +184,8 @@ def create_app(state: LibraryState, *, token: str | None = None, max_upload: int
     def similar(item_id: int, type: Modality = "any", k: Annotated[int, Param(ge=1, le=MAX_RESULTS)] = 10,
                 offset: Annotated[int, Param(ge=0, lt=MAX_RESULTS)] = 0) -> dict[str, Any]:
         """More like this: the items nearest to this one, from other files."""
-        if k + offset > MAX_RESULTS:
-            raise UsageError(f"k + offset may be at most {MAX_RESULTS}")
         lib = state.library()
-        t0 = time.perf_counter()
-        with state.compute:
-            hits = lib.similar(item_id, k=k + offset, modality=type)
-        return {"library": str(lib.path.resolve()), "hits": [h.to_dict() for h in hits[offset:]], "k": k,
-                "offset": offset, "more": len(hits) == k + offset, "took_ms": round((time.perf_counter() - t0) * 1000, 2)}
+        return paged(lib, lambda n: lib.similar(item_id, k=n, modality=type), k, offset)
 
     @app.get("/api/items/{item_id}/media", tags=["items"])
     def media(item_id: int) -> FileResponse:
@@ -202,8 +200,6 @@ def create_app(state: LibraryState, *, token: str | None = None, max_upload: int
     @app.get("/api/items/{item_id}/thumbnail", tags=["items"])
     def item_thumbnail(item_id: int, size: Annotated[int, Param(description=f"one of {THUMBNAIL_SIZES}")] = 256) -> FileResponse:
         """A JPEG thumbnail of a picture item, cached in the library."""
-        if size not in THUMBNAIL_SIZES:
-            raise UsageError(f"size must be one of {', '.join(map(str, THUMBNAIL_SIZES))}")
         path = thumbnail(state.library(), item_id, size)
         return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"})
 

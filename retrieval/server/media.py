@@ -15,7 +15,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from retrieval.errors import NotFoundError
+from retrieval.errors import NotFoundError, UsageError
 from retrieval.library import Library
 from retrieval.paths import THUMBNAIL_DIR
 
@@ -54,7 +54,7 @@ def thumbnail(lib: Library, item_id: int, size: int) -> Path:
     from indexer.decode import load_image
 
     if size not in THUMBNAIL_SIZES:
-        raise ValueError(f"size must be one of {THUMBNAIL_SIZES}")
+        raise UsageError(f"size must be one of {', '.join(map(str, THUMBNAIL_SIZES))}")
     info, _ = indexed_file(lib, item_id)
     if info["modality"] != "image":
         raise NotFoundError(f"item {item_id} is a {info['modality']} item, not a picture")

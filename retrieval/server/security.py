@@ -71,11 +71,11 @@ class Guard:
                 message = {**message, "headers": [*message.get("headers", []), *SECURITY_HEADERS]}
             await send(message)
 
-        refusal = self._refuse(scope, headers)
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        refusal = self._refuse(headers, query)
         if refusal is not None:
             await _json(send_guarded, *refusal)
             return
-        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
         if self.token and "token" in query:
             # A link with ?token=: keep it in a cookie and drop it from the address bar.
             rest = {k: v for k, v in query.items() if k != "token"}
@@ -113,12 +113,11 @@ class Guard:
     def _too_large(self) -> str:
         return f"upload larger than the server's limit of {self.max_upload / 2**20:g} MiB (xmr serve --max-upload)"
 
-    def _refuse(self, scope: Scope, headers: dict[str, str]) -> tuple[int, str] | None:
+    def _refuse(self, headers: dict[str, str], query: dict[str, list[str]]) -> tuple[int, str] | None:
         if self.token is None:
             if host_of(headers.get("host", "")) not in self.allowed_hosts:
                 return 421, "this server only answers requests addressed to it by a loopback name (127.0.0.1, localhost)"
             return None
-        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
         offered = [
             headers.get("authorization", "").removeprefix("Bearer ").strip(),
             *_cookies(headers.get("cookie", "")).get(COOKIE, []),
