@@ -109,6 +109,13 @@ def _add_audio_raw(conn: Connection) -> None:
     AudioRaw.__table__.create(conn, checkfirst=True)
 
 
+@migration(2)
+def _named_index_files(conn: Connection) -> None:
+    """Version 3 names the current index and bridge files in `meta` (index_file, bridge_file);
+    a library without the keys still uses vectors.faiss and bridge.safetensors. No table changes,
+    but an older xmr must not open it: it would not find the newer files."""
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     # WAL lets searches read while an index run writes; the busy timeout makes a reader wait

@@ -355,19 +355,13 @@ def run_index(
             with writing():
                 lib.maybe_reindex(s, progress)
             checkpoint()
-            if report.removed or report.updated:
-                lib.prune_thumbnails()
+            lib.prune_thumbnails()  # also those a run killed before its pruning left behind
         except BaseException:
             report.interrupted = True
             pool.shutdown(wait=True, cancel_futures=True)
             if mutating:  # rows and vectors may disagree: go back to the last checkpoint
                 s.rollback()
-                lib.forget_unsaved_vectors()
-                # An interrupted checkpoint may have replaced the index file without committing
-                # the rows; mend that now rather than leave it to the next writer.
-                with lib.Session() as fresh:
-                    lib.repair_vectors(fresh)
-                    lib.save_and_commit(fresh)
+                lib.forget_uncommitted()
             else:  # keep the work done so far; pending decoded files are simply redone next time
                 pending.clear()
                 lib.save_and_commit(s)

@@ -13,7 +13,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any, Callable
 
-SCHEMA_VERSION = 2  # indexer.catalog takes it from here
+SCHEMA_VERSION = 3  # indexer.catalog takes it from here
 
 Execute = Callable[[str], list[tuple]]
 

@@ -81,6 +81,7 @@ class VectorIndex:
         self._ivf = self._find_ivf(index)
         self._id_cache: np.ndarray | None = None
         self.disk_signature: Any = None  # (inode, size, mtime) of the file it was read from
+        self.dirty = True  # changed since it was read or last saved
 
     def _find_ivf(self, index: Any) -> Any:
         try:
@@ -166,7 +167,9 @@ class VectorIndex:
             index = faiss.read_index(str(path), flags)
         except RuntimeError as e:
             raise LibraryError(f"cannot read vector index {path}: {str(e).splitlines()[0]}") from None
-        return cls(index, factory, mmapped=bool(flags))
+        vecs = cls(index, factory, mmapped=bool(flags))
+        vecs.dirty = False
+        return vecs
 
     @property
     def d(self) -> int:
@@ -199,6 +202,7 @@ class VectorIndex:
             raise ValueError(f"{len(xb)} vectors but {len(ids_arr)} ids")
         if len(xb):
             self.index.add_with_ids(xb, ids_arr)
+            self.dirty = True
             self._gpu_stale = True
             self._id_cache = None
 
@@ -206,9 +210,12 @@ class VectorIndex:
         ids_arr = np.ascontiguousarray(ids, dtype=np.int64)
         if not len(ids_arr):
             return 0
-        self._gpu_stale = True
-        self._id_cache = None
-        return int(self.index.remove_ids(ids_arr))
+        removed = int(self.index.remove_ids(ids_arr))
+        if removed:
+            self.dirty = True
+            self._gpu_stale = True
+            self._id_cache = None
+        return removed
 
     def reconstruct(self, item_id: int) -> np.ndarray:
         """The stored vector of one id (decoded: approximate for compressed indexes)."""

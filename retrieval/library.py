@@ -17,7 +17,7 @@ import numpy as np
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from indexer.catalog import AudioRaw, File, Item, drop_files, get_meta, init_schema, make_engine, set_meta
+from indexer.catalog import AudioRaw, File, Item, Meta, drop_files, get_meta, init_schema, make_engine, set_meta
 from indexer.autoindex import DEFAULT_RECALL
 from indexer.vectors import DEFAULT_FACTORY, MMAP_MIN_BYTES, VectorIndex, full_factory, is_ivf
 from retrieval.encoders import DEFAULT_MODEL, DEFAULT_PRETRAINED, Encoder, EncoderSpec, load_encoder
@@ -29,12 +29,17 @@ from retrieval.errors import (
     NotFoundError,
     UsageError,
 )
-from retrieval.paths import BRIDGE_FILE, DB_FILE, INDEX_FILE, LOCK_FILE, THUMBNAIL_DIR, default_library_dir
+from retrieval.paths import BRIDGE_FILE, DB_FILE, INDEX_FILE, LOCK_FILE, THUMBNAIL_DIR, default_library_dir, display_path
 from retrieval.query import Query
 from retrieval.search import MODALITIES, Hit, search_vectors
 
 log = logging.getLogger(__name__)
 _THUMBNAIL_NAME = re.compile(r"([0-9a-f]{40})-\d+\.jpg")
+# Index and bridge files are written under new names; the catalog commit that names them makes
+# them current. Anything else matching these is left over from a run that died before its commit.
+_INDEX_NAME = re.compile(r"vectors(?:-(\d+))?\.faiss")
+_BRIDGE_NAME = re.compile(r"bridge(?:-[0-9a-f]+)?\.safetensors")
+_TEMP_NAME = re.compile(r"\.vectors.*\.tmp|bridge.*\.tmp")
 
 def resolve_spec(model: str | None, pretrained: str | None) -> EncoderSpec:
     """Normalise what the user typed: absolute paths, 'none' for random weights, default tags."""
@@ -150,8 +155,11 @@ class Library:
         self._audio_lock = threading.Lock()
         self._bridge: Any = None
         self._calibration_cache: dict[tuple[str, int], np.ndarray] = {}
+        self._pending_bridge_file: str | None = None
+        self._superseded: list[Path] = []  # files to delete once the next commit is done
 
         with self.Session() as s:
+            self._read_file_names(s)
             recorded = get_meta(s, "encoder")
             self.recorded_audio: dict[str, Any] | None = get_meta(s, "audio_encoder")
             self.factory: str = get_meta(s, "factory") or full_factory(factory or DEFAULT_FACTORY)
@@ -204,9 +212,25 @@ class Library:
 
     # -- parts -----------------------------------------------------------------------------
 
+    def _read_file_names(self, session: Session) -> None:
+        """Which index and bridge files the last commit made current (older libraries: fixed names)."""
+        self._index_file: str = get_meta(session, "index_file") or INDEX_FILE
+        self._bridge_file: str = get_meta(session, "bridge_file") or BRIDGE_FILE
+
+    def _refresh_file_names(self) -> bool:
+        """Re-read the committed file names (a writer may have committed since this view was
+        opened); True when the index file changed."""
+        before = self._index_file
+        with self.Session() as s:
+            self._read_file_names(s)
+            self.factory = get_meta(s, "factory") or self.factory
+            self.tuning = get_meta(s, "index_tuning")
+        return self._index_file != before
+
     @property
     def index_path(self) -> Path:
-        return self.path / INDEX_FILE
+        """The current (committed) index file."""
+        return self.path / self._index_file
 
     @property
     def encoder(self) -> Encoder:
@@ -251,13 +275,14 @@ class Library:
 
     @property
     def bridge_path(self) -> Path:
-        return self.path / BRIDGE_FILE
+        """The current (committed) bridge file."""
+        return self.path / self._bridge_file
 
     def bridge(self) -> Any:
         """The library's bridge (None before the first sound is indexed), checked against its encoders."""
         from retrieval.bridge import Bridge
 
-        if self._bridge is None and self.bridge_path.exists():
+        if self._bridge is None and (self.bridge_path.exists() or self._refresh_file_names() or self.bridge_path.exists()):
             self._bridge = Bridge.load(self.bridge_path)
             if self.recorded_audio is not None and self.recorded_identity is not None:
                 self._bridge.check_pair(self.recorded_audio, self.recorded_identity)
@@ -301,7 +326,12 @@ class Library:
         Returns the number of audio items moved. The caller holds the write lock and commits."""
         if self.recorded_audio is not None and self.recorded_identity is not None:
             bridge.check_pair(self.recorded_audio, self.recorded_identity)
-        bridge.save(self.bridge_path)
+        name = f"bridge-{bridge.sha256[:16]}.safetensors"
+        bridge.save(self.path / name)  # current only once the caller commits
+        set_meta(session, "bridge_file", name)
+        if name != self._bridge_file:
+            self._superseded.append(self.bridge_path)
+        self._pending_bridge_file = name
         self._bridge = bridge
         return self.sync_bridge(session, force=True)
 
@@ -350,13 +380,8 @@ class Library:
         if self._vectors is not None and writable and self._vectors.mmapped:
             self._vectors = None
         if self._vectors is None:
-            if self.index_path.exists():
-                mmap = not writable and self.index_path.stat().st_size >= MMAP_MIN_BYTES
-                sig = _file_signature(self.index_path)
-                self._vectors = VectorIndex.load(self.index_path, self.factory, mmap=mmap)
-                self._vectors.disk_signature = sig  # what `reopen` compares
-                self._apply_tuning(self._vectors)
-            elif create:
+            self._vectors = self._load_vectors(writable)
+            if self._vectors is None and create:
                 if is_ivf(self.factory):  # the trained index file is gone: start exact again
                     self.factory = full_factory(DEFAULT_FACTORY)
                 self._vectors = VectorIndex.create(self.encoder.dim, self.factory.split(",", 1)[1])
@@ -364,6 +389,27 @@ class Library:
                 # Searches run on a GPU copy when faiss has GPUs (use_gpu checks; CPU otherwise).
                 self._vectors.use_gpu(int(self.device.partition(":")[2] or 0))
         return self._vectors
+
+    def _load_vectors(self, writable: bool) -> VectorIndex | None:
+        """The committed index file, read. A writer may commit a new file and delete this view's
+        between our reading its name and opening it: then the new name is read and opened."""
+        for _ in range(5):
+            path = self.index_path
+            sig = _file_signature(path)
+            if sig is None:
+                if self._refresh_file_names():
+                    continue
+                return None
+            try:
+                vecs = VectorIndex.load(path, self.factory, mmap=not writable and sig[1] >= MMAP_MIN_BYTES)
+            except LibraryError:
+                if path.exists() or not self._refresh_file_names():
+                    raise
+                continue
+            vecs.disk_signature = sig  # what `reopen` compares
+            self._apply_tuning(vecs)
+            return vecs
+        raise LibraryError(f"the vector index of {self.path} keeps changing; try again")
 
     def disk_signature(self) -> tuple[Any, ...]:
         """Changes whenever a writer saves the index, commits to a SQLite catalog or refits the
@@ -376,17 +422,18 @@ class Library:
         if self.engine.dialect.name != "sqlite":  # another database: ask it
             with self.engine.connect() as conn:
                 sig.append(tuple(conn.execute(select(func.count(File.id), func.max(File.indexed_at))).one()))
+                sig.append(tuple(conn.execute(select(Meta.value).where(Meta.key.in_(["index_file", "bridge_file"]))).scalars()))
         return tuple(sig)
 
     def reopen(self) -> "Library":
         """A fresh view of this library as it is on disk now (catalog metadata, bridge, index)
         that keeps the models already loaded here; the index is reused when its file did not
         change. Readers call this after a writer committed."""
-        index_sig = _file_signature(self.index_path)
         try:
             new = Library(self.path, db=self.db_url, device=self.device, encoder=self._encoder)
         except EncoderMismatchError:  # the library was rebuilt with another model
             new = Library(self.path, db=self.db_url, device=self.device)
+        index_sig = _file_signature(new.index_path)
         if new.audio_model == self.audio_model:
             new._audio_encoder = self._audio_encoder
         vecs = self._vectors
@@ -400,9 +447,46 @@ class Library:
         if (self.tuning or {}).get("nprobe") and vecs.is_ivf:
             vecs.nprobe = self.tuning["nprobe"]
 
-    def forget_unsaved_vectors(self) -> None:
-        """Drop the in-memory index so the next use reads the last saved one (after a rollback)."""
+    def forget_uncommitted(self) -> None:
+        """After a rollback: drop the in-memory index and bridge, so the next use reads the
+        committed ones. Files written for the lost commit stay until the next writer removes them."""
         self._vectors = None
+        self._bridge = None
+        self._pending_bridge_file = None
+        self._superseded.clear()
+        self._refresh_file_names()
+
+    def begin_write(self) -> list[str]:
+        """Under the write lock, before changing anything: catch up with what other writers
+        committed since this view was opened, and remove files left by runs that died before
+        their commit. Returns the names removed."""
+        loaded = self._vectors
+        self._refresh_file_names()
+        if loaded is not None and loaded.disk_signature != _file_signature(self.index_path):
+            self._vectors = None  # another writer committed a newer index
+        if self._bridge is not None and self._pending_bridge_file is None:
+            self._bridge = None
+        return self.remove_stray_files()
+
+    def stray_files(self) -> list[Path]:
+        """Index, bridge and temporary files that no commit names: left by an interrupted run."""
+        keep = {self._index_file, self._bridge_file, self._pending_bridge_file}
+        return sorted(
+            p for p in self.path.iterdir()
+            if p.name not in keep and any(r.fullmatch(p.name) for r in (_INDEX_NAME, _BRIDGE_NAME, _TEMP_NAME))
+        )
+
+    def remove_stray_files(self) -> list[str]:
+        """Delete `stray_files` (only a writer holding the lock may: no other process writes them)."""
+        removed = []
+        for p in self.stray_files():
+            p.unlink(missing_ok=True)
+            removed.append(p.name)
+        return removed
+
+    def _next_index_file(self) -> str:
+        m = _INDEX_NAME.fullmatch(self._index_file)
+        return f"vectors-{int(m.group(1) or 0) + 1 if m else 1}.faiss"
 
     def record_encoder(self, session: Session) -> None:
         if self.recorded_identity is None:
@@ -448,19 +532,36 @@ class Library:
         return tuning
 
     def save_and_commit(self, session: Session) -> None:
-        """Checkpoint: the index file is replaced first, then the rows are committed.
-
-        A crash between the two leaves vectors without rows, which the next writer removes.
+        """Checkpoint: a changed index is saved under a new name, and the catalog commit that
+        records the name makes it current, together with the rows it matches. A crash at any
+        moment leaves the previous commit's rows and files; only then are superseded files deleted.
         """
         vecs = self._vectors
-        if vecs is not None:
-            vecs.save(self.index_path)
+        new_index = None
+        if vecs is not None and (vecs.dirty or not self.index_path.exists()):
+            new_index = self._next_index_file()
+            vecs.save(self.path / new_index)
+            set_meta(session, "index_file", new_index)
             set_meta(session, "vectors_total", vecs.ntotal)  # lets `xmr stats` skip loading FAISS
         session.commit()
+        if new_index is not None:
+            if new_index != self._index_file:
+                self._superseded.append(self.index_path)
+            self._index_file = new_index
+            vecs.dirty = False
+            vecs.disk_signature = _file_signature(self.index_path)
+        if self._pending_bridge_file is not None:
+            self._bridge_file, self._pending_bridge_file = self._pending_bridge_file, None
+        current = {self.index_path, self.bridge_path}
+        for p in self._superseded:
+            if p not in current:
+                p.unlink(missing_ok=True)
+        self._superseded.clear()
 
     @contextmanager
     def write_lock(self) -> Iterator[None]:
-        """One writer at a time; a second gets LibraryLockedError instead of corrupting anything."""
+        """One writer at a time; a second gets LibraryLockedError instead of corrupting anything.
+        The holder starts from the latest commit (`begin_write`)."""
         lock_path = self.path / LOCK_FILE
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -478,6 +579,7 @@ class Library:
                 ) from None
             os.ftruncate(fd, 0)
             os.pwrite(fd, str(os.getpid()).encode(), 0)
+            self.begin_write()
             yield
         finally:
             os.close(fd)
@@ -666,68 +768,91 @@ class Library:
         return None if bridge is None else bridge.describe()
 
     def check(self, repair: bool = False) -> CheckReport:
-        """Verify rows <-> vectors <-> files; with `repair`, fix what can be fixed without a model."""
-        report = CheckReport()
+        """Verify rows <-> vectors <-> files; with `repair`, fix what can be fixed without a model.
+
+        Rows and index are compared as of one commit, even while a writer is committing."""
         ctx = self.write_lock() if repair else nullcontext()
-        with ctx, self.Session() as s:
-            vecs = self.vectors(writable=repair)
-            dim = (self.recorded_identity or {}).get("dim")
-            if vecs is not None and dim is not None and vecs.d != dim:
-                report.problems.append(f"index dimension {vecs.d} differs from the encoder's {dim}")
-            index_ids = vecs.ids() if vecs is not None else np.zeros(0, np.int64)
-            if len(np.unique(index_ids)) != len(index_ids):
-                report.problems.append("the index holds duplicate ids")
-            ids = set(index_ids.tolist())
-            row_ids = set(s.scalars(select(Item.id)))
-            if orphans := ids - row_ids:
-                report.problems.append(f"{len(orphans)} vectors have no catalog row (e.g. id {min(orphans)})")
-            if missing := row_ids - ids:
-                report.problems.append(f"{len(missing)} catalog items have no vector (e.g. id {min(missing)})")
-            empty = list(s.scalars(select(File.path).where(~File.items.any())))
-            if empty:
-                report.problems.append(f"{len(empty)} files have no items (e.g. {empty[0]})")
-            gone, changed = [], []
-            for fid, path, size, mtime in s.execute(select(File.id, File.path, File.size, File.mtime_ns)):
-                try:
-                    st = os.stat(path)
-                except OSError:
-                    gone.append((fid, path))
-                    continue
-                if (st.st_size, st.st_mtime_ns) != (size, mtime):
-                    changed.append(path)
-            if gone:
-                report.problems.append(f"{len(gone)} indexed files no longer exist (e.g. {gone[0][1]})")
-            if changed:
-                report.warnings.append(f"{len(changed)} files changed since indexing (e.g. {changed[0]}); run `xmr index`")
-            self._check_audio(s, report)
-            if repair and report.problems:
-                removed, dropped = self.repair_vectors(s)
-                if removed:
-                    report.repaired.append(f"removed {removed} vectors without rows")
-                if dropped:
-                    report.repaired.append(f"dropped {dropped} files whose vectors were missing (the next `xmr index` re-encodes them)")
-                gone_ids = [fid for fid, _ in gone]
-                empty_ids = list(s.scalars(select(File.id).where(~File.items.any())))
-                if gone_ids or empty_ids:
-                    drop_files(s, vecs, gone_ids + empty_ids)
-                    report.repaired.append(f"removed {len(gone_ids)} missing and {len(empty_ids)} empty files from the catalog")
-                stray = s.execute(delete(AudioRaw).where(~AudioRaw.item_id.in_(select(Item.id)))).rowcount
-                if stray:
-                    report.repaired.append(f"removed {stray} stored CLAP vectors without items")
-                missing_raw = list(s.scalars(select(Item.file_id).where(Item.modality == "audio", ~Item.id.in_(select(AudioRaw.item_id)))))
-                if missing_raw:
-                    drop_files(s, vecs, list(set(missing_raw)))
-                    report.repaired.append(f"dropped {len(set(missing_raw))} sound files without CLAP vectors (the next `xmr index` re-encodes them)")
-                try:
-                    if self.bridge() is not None and self.sync_bridge(s):
-                        report.repaired.append("moved the stored sounds to the current bridge")
-                except (LibraryError, EncoderMismatchError):
-                    pass
-                if vecs is not None and len(np.unique(vecs.ids())) != vecs.ntotal:
-                    report.warnings.append("duplicate ids remain; rebuild the library with a fresh `xmr index`")
-                self.save_and_commit(s)
+        with ctx:
+            for _ in range(5):
+                with self.Session() as s:
+                    # The first read starts the snapshot; the index must be the file it names.
+                    name = get_meta(s, "index_file") or INDEX_FILE
+                    if name != self._index_file:
+                        self._index_file, self._vectors = name, None
+                    vecs = self.vectors(writable=repair)
+                    if self._index_file == name:
+                        report = self._check(s, vecs, repair)
+                        break
+            else:
+                raise LibraryError(f"{self.path} keeps changing under `xmr check`; try again")
         if repair and (pruned := self.prune_thumbnails()):
             report.repaired.append(f"removed {pruned} thumbnails of pictures no longer in the library")
+        return report
+
+    def _check(self, s: Session, vecs: VectorIndex | None, repair: bool) -> CheckReport:
+        report = CheckReport()
+        dim = (self.recorded_identity or {}).get("dim")
+        if vecs is not None and dim is not None and vecs.d != dim:
+            report.problems.append(f"index dimension {vecs.d} differs from the encoder's {dim}")
+        index_ids = vecs.ids() if vecs is not None else np.zeros(0, np.int64)
+        if len(np.unique(index_ids)) != len(index_ids):
+            report.problems.append("the index holds duplicate ids")
+        ids = set(index_ids.tolist())
+        row_ids = set(s.scalars(select(Item.id)))
+        if orphans := ids - row_ids:
+            report.problems.append(f"{len(orphans)} vectors have no catalog row (e.g. id {min(orphans)})")
+        if missing := row_ids - ids:
+            report.problems.append(f"{len(missing)} catalog items have no vector (e.g. id {min(missing)})")
+        empty = list(s.scalars(select(File.path).where(~File.items.any())))
+        if empty:
+            report.problems.append(f"{len(empty)} files have no items (e.g. {empty[0]})")
+        gone, changed = [], []
+        for fid, path, size, mtime in s.execute(select(File.id, File.path, File.size, File.mtime_ns)):
+            try:
+                st = os.stat(path)
+            except OSError:
+                gone.append((fid, path))
+                continue
+            if (st.st_size, st.st_mtime_ns) != (size, mtime):
+                changed.append(path)
+        # Files that went or changed on disk are news for the next `xmr index`, not damage.
+        if gone:
+            report.warnings.append(
+                f"{len(gone)} indexed files no longer exist (e.g. {display_path(gone[0][1])}); "
+                "`xmr index` (or `check --repair`) removes them")
+        if changed:
+            report.warnings.append(f"{len(changed)} files changed since indexing (e.g. {display_path(changed[0])}); run `xmr index`")
+        strays = self.stray_files()
+        if strays and not repair:
+            report.warnings.append(
+                f"{len(strays)} files left by an interrupted run (e.g. {strays[0].name}); the next `xmr index` removes them")
+        self._check_audio(s, report)
+        if repair and (report.problems or gone):
+            removed, dropped = self.repair_vectors(s)
+            if removed:
+                report.repaired.append(f"removed {removed} vectors without rows")
+            if dropped:
+                report.repaired.append(f"dropped {dropped} files whose vectors were missing (the next `xmr index` re-encodes them)")
+            gone_ids = [fid for fid, _ in gone]
+            empty_ids = list(s.scalars(select(File.id).where(~File.items.any())))
+            if gone_ids or empty_ids:
+                drop_files(s, vecs, gone_ids + empty_ids)
+                report.repaired.append(f"removed {len(gone_ids)} missing and {len(empty_ids)} empty files from the catalog")
+            stray = s.execute(delete(AudioRaw).where(~AudioRaw.item_id.in_(select(Item.id)))).rowcount
+            if stray:
+                report.repaired.append(f"removed {stray} stored CLAP vectors without items")
+            missing_raw = list(s.scalars(select(Item.file_id).where(Item.modality == "audio", ~Item.id.in_(select(AudioRaw.item_id)))))
+            if missing_raw:
+                drop_files(s, vecs, list(set(missing_raw)))
+                report.repaired.append(f"dropped {len(set(missing_raw))} sound files without CLAP vectors (the next `xmr index` re-encodes them)")
+            try:
+                if self.bridge() is not None and self.sync_bridge(s):
+                    report.repaired.append("moved the stored sounds to the current bridge")
+            except (LibraryError, EncoderMismatchError):
+                pass
+            if vecs is not None and len(np.unique(vecs.ids())) != vecs.ntotal:
+                report.warnings.append("duplicate ids remain; rebuild the library with a fresh `xmr index`")
+            self.save_and_commit(s)
         return report
 
     def _check_audio(self, s: Session, report: CheckReport) -> None:

@@ -11,6 +11,7 @@ import time
 import numpy as np
 import pytest
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from indexer.catalog import File, Item
 from retrieval import Library
@@ -54,15 +55,14 @@ def test_interrupt_then_resume(tmp_path, many, random_model, monkeypatch, where)
             raise KeyboardInterrupt  # after the vectors went in, before the rows were committed
         real_add(xb, ids)
 
-    real_checkpoint = lib.save_and_commit
+    real_commit = Session.commit
 
-    def save_and_commit(session):
+    def commit(session):
         if where == "checkpoint" and calls["n"] == 3:
-            lib.vectors().save(lib.index_path)
-            raise KeyboardInterrupt  # the index file is replaced, the rows are not committed
-        real_checkpoint(session)
+            raise KeyboardInterrupt  # the new index file is written, the rows are not committed
+        real_commit(session)
 
-    monkeypatch.setattr(lib, "save_and_commit", save_and_commit)
+    monkeypatch.setattr(Session, "commit", commit)
     monkeypatch.setattr(enc, "encode_images", encode_images)
     monkeypatch.setattr(lib.vectors(), "add", add)
     with pytest.raises(KeyboardInterrupt):
@@ -71,13 +71,16 @@ def test_interrupt_then_resume(tmp_path, many, random_model, monkeypatch, where)
     # What an interrupted run left behind is consistent, and holds the checkpointed work.
     reopened = Library(tmp_path / "lib")
     assert reopened.check().ok, reopened.check().problems
+    if where == "checkpoint":  # the uncommitted index file is there, unused, until the next writer
+        assert reopened.stray_files() and reopened.index_path not in reopened.stray_files()
     done = reopened.stats()["items"]
     assert 0 < done < 40
     monkeypatch.undo()
 
     report = reopened.index([many], batch_size=4, progress=False)
     assert report.unchanged == done and report.new == 40 - done
-    assert reopened.check().ok
+    assert reopened.check().ok and not reopened.stray_files()
+    assert sorted(p.name for p in reopened.path.glob("vectors*")) == [reopened.index_path.name]
 
     single = Library(tmp_path / "single", model=random_model, create=True)
     single.index([many], progress=False)
@@ -96,7 +99,7 @@ def test_ctrl_c_on_the_cli(tmp_path, many, random_model):
            "--no-progress", "--batch-size", "4", "--checkpoint-every", "0"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
     deadline = time.time() + 120
-    while not (tmp_path / "lib" / "vectors.faiss").exists() and time.time() < deadline:
+    while not list((tmp_path / "lib").glob("vectors-*.faiss")) and time.time() < deadline:
         time.sleep(0.05)  # the first checkpoint: the run is under way
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
