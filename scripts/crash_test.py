@@ -1,0 +1,334 @@
+"""Kill `xmr index` at random moments, again and again, and prove nothing is lost or broken.
+
+    python scripts/crash_test.py [--kills 50] [--seed 0] [--images 240] [--texts 60]
+
+A folder of pictures and text files (a few hundred items) is indexed by `xmr index`, which is
+killed with SIGKILL at a random moment (uniform over the length of an uninterrupted run), then
+started again; every few rounds the folder changes (files added, edited, deleted, renamed) so
+that there is always work to interrupt, and every tenth signal is a SIGINT (Ctrl-C), which must
+stop the run cleanly with a message and exit 130. After every signal `xmr check` must pass: each
+catalog row has exactly one vector, each vector a row, and the index file is the whole one the
+last commit named. At the end the library must equal one built from the final folder in a single
+uninterrupted run: the same items, vectors equal (up to float noise from batch composition).
+
+Each run is a real process (forked from this one after the imports, so that 50 restarts cost
+seconds rather than the ~8 s of importing torch each; `--exec` starts `python -m retrieval.cli`
+instead, as a user would). Prints JSON; exit 1 when any check failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from scripts.synthetic import CONCEPTS, draw  # noqa: E402
+
+WORDS = ("river", "mountain", "lantern", "harbour", "orchard", "violin", "glacier", "market", "comet", "meadow")
+
+
+def _text(rng: random.Random) -> str:
+    n = rng.choice((1, 1, 2, 40))  # some files long enough for several chunks
+    return "\n\n".join(" ".join(rng.choice(WORDS) for _ in range(rng.randint(5, 60))) for _ in range(n))
+
+
+class Corpus:
+    """The folder being indexed, and the random changes made to it between runs."""
+
+    def __init__(self, folder: Path, rng: random.Random) -> None:
+        self.folder, self.rng, self.serial = folder, rng, 0
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def add_image(self) -> None:
+        self.serial += 1
+        sub = self.folder / f"d{self.serial % 4}"
+        sub.mkdir(exist_ok=True)
+        draw(self.rng.choice(CONCEPTS), self.rng).save(sub / f"img{self.serial:05d}.png")
+
+    def add_text(self) -> None:
+        self.serial += 1
+        (self.folder / f"note{self.serial:05d}.txt").write_text(_text(self.rng), encoding="utf-8")
+
+    def files(self) -> list[Path]:
+        return sorted(p for p in self.folder.rglob("*") if p.is_file())
+
+    def mutate(self) -> dict[str, int]:
+        """Add, edit, delete and rename a few files: every kind of change an index run handles."""
+        rng, files = self.rng, self.files()
+        picked = rng.sample(files, min(len(files), 12))
+        counts = {"added": 0, "edited": 0, "deleted": 0, "renamed": 0}
+        for p in picked[:4]:
+            if p.suffix == ".png":
+                draw(rng.choice(CONCEPTS), rng).save(p)
+            else:
+                p.write_text(_text(rng), encoding="utf-8")
+            counts["edited"] += 1
+        for p in picked[4:7]:
+            p.unlink()
+            counts["deleted"] += 1
+        for p in picked[7:10]:
+            self.serial += 1
+            p.rename(p.with_name(f"moved{self.serial:05d}{p.suffix}"))
+            counts["renamed"] += 1
+        for _ in range(rng.randint(3, 8)):
+            self.add_image() if rng.random() < 0.75 else self.add_text()
+            counts["added"] += 1
+        return counts
+
+
+def _die_at(what: str, n: int) -> None:
+    from sqlalchemy.orm import Session
+
+    calls = [0]
+
+    def counted(real: Any) -> Any:
+        def wrapper(*a: Any, **kw: Any) -> Any:
+            calls[0] += 1
+            if calls[0] == n:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return real(*a, **kw)
+        return wrapper
+
+    if what == "commit":
+        Session.commit = counted(Session.commit)  # type: ignore[method-assign]
+    else:
+        os.replace = counted(os.replace)
+
+
+class Runner:
+    """Starts `xmr ARGS` as a new process, forked from this preloaded one or exec'd."""
+
+    def __init__(self, exec_mode: bool, logs: Path) -> None:
+        self.exec_mode, self.logs, self.n = exec_mode, logs, 0
+        if not exec_mode:
+            # Imported once here so every run starts warm; nothing runs torch in this process,
+            # so no thread pool exists yet that a fork could copy half-alive.
+            import open_clip  # noqa: F401
+            import torch  # noqa: F401
+
+            import retrieval.cli  # noqa: F401
+            from indexer import pipeline  # noqa: F401
+            from retrieval import library  # noqa: F401
+
+    def start(self, *args: str, die_at: tuple[str, int] | None = None) -> tuple[int, Path, Path]:
+        """`die_at=(what, n)`: the run kills itself (SIGKILL) just before its n-th catalog commit
+        ("commit": its new index file is written, the rows are not) or its n-th file rename
+        ("rename": a temporary file is complete, not yet in place). Fork mode only."""
+        self.n += 1
+        out, err = self.logs / f"{self.n:04d}.out", self.logs / f"{self.n:04d}.err"
+        out.touch()
+        err.touch()  # here: a child killed at once must still leave its (empty) logs
+        if self.exec_mode:
+            with open(out, "wb") as o, open(err, "wb") as e:
+                proc = subprocess.Popen([sys.executable, "-m", "retrieval.cli", *args], stdout=o, stderr=e,
+                                        stdin=subprocess.DEVNULL, cwd=ROOT)
+            self._procs = getattr(self, "_procs", {})
+            self._procs[proc.pid] = proc
+            return proc.pid, out, err
+        pid = os.fork()
+        if pid == 0:  # the child: become `xmr ARGS`
+            code = 70
+            try:
+                fo, fe = os.open(out, os.O_WRONLY | os.O_CREAT, 0o644), os.open(err, os.O_WRONLY | os.O_CREAT, 0o644)
+                os.dup2(fo, 1)
+                os.dup2(fe, 2)
+                os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+                from retrieval.cli import cli
+
+                if die_at is not None:
+                    _die_at(*die_at)
+
+                try:
+                    cli.main(args=list(args), prog_name="xmr")
+                    code = 0
+                except SystemExit as e:
+                    code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+            except BaseException:  # pragma: no cover - reported through the exit code
+                import traceback
+
+                traceback.print_exc()
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+        return pid, out, err
+
+    def wait(self, pid: int) -> tuple[int | None, int | None]:
+        """(exit code, terminating signal): one of them is None."""
+        if self.exec_mode:
+            code = self._procs.pop(pid).wait()
+            return (code, None) if code >= 0 else (None, -code)
+        _, status = os.waitpid(pid, 0)
+        return (os.waitstatus_to_exitcode(status), None) if os.WIFEXITED(status) else (None, os.WTERMSIG(status))
+
+    def run(self, *args: str) -> tuple[int | None, str, str]:
+        pid, out, err = self.start(*args)
+        code, _ = self.wait(pid)
+        return code, out.read_text(errors="replace"), err.read_text(errors="replace")
+
+
+def snapshot(library: Path) -> dict[tuple, Any]:
+    """(path, modality, chunk, char_start, char_end) -> vector, for every item of a library."""
+    import numpy as np
+    from sqlalchemy import select
+
+    from indexer.catalog import File, Item
+    from retrieval.library import Library
+
+    lib = Library(library)
+    with lib.Session() as s:
+        rows = s.execute(select(File.path, Item.modality, Item.chunk, Item.char_start, Item.char_end, Item.id).join(Item)).all()
+    vecs = lib.vectors()
+    ids = np.array([r[-1] for r in rows], np.int64)
+    xb = vecs.reconstruct_many(ids) if len(ids) else np.zeros((0, vecs.d if vecs else 0), np.float32)
+    lib.engine.dispose()
+    return {tuple(r[:-1]): xb[i] for i, r in enumerate(rows)}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--kills", type=int, default=50, help="SIGKILLs to deliver (at least)")
+    ap.add_argument("--sigint-every", type=int, default=10, help="every Nth signal is a SIGINT instead")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--images", type=int, default=240)
+    ap.add_argument("--texts", type=int, default=60)
+    ap.add_argument("--model", help="open_clip spec [default: a tiny random-weights model made here]")
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--targeted", type=float, default=0.3,
+                    help="share of kills aimed at the narrowest windows: just before a commit or a rename (fork mode)")
+    ap.add_argument("--exec", dest="exec_mode", action="store_true", help="start each run as `python -m retrieval.cli`")
+    ap.add_argument("--work", help="working folder [default: a temporary one, removed]")
+    args = ap.parse_args(argv)
+
+    rng = random.Random(args.seed)
+    work = Path(args.work or tempfile.mkdtemp(prefix="xmr-crash-"))
+    work.mkdir(parents=True, exist_ok=True)
+    logs = work / "logs"
+    logs.mkdir(exist_ok=True)
+    model = args.model
+    if model is None:  # made in a separate process: this one must not start torch's threads
+        subprocess.run([sys.executable, "-c", "import sys; from pathlib import Path; "
+                        "from scripts.train_demo_model import save_random_model as s; s(Path(sys.argv[1]), 0)",
+                        str(work / "model")], check=True, cwd=ROOT)
+        model = f"local-dir:{work / 'model'}"
+    corpus = Corpus(work / "media", rng)
+    for i in range(args.images + args.texts):
+        corpus.add_image() if i < args.images else corpus.add_text()
+    runner = Runner(args.exec_mode, logs)
+    lib = work / "lib"
+
+    def index(library: Path) -> list[str]:
+        return ["--library", str(library), "index", str(corpus.folder), "--model", model, "--no-progress",
+                "--batch-size", str(args.batch_size), "--checkpoint-every", "0"]
+
+    # How long one uninterrupted run of the whole folder takes: kills are spread over that.
+    t = time.perf_counter()
+    code, _, err = runner.run(*index(work / "calibration"))
+    full_run_s = time.perf_counter() - t
+    if code != 0:
+        raise SystemExit(f"the calibration run failed ({code}):\n{err}")
+    shutil.rmtree(work / "calibration")
+
+    result: dict[str, Any] = {
+        "kills": 0, "sigints": 0, "sigint_clean": 0, "completed_runs": 0, "signals_after_finish": 0,
+        "kills_targeted": 0, "checks_passed": 0, "checks_failed": [], "uncommitted_files_seen": 0, "mutations": 0,
+        "items_start": args.images + args.texts, "full_run_s": round(full_run_s, 2), "mode": "exec" if args.exec_mode else "fork",
+    }
+    changes = {"added": 0, "edited": 0, "deleted": 0, "renamed": 0}
+    signals = 0
+    recent_run_s = full_run_s  # how long a run that got through took lately: kills spread over it
+    t_start = time.perf_counter()
+    while result["kills"] < args.kills:
+        sig = signal.SIGINT if args.sigint_every and (signals + 1) % args.sigint_every == 0 else signal.SIGKILL
+        die_at = None
+        if sig == signal.SIGKILL and not args.exec_mode and rng.random() < args.targeted:
+            die_at = (rng.choice(("commit", "rename")), rng.randint(1, 6))
+        t_run = time.perf_counter()
+        pid, out, err = runner.start(*index(lib), die_at=die_at)
+        if die_at is None:
+            time.sleep(rng.uniform(0.0, 1.2 * recent_run_s))
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        signals += 1
+        run_code, by_signal = runner.wait(pid)
+        code = run_code
+        stderr = err.read_text(errors="replace")
+        if by_signal == signal.SIGKILL:
+            result["kills"] += 1
+            result["kills_targeted"] += die_at is not None
+        elif code == 0:
+            recent_run_s = 0.5 * recent_run_s + 0.5 * (time.perf_counter() - t_run)
+            result["completed_runs"] += 1
+            result["signals_after_finish"] += 1
+        elif sig == signal.SIGINT and code == 130:
+            result["sigints"] += 1
+            if "interrupted" in stderr and "Traceback" not in stderr:
+                result["sigint_clean"] += 1
+            else:
+                result["checks_failed"].append({"round": signals, "sigint_output": stderr[-2000:]})
+        else:
+            result["checks_failed"].append({"round": signals, "exit": code, "signal": by_signal, "stderr": stderr[-2000:]})
+        if lib.exists():
+            from retrieval.library import Library
+
+            probe = Library(lib)
+            if probe.stray_files():
+                result["uncommitted_files_seen"] += 1
+            probe.engine.dispose()
+            code, out_text, err_text = runner.run("--library", str(lib), "check")
+            if code == 0:
+                result["checks_passed"] += 1
+            else:
+                result["checks_failed"].append({"round": signals, "check": out_text + err_text})
+        # Change the folder now and then, and always once a run got through: there must be work.
+        if run_code == 0 or rng.random() < 0.25:
+            for k, v in corpus.mutate().items():
+                changes[k] += v
+            result["mutations"] += 1
+    result["seconds"] = round(time.perf_counter() - t_start, 1)
+    result["changes"] = changes
+
+    # Finish, check, and compare with one uninterrupted build of the final folder.
+    code, _, err = runner.run(*index(lib))
+    result["final_run_exit"] = code
+    code, out_text, err_text = runner.run("--library", str(lib), "check")
+    result["final_check"] = (out_text + err_text).strip()
+    code_ref, _, err_ref = runner.run(*index(work / "reference"))
+    if code_ref != 0:
+        raise SystemExit(f"the reference run failed ({code_ref}):\n{err_ref}")
+    import numpy as np
+
+    got, want = snapshot(lib), snapshot(work / "reference")
+    result["items_final"] = len(want)
+    result["same_items"] = got.keys() == want.keys()
+    common = got.keys() & want.keys()
+    result["max_vector_diff"] = float(max((np.abs(got[k] - want[k]).max() for k in common), default=0.0))
+    result["vectors_equal"] = result["same_items"] and result["max_vector_diff"] <= 1e-4
+    result["ok"] = (
+        not result["checks_failed"] and result["final_run_exit"] == 0 and code == 0 and result["vectors_equal"]
+        and result["sigint_clean"] == result["sigints"]
+    )
+    if not args.work:
+        shutil.rmtree(work, ignore_errors=True)
+    return result
+
+
+if __name__ == "__main__":
+    res = main()
+    print(json.dumps(res, indent=2))
+    sys.exit(0 if res["ok"] else 1)
