@@ -35,59 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from scripts.synthetic import CONCEPTS, draw  # noqa: E402
-
-WORDS = ("river", "mountain", "lantern", "harbour", "orchard", "violin", "glacier", "market", "comet", "meadow")
-
-
-def _text(rng: random.Random) -> str:
-    n = rng.choice((1, 1, 2, 40))  # some files long enough for several chunks
-    return "\n\n".join(" ".join(rng.choice(WORDS) for _ in range(rng.randint(5, 60))) for _ in range(n))
-
-
-class Corpus:
-    """The folder being indexed, and the random changes made to it between runs."""
-
-    def __init__(self, folder: Path, rng: random.Random) -> None:
-        self.folder, self.rng, self.serial = folder, rng, 0
-        folder.mkdir(parents=True, exist_ok=True)
-
-    def add_image(self) -> None:
-        self.serial += 1
-        sub = self.folder / f"d{self.serial % 4}"
-        sub.mkdir(exist_ok=True)
-        draw(self.rng.choice(CONCEPTS), self.rng).save(sub / f"img{self.serial:05d}.png")
-
-    def add_text(self) -> None:
-        self.serial += 1
-        (self.folder / f"note{self.serial:05d}.txt").write_text(_text(self.rng), encoding="utf-8")
-
-    def files(self) -> list[Path]:
-        return sorted(p for p in self.folder.rglob("*") if p.is_file())
-
-    def mutate(self) -> dict[str, int]:
-        """Add, edit, delete and rename a few files: every kind of change an index run handles."""
-        rng, files = self.rng, self.files()
-        picked = rng.sample(files, min(len(files), 12))
-        counts = {"added": 0, "edited": 0, "deleted": 0, "renamed": 0}
-        for p in picked[:4]:
-            if p.suffix == ".png":
-                draw(rng.choice(CONCEPTS), rng).save(p)
-            else:
-                p.write_text(_text(rng), encoding="utf-8")
-            counts["edited"] += 1
-        for p in picked[4:7]:
-            p.unlink()
-            counts["deleted"] += 1
-        for p in picked[7:10]:
-            self.serial += 1
-            p.rename(p.with_name(f"moved{self.serial:05d}{p.suffix}"))
-            counts["renamed"] += 1
-        for _ in range(rng.randint(3, 8)):
-            self.add_image() if rng.random() < 0.75 else self.add_text()
-            counts["added"] += 1
-        return counts
-
+from scripts.churn import Corpus, random_model  # noqa: E402
 
 def _die_at(what: str, n: int) -> None:
     from sqlalchemy.orm import Session
@@ -218,12 +166,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     work.mkdir(parents=True, exist_ok=True)
     logs = work / "logs"
     logs.mkdir(exist_ok=True)
-    model = args.model
-    if model is None:  # made in a separate process: this one must not start torch's threads
-        subprocess.run([sys.executable, "-c", "import sys; from pathlib import Path; "
-                        "from scripts.train_demo_model import save_random_model as s; s(Path(sys.argv[1]), 0)",
-                        str(work / "model")], check=True, cwd=ROOT)
-        model = f"local-dir:{work / 'model'}"
+    model = args.model or random_model(work / "model")  # this process must not start torch's threads
     corpus = Corpus(work / "media", rng)
     for i in range(args.images + args.texts):
         corpus.add_image() if i < args.images else corpus.add_text()
@@ -298,7 +241,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         # Change the folder now and then, and always once a run got through: there must be work.
         if run_code == 0 or rng.random() < 0.25:
             for k, v in corpus.mutate().items():
-                changes[k] += v
+                changes[k] += len(v)
             result["mutations"] += 1
     result["seconds"] = round(time.perf_counter() - t_start, 1)
     result["changes"] = changes

@@ -1,0 +1,76 @@
+"""A folder that keeps changing: pictures and text files added, edited, deleted and renamed
+(the crash and concurrency tests index it while it churns)."""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+from scripts.synthetic import CONCEPTS, draw
+
+WORDS = ("river", "mountain", "lantern", "harbour", "orchard", "violin", "glacier", "market", "comet", "meadow")
+
+
+def _text(rng: random.Random) -> str:
+    n = rng.choice((1, 1, 2, 40))  # some files long enough for several chunks
+    return "\n\n".join(" ".join(rng.choice(WORDS) for _ in range(rng.randint(5, 60))) for _ in range(n))
+
+
+class Corpus:
+    """The folder being indexed, and the random changes made to it between runs."""
+
+    def __init__(self, folder: Path, rng: random.Random) -> None:
+        self.folder, self.rng, self.serial = folder, rng, 0
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def add_image(self) -> Path:
+        self.serial += 1
+        sub = self.folder / f"d{self.serial % 4}"
+        sub.mkdir(exist_ok=True)
+        path = sub / f"img{self.serial:05d}.png"
+        draw(self.rng.choice(CONCEPTS), self.rng).save(path)
+        return path
+
+    def add_text(self) -> Path:
+        self.serial += 1
+        path = self.folder / f"note{self.serial:05d}.txt"
+        path.write_text(_text(self.rng), encoding="utf-8")
+        return path
+
+    def files(self) -> list[Path]:
+        return sorted(p for p in self.folder.rglob("*") if p.is_file())
+
+    def mutate(self, scale: int = 1) -> dict[str, list[Path]]:
+        """Add, edit, delete and rename a few files (`scale` times as many): every kind of change
+        an index run handles. Returns the paths of each kind (renamed: the old paths)."""
+        rng, files = self.rng, self.files()
+        picked = rng.sample(files, min(len(files), 10 * scale))
+        changes: dict[str, list[Path]] = {"added": [], "edited": [], "deleted": [], "renamed": []}
+        for p in picked[: 4 * scale]:
+            if p.suffix == ".png":
+                draw(rng.choice(CONCEPTS), rng).save(p)
+            else:
+                p.write_text(_text(rng), encoding="utf-8")
+            changes["edited"].append(p)
+        for p in picked[4 * scale : 7 * scale]:
+            p.unlink()
+            changes["deleted"].append(p)
+        for p in picked[7 * scale :]:
+            self.serial += 1
+            p.rename(p.with_name(f"moved{self.serial:05d}{p.suffix}"))
+            changes["renamed"].append(p)
+        for _ in range(rng.randint(3 * scale, 8 * scale)):
+            changes["added"].append(self.add_image() if rng.random() < 0.75 else self.add_text())
+        return changes
+
+
+def random_model(folder: Path) -> str:
+    """`local-dir:` spec of a tiny random-weights open_clip model, made in a separate process
+    (so the caller never starts torch's thread pools, and may fork)."""
+    root = Path(__file__).resolve().parents[1]
+    subprocess.run([sys.executable, "-c", "import sys; from pathlib import Path; "
+                    "from scripts.train_demo_model import save_random_model as s; s(Path(sys.argv[1]), 0)",
+                    str(folder)], check=True, cwd=root)
+    return f"local-dir:{folder}"
