@@ -22,7 +22,18 @@ AUDIO_MODEL_HELP = "CLAP model for sounds: Hugging Face id or a save_pretrained 
 PRETRAINED_HELP = "open_clip pretrained tag, a checkpoint file, or 'none' for random weights [default: laion2b_s34b_b79k]"
 
 
+class XmrCommand(click.Command):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except UsageError as e:  # told with this command's usage line, not the group's
+            raise click.UsageError(str(e), ctx) from None
+
+
 class XmrGroup(click.Group):
+    command_class = XmrCommand
+    group_class = type  # subgroups (xmr bridge) are XmrGroups too
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
@@ -36,10 +47,24 @@ class XmrGroup(click.Group):
             ctx.exit(130)
 
 
+class Device(click.ParamType):
+    """auto, cpu, cuda, cuda:N or mps: checked here, so a typo is a usage error, not a model-load failure."""
+
+    name = "device"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> str:
+        import re
+
+        text = str(value).strip().lower()
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", text):
+            self.fail(f"{value!r} is not one of auto, cpu, cuda, cuda:N, mps", param, ctx)
+        return text
+
+
 @click.group(cls=XmrGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--library", "library", envvar="XMR_LIBRARY", type=click.Path(file_okay=False), help="Library directory [env XMR_LIBRARY; default: the user data dir]")
 @click.option("--db", envvar="XMR_DB", metavar="URL", help="SQLAlchemy URL of the catalog [env XMR_DB; default: SQLite in the library]")
-@click.option("--device", envvar="XMR_DEVICE", default="auto", show_default=True, help="Torch device for the model: auto, cpu, cuda, cuda:N")
+@click.option("--device", envvar="XMR_DEVICE", default="auto", show_default=True, type=Device(), help="Torch device for the model: auto, cpu, cuda, cuda:N, mps")
 @click.option("-v", "--verbose", is_flag=True, help="Log what happens (model loading, repairs).")
 @click.version_option(package_name="xmr")
 @click.pass_context

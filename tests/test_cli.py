@@ -6,7 +6,7 @@ import json
 import os
 from pathlib import Path
 
-from tests.conftest import run_xmr
+from tests.conftest import live_server, run_xmr
 
 
 def test_index_then_search_json(tmp_path, trained_model, samples):
@@ -115,3 +115,46 @@ def test_stats_loads_neither_sqlalchemy_faiss_nor_torch(tmp_path, random_model, 
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, check=True).stdout
     assert "LOADED False False False" in out
     assert "vectors" in out
+
+
+def test_bad_queries_get_clear_usage_errors(tmp_path, random_model):
+    """The bad inputs a search meets, each on a real library: exit 2, the search command's usage
+    line and a message saying what is wrong; the longest allowed query and a huge k just work."""
+    media = tmp_path / "media"
+    media.mkdir()
+    for i in range(3):
+        (media / f"{i}.txt").write_text(f"note number {i} about a red circle", encoding="utf-8")
+    (media / "photo.png").write_bytes(b"")  # empty: skipped by the index, "not an image" as a query
+    lib = ["--library", str(tmp_path / "lib")]
+    run_xmr(*lib, "index", str(media), "--model", random_model, "--no-progress", check=True)
+    cases = {
+        ("",): "empty text in query",
+        ("x" * 10_001,): "longer than 10000 characters",
+        ("x", "-k", "0"): "0 is not in the range x>=1",
+        ("x", "-k", "-7"): "-7 is not in the range x>=1",
+        ("x", "-k", "many"): "'many' is not a valid integer",
+        ("--image", str(tmp_path / "missing.jpg")): "does not exist",
+        ("--image", str(media / "0.txt")): "not an image",
+        ("--image", str(media / "photo.png")): "not an image",
+        ("x", "--type", "video"): "'video' is not one of",
+        ("x", "--weight", "nan"): "--weight must be between 0 and 1",
+        ("--not", "x"): "nothing to search for",
+    }
+
+    def all_refused(*where: str) -> None:
+        for args, message in cases.items():
+            proc = run_xmr(*lib, "search", *args, *where)
+            shown = (args[0][:20] + "...",) + args[1:] if len(args[0]) > 20 else args
+            assert proc.returncode == 2, (shown, proc.returncode, proc.stderr[-300:])
+            assert "Traceback" not in proc.stderr and "Usage: xmr search" in proc.stderr, (shown, proc.stderr[-300:])
+            assert message in proc.stderr, (shown, proc.stderr[-300:])
+
+    all_refused("--no-server")
+    with live_server(tmp_path / "lib"):
+        all_refused()  # the same answers when `xmr serve` does the searching
+    device = run_xmr(*lib, "--device", "gpu0", "search", "x")
+    assert device.returncode == 2 and "'gpu0' is not one of auto, cpu, cuda, cuda:N, mps" in device.stderr
+    longest = run_xmr(*lib, "search", "x" * 10_000, "--json", check=True)  # the model reads its first tokens
+    assert len(json.loads(longest.stdout)) == 3
+    huge = run_xmr(*lib, "search", "red circle", "-k", str(10**30), "--json", check=True)
+    assert len(json.loads(huge.stdout)) == 3  # every item, once

@@ -86,6 +86,11 @@ def search(
     timeout: float = 60.0,
 ) -> dict[str, Any]:
     """POST the query to the server in `info` (a discovery record); its JSON answer."""
+    for t in [*texts, *negatives]:
+        try:
+            t.encode("utf-8")
+        except UnicodeEncodeError:  # bytes that are not UTF-8 (from argv): the local search takes them as they are
+            raise ServerUnavailable("the query is not valid UTF-8") from None
     if images or audios:
         fields = [("type", modality), ("k", str(k)), ("not_weight", str(not_weight))]
         fields += [("q", t) for t in texts] + [("not", t) for t in negatives]
