@@ -190,6 +190,37 @@ def test_swapped_bridge_file_is_found_and_repaired(tmp_path, media, random_model
     assert Library(tmp_path / "lib").check().ok
 
 
+def test_a_crash_between_a_new_bridge_file_and_its_commit_changes_nothing(tmp_path, media, random_model, tiny_clap, monkeypatch):
+    """The new bridge is written under its own name; until the commit names it, the old one rules."""
+    from sqlalchemy.orm import Session
+
+    lib = Library(tmp_path / "lib", model=random_model, audio_model=tiny_clap, create=True)
+    lib.index([media / "tone.wav", media / "long.flac"], progress=False)
+    old_bridge, old_index = lib.bridge_path, lib.index_path
+    old_hits = [(h.item_id, round(h.score, 5)) for h in lib.search(vector=lib.item_vector(1), k=5)]
+
+    def crash(session):
+        raise KeyboardInterrupt  # stands for a SIGKILL: nothing after this line runs
+
+    captions = tmp_path / "c.txt"
+    captions.write_text("\n".join(f"water drips {i} times in a cave" for i in range(100)))
+    with lib.write_lock(), lib.Session() as s:
+        lib.fit_bridge(s, captions=captions, method="ridge", progress=False)
+        monkeypatch.setattr(Session, "commit", crash)
+        with pytest.raises(KeyboardInterrupt):
+            lib.save_and_commit(s)
+    monkeypatch.undo()
+
+    fresh = Library(tmp_path / "lib")
+    assert (fresh.bridge_path, fresh.index_path) == (old_bridge, old_index)
+    assert fresh.check().ok, fresh.check().problems
+    assert [(h.item_id, round(h.score, 5)) for h in fresh.search(vector=fresh.item_vector(1), k=5)] == old_hits
+    strays = fresh.stray_files()
+    assert any(p.name.startswith("bridge-") for p in strays) and any(p.name.startswith("vectors-") for p in strays)
+    fresh.index([media / "tone.wav", media / "long.flac"], progress=False)  # the next writer tidies up
+    assert not fresh.stray_files() and old_bridge.exists()
+
+
 def test_no_audio_model_skips_sounds_and_keeps_the_rest(tmp_path, media, random_model):
     folder = tmp_path / "mixed"
     folder.mkdir()
