@@ -384,8 +384,18 @@ def bridge_show(ctx: click.Context, as_json: bool) -> None:
         click.echo(f"{key:<12} {value}")
 
 
-def main() -> None:
-    cli(prog_name="xmr")
+def main(args: list[str] | None = None) -> None:
+    """The `xmr` command. Ctrl-C at any moment (also while click parses the command line, before
+    a command runs) ends with the same message and exit 130, never click's "Aborted!" (exit 1)."""
+    try:
+        code = cli.main(args=args, prog_name="xmr", standalone_mode=False)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -94,13 +94,13 @@ class Runner:
                 os.dup2(fo, 1)
                 os.dup2(fe, 2)
                 os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
-                from retrieval.cli import cli
+                from retrieval.cli import main
 
                 if die_at is not None:
                     _die_at(*die_at)
 
                 try:
-                    cli.main(args=list(args), prog_name="xmr")
+                    main(list(args))
                     code = 0
                 except SystemExit as e:
                     code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)

@@ -157,7 +157,7 @@ def make_hostile(folder: Path) -> dict[str, tuple[str, str]]:
 # FILE deleted right after the folder scan (the moment a user or a sync tool might delete it).
 def _xmr_deleting(victim: str, args: list[str]) -> None:
     import indexer.pipeline as pipeline
-    from retrieval.cli import cli
+    from retrieval.cli import main
 
     real_scan = pipeline.scan
 
@@ -167,7 +167,7 @@ def _xmr_deleting(victim: str, args: list[str]) -> None:
         return found
 
     pipeline.scan = scan_then_delete
-    cli.main(args=args, prog_name="xmr")
+    main(args)
 
 
 def _obey_file_modes() -> None:

@@ -128,3 +128,19 @@ def test_a_signal_during_a_checkpoint_waits_for_its_end():
             finished.append(True)
     assert finished == [True]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_ctrl_c_before_a_command_runs_is_the_same_clean_stop(monkeypatch, capsys):
+    """Ctrl-C while click still parses the command line: the same message and exit 130, not
+    click's "Aborted!" with exit 1 (the crash test's SIGINTs found this)."""
+    from retrieval import cli
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli.cli, "make_context", interrupted)
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["stats"])
+    assert exit_.value.code == 130
+    err = capsys.readouterr().err
+    assert "interrupted" in err and "Aborted" not in err and "Traceback" not in err
