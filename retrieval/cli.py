@@ -30,6 +30,17 @@ class XmrCommand(click.Command):
             raise click.UsageError(str(e), ctx) from None
 
 
+_signalled: list[int] = []
+
+
+def _on_signal(signum: int, frame: Any) -> None:
+    """Ctrl-C / SIGTERM: remembered, then raised as KeyboardInterrupt. Code that catches broadly
+    may turn the interrupt into another error (torch does, loading weights); the command still
+    ends as interrupted, not as a failure with a misleading message."""
+    _signalled.append(signum)
+    raise KeyboardInterrupt
+
+
 class XmrGroup(click.Group):
     command_class = XmrCommand
     group_class = type  # subgroups (xmr bridge) are XmrGroups too
@@ -39,10 +50,14 @@ class XmrGroup(click.Group):
             return super().invoke(ctx)
         except UsageError as e:
             raise click.UsageError(str(e), ctx) from None
-        except XmrError as e:
-            click.echo(f"error: {e}", err=True)
-            ctx.exit(1)
-        except KeyboardInterrupt:
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except (KeyboardInterrupt, Exception) as e:
+            if not isinstance(e, KeyboardInterrupt) and not _signalled:
+                if not isinstance(e, XmrError):
+                    raise
+                click.echo(f"error: {e}", err=True)
+                ctx.exit(1)
             click.echo("\ninterrupted: the library is consistent; run the same command again to resume", err=True)
             ctx.exit(130)
 
@@ -126,7 +141,7 @@ def index(ctx: click.Context, paths: tuple[str, ...], model: str | None, pretrai
     sounds in a library fit its audio bridge (see `xmr bridge fit`).
     """
     # A plain `kill` should stop as cleanly as Ctrl-C.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _on_signal)
     lib = _open(ctx, create=True, model=model, pretrained=pretrained, factory=factory, audio_model=audio_model,
                 recall=recall, max_memory=max_memory)
     report = lib.index(paths, batch_size=batch_size, workers=workers, progress=progress, checkpoint_seconds=checkpoint_seconds)
@@ -387,6 +402,7 @@ def bridge_show(ctx: click.Context, as_json: bool) -> None:
 def main(args: list[str] | None = None) -> None:
     """The `xmr` command. Ctrl-C at any moment (also while click parses the command line, before
     a command runs) ends with the same message and exit 130, never click's "Aborted!" (exit 1)."""
+    signal.signal(signal.SIGINT, _on_signal)
     try:
         code = cli.main(args=args, prog_name="xmr", standalone_mode=False)
     except (click.exceptions.Abort, KeyboardInterrupt):

@@ -144,3 +144,33 @@ def test_ctrl_c_before_a_command_runs_is_the_same_clean_stop(monkeypatch, capsys
     assert exit_.value.code == 130
     err = capsys.readouterr().err
     assert "interrupted" in err and "Aborted" not in err and "Traceback" not in err
+
+
+def test_ctrl_c_that_a_library_turns_into_another_error_still_ends_as_interrupted(monkeypatch, capsys, tmp_path):
+    """Ctrl-C while torch loads weights surfaced as "could not load the weights" (exit 1) in the
+    crash test; a signal seen during the command makes it end as interrupted (exit 130)."""
+    import os
+
+    from retrieval import cli
+    from retrieval.errors import ModelLoadError
+
+    def load(*args, **kwargs):
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)
+        except BaseException as e:  # what torch's loader does with it, in effect
+            raise ModelLoadError(f"could not load the weights ({e!r})") from None
+
+    monkeypatch.setattr("retrieval.library.load_encoder", load)
+    (tmp_path / "a.txt").write_text("hello", encoding="utf-8")
+    monkeypatch.setattr(cli, "_signalled", [])
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        with pytest.raises(SystemExit) as exit_:
+            cli.main(["--library", str(tmp_path / "lib"), "index", str(tmp_path / "a.txt"), "--model", "ViT-B-32", "--pretrained", "none"])
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    assert exit_.value.code == 130
+    err = capsys.readouterr().err
+    assert "interrupted" in err and "could not load" not in err and "Traceback" not in err
