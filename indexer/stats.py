@@ -38,6 +38,9 @@ def read_stats(execute: Execute) -> dict[str, Any]:
         "index_policy": meta.get("index_policy"),
         "audio_encoder": meta.get("audio_encoder"),
         "bridge": meta.get("bridge"),
+        # the files the last commit made current (older libraries: the fixed names)
+        "index_file": meta.get("index_file") or ("vectors.faiss" if meta.get("vectors_total") is not None else None),
+        "bridge_file": meta.get("bridge_file") or ("bridge.safetensors" if meta.get("bridge") else None),
         "roots": [r for (r,) in execute("SELECT path FROM roots ORDER BY path")],
         "schema_version": meta.get("schema_version"),
     }

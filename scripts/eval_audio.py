@@ -5,7 +5,7 @@ sounds) and native CLAP (its own text tower: the ceiling the bridge can approach
 
     python scripts/eval_audio.py --esc50 ESC-50-master [--audiocaps test.csv --audiocaps-dir DIR]
         [--model ViT-B-32 --pretrained laion2b_s34b_b79k] [--audio-model laion/clap-htsat-unfused]
-        [--bridge LIB/bridge.safetensors | --captions FILE --method auto]
+        [--bridge LIB/bridge-HASH.safetensors | --captions FILE --method auto]
     python scripts/eval_audio.py --synthetic     # tiny random models, generated folder: the code path only
 
 ESC-50: the folder from github.com/karolpiczak/ESC-50 (meta/esc50.csv, audio/*.wav); prompts
