@@ -31,6 +31,9 @@ def test_stored_vectors_equal_open_clip_reference(tmp_path, random_model):
 
     lib = Library(tmp_path / "lib", model=random_model, create=True)
     lib.index([media], progress=False)
+    # On CUDA xmr encodes under fp16 autocast (tensor cores), so the fp32 reference is met to
+    # fp16 precision there; on the CPU it is fp32 throughout and met to 1e-5.
+    tol = 2e-3 if lib.encoder.device.startswith("cuda") else 1e-5
 
     model, _, preprocess = open_clip.create_model_and_transforms(random_model)
     tokenizer = open_clip.get_tokenizer(random_model)
@@ -42,11 +45,11 @@ def test_stored_vectors_equal_open_clip_reference(tmp_path, random_model):
                 img.draft("RGB", (32, 32))
             ref = model.encode_image(preprocess(img).unsqueeze(0), normalize=True)[0].numpy()
             (got,) = _stored(lib, media / name)
-            assert np.abs(got - ref).max() <= 1e-5
+            assert np.abs(got - ref).max() <= tol and float(got @ ref) >= 1 - tol
             assert abs(np.linalg.norm(got) - 1) < 1e-5
         ref = model.encode_text(tokenizer(["a purple star next to a green circle"]), normalize=True)[0].numpy()
         (got,) = _stored(lib, media / "note.txt")
-        assert np.abs(got - ref).max() <= 1e-5
+        assert np.abs(got - ref).max() <= tol
 
 
 def test_exif_orientation_is_applied(tmp_path, random_model):
