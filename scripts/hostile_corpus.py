@@ -109,6 +109,18 @@ def make_good(folder: Path) -> None:
     (folder / "good.wav").write_bytes(_wav(3.0))
 
 
+def add_link_traps_and_odd_names(folder: Path, newline_text: str) -> None:
+    """A directory symlink loop, a file symlink loop (self-a.txt <-> self-b.txt), a dangling
+    symlink (dangling.png), and files named with a newline and with a non-UTF-8 byte."""
+    (folder / "loop").mkdir()
+    os.symlink(folder, folder / "loop" / "back")
+    os.symlink(folder / "self-a.txt", folder / "self-b.txt")
+    os.symlink(folder / "self-b.txt", folder / "self-a.txt")
+    os.symlink(folder / "missing.png", folder / "dangling.png")
+    (folder / "new\nline.txt").write_text(newline_text, encoding="utf-8")
+    (folder / NON_UTF8).write_text("a name that is not UTF-8", encoding="utf-8")
+
+
 def make_hostile(folder: Path) -> dict[str, tuple[str, str]]:
     """The good files and every hostile one in `folder`; returns EXPECTED (the vanishing file is
     there now: `index` must be run with it deleted after the scan)."""
@@ -136,13 +148,7 @@ def make_hostile(folder: Path) -> dict[str, tuple[str, str]]:
     (folder / "corrupt-header.flac").write_bytes(b"fLaC" + bytes(rng.randrange(256) for _ in range(300)))
     (folder / "claims-4GiB.wav").write_bytes(_wav(1.0, claim_bytes=0xFFFFFF00))
     (folder / "unreadable.txt").write_text("nobody may read this", encoding="utf-8")
-    (folder / "loop").mkdir()
-    os.symlink(folder, folder / "loop" / "back")  # a directory loop
-    os.symlink(folder / "self-a.txt", folder / "self-b.txt")  # a file symlink loop
-    os.symlink(folder / "self-b.txt", folder / "self-a.txt")
-    os.symlink(folder / "missing.png", folder / "dangling.png")
-    (folder / "new\nline.txt").write_text("a blue square, named with a newline", encoding="utf-8")
-    (folder / NON_UTF8).write_text("a name that is not UTF-8", encoding="utf-8")
+    add_link_traps_and_odd_names(folder, "a blue square, named with a newline")
     (folder / VANISH).write_text("deleted between the scan and its decoding", encoding="utf-8")
     for dirpath, _dirs, files in os.walk(folder):
         os.chmod(dirpath, 0o755)

@@ -8,6 +8,7 @@ import random
 
 import pytest
 
+from scripts.hostile_corpus import add_link_traps_and_odd_names
 from scripts.synthetic import CONCEPTS, draw
 from tests.conftest import run_xmr
 
@@ -39,13 +40,7 @@ def bad_folder(tmp_path, random_model):
     (media / "binary.txt").write_bytes(bytes(range(256)) * 20)
     (media / "latin1.txt").write_bytes("caf\xe9 cr\xe8me".encode("latin-1"))
     (media / "locked.txt").write_text("secret", encoding="utf-8")
-    (media / "loop").mkdir()
-    os.symlink(media, media / "loop" / "back")  # a directory loop
-    os.symlink(media / "self-a.txt", media / "self-b.txt")  # a file symlink loop
-    os.symlink(media / "self-b.txt", media / "self-a.txt")
-    os.symlink(media / "missing.png", media / "dangling.png")
-    (media / os.fsdecode(b"bad\xffname.txt")).write_text("a name that is not UTF-8", encoding="utf-8")
-    (media / "new\nline.txt").write_text("a star with a newline in its name", encoding="utf-8")
+    add_link_traps_and_odd_names(media, "a star with a newline in its name")
     _world_readable(base)
     os.chmod(media / "locked.txt", 0)
     return media
