@@ -138,8 +138,15 @@ def make_hostile(folder: Path) -> dict[str, tuple[str, str]]:
     (folder / "bomb.png").write_bytes(_png(30000, 30000))
     from PIL import Image
 
-    frames = [Image.new("P", (32, 32), i % 256) for i in range(3000)]
+    frames = []
+    for i in range(3000):  # a dot that moves: no two frames alike, so none are merged away
+        frame = Image.new("L", (64, 64))
+        frame.putpixel((i % 64, (i // 64) % 64), 255)
+        frames.append(frame)
     frames[0].save(folder / "animated.gif", save_all=True, append_images=frames[1:], duration=10, loop=0)
+    with Image.open(folder / "animated.gif") as gif:
+        if gif.n_frames != 3000:  # the corpus must be what it says
+            raise RuntimeError(f"animated.gif has {gif.n_frames} frames, not 3000")
     with open(folder / "sparse-1GiB.txt", "wb") as f:
         f.truncate(1 << 30)
     (folder / "nul-and-invalid-utf8.txt").write_bytes(b"text \xff\xfe with \x00 NUL bytes \xc3\x28 " * 50)
