@@ -13,6 +13,8 @@ import sqlite3
 from pathlib import Path
 from typing import Any, Callable
 
+from retrieval.paths import BRIDGE_FILE, INDEX_FILE
+
 SCHEMA_VERSION = 3  # indexer.catalog takes it from here
 
 Execute = Callable[[str], list[tuple]]
@@ -39,8 +41,8 @@ def read_stats(execute: Execute) -> dict[str, Any]:
         "audio_encoder": meta.get("audio_encoder"),
         "bridge": meta.get("bridge"),
         # the files the last commit made current (older libraries: the fixed names)
-        "index_file": meta.get("index_file") or ("vectors.faiss" if meta.get("vectors_total") is not None else None),
-        "bridge_file": meta.get("bridge_file") or ("bridge.safetensors" if meta.get("bridge") else None),
+        "index_file": meta.get("index_file") or (INDEX_FILE if meta.get("vectors_total") is not None else None),
+        "bridge_file": meta.get("bridge_file") or (BRIDGE_FILE if meta.get("bridge") else None),
         "roots": [r for (r,) in execute("SELECT path FROM roots ORDER BY path")],
         "schema_version": meta.get("schema_version"),
     }

@@ -52,14 +52,20 @@ class XmrGroup(click.Group):
             raise click.UsageError(str(e), ctx) from None
         except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
-        except (KeyboardInterrupt, Exception) as e:
-            if not isinstance(e, KeyboardInterrupt) and not _signalled:
-                if not isinstance(e, XmrError):
-                    raise
-                click.echo(f"error: {e}", err=True)
-                ctx.exit(1)
-            click.echo("\ninterrupted: the library is consistent; run the same command again to resume", err=True)
-            ctx.exit(130)
+        except KeyboardInterrupt:
+            _interrupted(ctx)
+        except Exception as e:
+            if _signalled:  # whatever the interrupt was turned into
+                _interrupted(ctx)
+            if not isinstance(e, XmrError):
+                raise
+            click.echo(f"error: {e}", err=True)
+            ctx.exit(1)
+
+
+def _interrupted(ctx: click.Context) -> None:
+    click.echo("\ninterrupted: the library is consistent; run the same command again to resume", err=True)
+    ctx.exit(130)
 
 
 class Device(click.ParamType):

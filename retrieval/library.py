@@ -282,7 +282,9 @@ class Library:
         """The library's bridge (None before the first sound is indexed), checked against its encoders."""
         from retrieval.bridge import Bridge
 
-        if self._bridge is None and (self.bridge_path.exists() or self._refresh_file_names() or self.bridge_path.exists()):
+        if self._bridge is None and self.recorded_audio is not None and not self.bridge_path.exists():
+            self._refresh_file_names()  # a refit may have replaced the file since this view was opened
+        if self._bridge is None and self.bridge_path.exists():
             self._bridge = Bridge.load(self.bridge_path)
             if self.recorded_audio is not None and self.recorded_identity is not None:
                 self._bridge.check_pair(self.recorded_audio, self.recorded_identity)
@@ -456,17 +458,18 @@ class Library:
         self._superseded.clear()
         self._refresh_file_names()
 
-    def begin_write(self) -> list[str]:
+    def begin_write(self) -> None:
         """Under the write lock, before changing anything: catch up with what other writers
         committed since this view was opened, and remove files left by runs that died before
-        their commit. Returns the names removed."""
+        their commit (only the lock holder may: no other process writes them)."""
         loaded = self._vectors
         self._refresh_file_names()
         if loaded is not None and loaded.disk_signature != _file_signature(self.index_path):
             self._vectors = None  # another writer committed a newer index
         if self._bridge is not None and self._pending_bridge_file is None:
             self._bridge = None
-        return self.remove_stray_files()
+        for p in self.stray_files():
+            p.unlink(missing_ok=True)
 
     def stray_files(self) -> list[Path]:
         """Index, bridge and temporary files that no commit names: left by an interrupted run."""
@@ -475,14 +478,6 @@ class Library:
             p for p in self.path.iterdir()
             if p.name not in keep and any(r.fullmatch(p.name) for r in (_INDEX_NAME, _BRIDGE_NAME, _TEMP_NAME))
         )
-
-    def remove_stray_files(self) -> list[str]:
-        """Delete `stray_files` (only a writer holding the lock may: no other process writes them)."""
-        removed = []
-        for p in self.stray_files():
-            p.unlink(missing_ok=True)
-            removed.append(p.name)
-        return removed
 
     def _next_index_file(self) -> str:
         m = _INDEX_NAME.fullmatch(self._index_file)
@@ -776,9 +771,11 @@ class Library:
             for _ in range(5):
                 with self.Session() as s:
                     # The first read starts the snapshot; the index must be the file it names.
-                    name = get_meta(s, "index_file") or INDEX_FILE
-                    if name != self._index_file:
-                        self._index_file, self._vectors = name, None
+                    before = self._index_file
+                    self._read_file_names(s)
+                    name = self._index_file
+                    if name != before:
+                        self._vectors = None
                     vecs = self.vectors(writable=repair)
                     if self._index_file == name:
                         report = self._check(s, vecs, repair)

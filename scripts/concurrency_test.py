@@ -92,6 +92,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--work", help="working folder [default: a temporary one, removed]")
     args = ap.parse_args(argv)
 
+    import numpy as np
+
     from retrieval.library import Library
     from retrieval.server import discovery
 
@@ -133,14 +135,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     view = {"lib": Library(lib)}
     view["sig"] = view["lib"].disk_signature()
-    vrng = __import__("numpy").random.default_rng(0)
+    vrng = np.random.default_rng(0)
 
     def library(_word: str) -> list[str]:
-        import numpy as np
-
         current = view["lib"]
-        if current.disk_signature() != view["sig"]:
-            view["sig"] = current.disk_signature()
+        signature = current.disk_signature()
+        if signature != view["sig"]:
+            view["sig"] = signature
             current = view["lib"] = current.reopen()
         d = current.vectors().d
         v = vrng.standard_normal(d).astype(np.float32)

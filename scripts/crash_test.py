@@ -61,6 +61,7 @@ class Runner:
 
     def __init__(self, exec_mode: bool, logs: Path) -> None:
         self.exec_mode, self.logs, self.n = exec_mode, logs, 0
+        self._procs: dict[int, subprocess.Popen] = {}  # exec mode: pid -> process
         if not exec_mode:
             # Imported once here so every run starts warm; nothing runs torch in this process,
             # so no thread pool exists yet that a fork could copy half-alive.
@@ -83,7 +84,6 @@ class Runner:
             with open(out, "wb") as o, open(err, "wb") as e:
                 proc = subprocess.Popen([sys.executable, "-m", "retrieval.cli", *args], stdout=o, stderr=e,
                                         stdin=subprocess.DEVNULL, cwd=ROOT)
-            self._procs = getattr(self, "_procs", {})
             self._procs[proc.pid] = proc
             return proc.pid, out, err
         pid = os.fork()

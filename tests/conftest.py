@@ -111,6 +111,15 @@ def trained_library(tmp_path_factory, trained_model, samples):
     return lib
 
 
+def caption_notes_and_pictures(samples) -> tuple[Path, dict[str, str], dict[str, str]]:
+    """The sample folder, its caption notes (path -> concept) and a picture of each concept
+    (concept -> path): the pairs the cross-modal tests search between."""
+    folder, manifest = samples
+    notes = {rel: label for rel, label in manifest.items() if rel.startswith("notes/note-")}
+    pictures = {label: rel for rel, label in manifest.items() if rel.startswith("photos/")}
+    return folder, notes, pictures
+
+
 def run_xmr(*args: str, env: dict[str, str] | None = None, check: bool = False, **kw) -> subprocess.CompletedProcess:
     """The real CLI in a subprocess, as a user runs it."""
     full_env = {**os.environ, **(env or {})}

@@ -6,6 +6,7 @@ import numpy as np
 
 from retrieval import Query
 from scripts.synthetic import CONCEPTS
+from tests.conftest import caption_notes_and_pictures
 
 
 def _concept_of(hit, samples) -> str:
@@ -32,9 +33,7 @@ def test_text_finds_the_right_pictures(trained_library, samples):
 
 
 def test_image_finds_the_right_caption_document(trained_library, samples):
-    folder, manifest = samples
-    notes = {rel: label for rel, label in manifest.items() if rel.startswith("notes/note-")}
-    pictures = {label: rel for rel, label in manifest.items() if rel.startswith("photos/")}
+    folder, notes, pictures = caption_notes_and_pictures(samples)
     right = 0
     for rel, label in notes.items():
         q = Query(images=[str(folder / pictures[label])])

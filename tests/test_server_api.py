@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from scripts.synthetic import CONCEPTS
-from tests.conftest import run_xmr
+from tests.conftest import caption_notes_and_pictures, run_xmr
 
 BASE = "http://127.0.0.1:8765"
 
@@ -54,9 +54,7 @@ def test_text_finds_the_right_pictures_over_get_and_post(client, samples):
 
 
 def test_picture_upload_finds_its_caption_document(client, samples):
-    folder, manifest = samples
-    notes = {rel: label for rel, label in manifest.items() if rel.startswith("notes/note-")}
-    pictures = {label: rel for rel, label in manifest.items() if rel.startswith("photos/")}
+    folder, notes, pictures = caption_notes_and_pictures(samples)
     right = 0
     for rel, label in notes.items():
         picture = folder / pictures[label]
