@@ -32,6 +32,13 @@ def chromium_path() -> str:
     return path
 
 
+def settled(page) -> None:
+    """Wait until the latest search has answered and drawn (the page marks #results aria-busy)."""
+    from playwright.sync_api import expect
+
+    expect(page.locator("#results")).to_have_attribute("aria-busy", "false")
+
+
 @pytest.fixture()
 def browser():
     executable = chromium_path()
@@ -69,8 +76,10 @@ def test_search_upload_and_more_like_this_in_chromium(tmp_path, browser, trained
         # Type a query, pick the Pictures tab: the right thumbnails come first.
         page.fill("#q", "a photo of a red circle")
         page.press("#q", "Enter")
+        settled(page)
         expect(page.locator(".result").first).to_be_visible()
         page.click("#tabs button[data-type=image]")
+        settled(page)
         expect(page.locator("#tabs button[data-type=image]")).to_have_attribute("aria-selected", "true")
         expect(page.locator(".result.text")).to_have_count(0)
         cards = page.locator(".result.image")
@@ -97,6 +106,7 @@ def test_search_upload_and_more_like_this_in_chromium(tmp_path, browser, trained
         page.fill("#q", "")
         page.click("#tabs button[data-type=text]")
         page.set_input_files("#file", str(media / picture_rel))
+        settled(page)
         expect(page.locator("[data-testid=chip]")).to_contain_text(Path(picture_rel).name)
         expect(page.locator(".result.image")).to_have_count(0)
         page.wait_for_function("() => document.querySelector('#status').textContent.includes('result')")
@@ -111,9 +121,11 @@ def test_search_upload_and_more_like_this_in_chromium(tmp_path, browser, trained
         page.click("#tabs button[data-type=image]")
         page.fill("#q", "a photo of a yellow star")
         page.press("#q", "Enter")
+        settled(page)
         clicked = page.locator(".result.image").first
         clicked_path = clicked.get_attribute("title").split("\n")[0]
         clicked.click()
+        settled(page)
         expect(page.locator("#like")).to_be_visible()
         expect(page.locator("#like-name")).to_have_text(Path(clicked_path).name)
         page.wait_for_function("() => document.querySelector('#status').textContent.includes('result')")
@@ -155,6 +167,7 @@ def test_an_empty_library_says_what_to_do(tmp_path, browser, trained_model):
         expect(empty).to_contain_text("xmr index")
         page.fill("#q", "anything at all")
         page.press("#q", "Enter")
+        settled(page)
         expect(empty).to_contain_text("This library is empty")
         expect(page.locator("#more")).to_be_hidden()
         assert empty.bounding_box()["width"] > 300  # spans the page, not one grid cell
@@ -198,6 +211,7 @@ def test_sounds_play_from_their_window_and_can_be_dropped_on_the_page(tmp_path, 
             payload,
         )
         expect(page.locator("[data-testid=chip]")).to_contain_text("tone.wav")
+        settled(page)
         expect(page.locator("#drop")).to_be_hidden()
         cards = page.locator(".result.audio")
         expect(cards.first).to_be_visible()

@@ -34,6 +34,11 @@ function setStatus(message, isError = false) {
   status.classList.toggle("error", isError);
 }
 
+function setBusy(busy) {
+  // Screen readers wait for the results to settle; so can anything that drives the page.
+  $("#results").setAttribute("aria-busy", String(busy));
+}
+
 function showEmpty(title, lines) {
   const box = el("div", { class: "empty", "data-testid": "empty" }, [el("h2", { text: title })]);
   for (const line of lines) {
@@ -149,6 +154,7 @@ async function search(append = false) {
     request = api(`/api/search?${params}`);
   } else {
     state.seq += 1; // nothing to ask: an answer still on its way is stale
+    setBusy(false);
     $("#results").replaceChildren();
     $("#more").hidden = true;
     setStatus("");
@@ -157,15 +163,18 @@ async function search(append = false) {
   }
   const seq = ++state.seq; // answers can arrive out of order: only the latest request may render
   setStatus("Searching…");
+  setBusy(true);
   try {
     const answer = await request;
     if (seq !== state.seq) return;
+    setBusy(false);
     if (answer.items !== undefined) state.items = answer.items;
     state.offset = (append ? state.offset : 0) + answer.hits.length;
     render(answer, append);
     remember();
   } catch (e) {
     if (seq !== state.seq) return;
+    setBusy(false);
     setStatus(e.message, true);
     if (!append) $("#results").replaceChildren();
     $("#more").hidden = true;
