@@ -195,13 +195,17 @@ def run_index(
     progress: bool | None = None,
     on_skip: OnSkip | None = None,
     checkpoint_seconds: float = 30.0,
+    wait: bool = False,
+    on_wait: Callable[[str], None] | None = None,
 ) -> IndexReport:
     """Bring the library up to date with `paths` (or every root indexed before).
 
     Unchanged files (same mtime and size) are not decoded; moved files (same size and partial
     hash) keep their vectors; files gone from under a root are removed. Work is checkpointed
-    (index file replaced, then SQL commit) every `checkpoint_seconds` and at the end, so an
-    interrupted run loses at most one interval and the next run resumes.
+    every `checkpoint_seconds` and at the end (the index saved under a new name, which the SQL
+    commit of the rows then records), so an interrupted run loses at most one interval and the
+    next run resumes. While another process writes, raises LibraryLockedError, or with `wait`
+    queues behind it (see Library.write_lock).
     """
     if batch_size is not None and batch_size <= 0:
         raise UsageError("batch size must be positive")
@@ -215,7 +219,7 @@ def run_index(
         report.skipped_paths.append(path)
         on_skip(path, reason)
 
-    with lib.write_lock(), lib.Session() as s:
+    with lib.write_lock(wait, on_wait), lib.Session() as s:
         roots = _roots(s, paths)
         encoder: Encoder = lib.encoder
         batch_size = batch_size or int(getattr(encoder, "batch_size", 32))

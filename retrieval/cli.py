@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from retrieval.errors import UsageError, XmrError
+from retrieval.errors import LibraryLockedError, UsageError, XmrError
 
 MODEL_HELP = "open_clip model: registry name (ViT-B-32), hf-hub:ORG/REPO or local-dir:PATH [default: ViT-B-32, or the library's]"
 AUDIO_MODEL_HELP = "CLAP model for sounds: Hugging Face id or a save_pretrained folder [default: laion/clap-htsat-unfused, or the library's]"
@@ -135,10 +135,11 @@ class ByteSize(click.ParamType):
 @click.option("--checkpoint-every", "checkpoint_seconds", default=30.0, show_default=True, type=click.FloatRange(min=0),
               metavar="SECONDS", help="Save progress this often; an interrupted run resumes from there.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar [default: when stderr is a terminal]")
+@click.option("--wait", is_flag=True, help="If another xmr is writing to the library, wait for it instead of stopping (for cron jobs).")
 @click.pass_context
 def index(ctx: click.Context, paths: tuple[str, ...], model: str | None, pretrained: str | None, audio_model: str | None,
           factory: str | None, recall: float | None, max_memory: int | None, batch_size: int | None, workers: int | None,
-          checkpoint_seconds: float, progress: bool | None) -> None:
+          checkpoint_seconds: float, progress: bool | None, wait: bool) -> None:
     """Index PATHS (folders or files); with none, refresh every folder indexed before.
 
     Pictures, text files and sounds (wav, flac, ogg/opus, mp3; more with ffmpeg). Incremental:
@@ -150,7 +151,11 @@ def index(ctx: click.Context, paths: tuple[str, ...], model: str | None, pretrai
     signal.signal(signal.SIGTERM, _on_signal)
     lib = _open(ctx, create=True, model=model, pretrained=pretrained, factory=factory, audio_model=audio_model,
                 recall=recall, max_memory=max_memory)
-    report = lib.index(paths, batch_size=batch_size, workers=workers, progress=progress, checkpoint_seconds=checkpoint_seconds)
+    try:
+        report = lib.index(paths, batch_size=batch_size, workers=workers, progress=progress, checkpoint_seconds=checkpoint_seconds,
+                           wait=wait, on_wait=lambda message: click.echo(f"{message} ...", err=True))
+    except LibraryLockedError as e:
+        raise LibraryLockedError(f"{e}, or add --wait to queue behind it") from None
     click.echo(f"indexed {lib.path}: {report.summary()}")
 
 

@@ -11,7 +11,7 @@ import threading
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 from sqlalchemy import delete, func, select
@@ -554,8 +554,9 @@ class Library:
         self._superseded.clear()
 
     @contextmanager
-    def write_lock(self) -> Iterator[None]:
-        """One writer at a time; a second gets LibraryLockedError instead of corrupting anything.
+    def write_lock(self, wait: bool = False, on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
+        """One writer at a time; a second gets LibraryLockedError instead of corrupting anything,
+        or with `wait` queues behind the first (`on_wait` hears why it waits).
         The holder starts from the latest commit (`begin_write`)."""
         lock_path = self.path / LOCK_FILE
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -568,10 +569,14 @@ class Library:
                 pass
             except BlockingIOError:
                 other = os.pread(fd, 32, 0).decode(errors="replace").strip()
-                raise LibraryLockedError(
-                    f"another xmr process{f' (pid {other})' if other else ''} is writing to {self.path}; "
-                    "wait for it to finish"
-                ) from None
+                who = f"another xmr process{f' (pid {other})' if other else ''}"
+                if not wait:
+                    raise LibraryLockedError(f"{who} is writing to {self.path}; wait for it to finish") from None
+                if on_wait is not None:
+                    on_wait(f"waiting for {who} to finish writing to {self.path}")
+                # The kernel queues us and hands the lock over when the holder exits, even by
+                # SIGKILL; Ctrl-C still interrupts the wait.
+                fcntl.flock(fd, fcntl.LOCK_EX)
             os.ftruncate(fd, 0)
             os.pwrite(fd, str(os.getpid()).encode(), 0)
             self.begin_write()

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
+import time
 
 import pytest
 from sqlalchemy import update
@@ -18,6 +22,7 @@ from retrieval.errors import (
     SchemaVersionError,
     UsageError,
 )
+from tests.conftest import ROOT
 
 
 @pytest.fixture
@@ -82,6 +87,34 @@ def test_one_writer_at_a_time(tmp_path, notes, random_model):
         with pytest.raises(LibraryLockedError, match="another xmr process"):
             Library(tmp_path / "lib").index([notes], progress=False)
     assert lib.index([notes], progress=False).new == 2
+
+
+def test_a_second_writer_queues_with_wait(tmp_path, notes, random_model):
+    lib = Library(tmp_path / "lib", model=random_model, create=True)
+    cmd = [sys.executable, "-m", "retrieval.cli", "--library", str(lib.path), "index", str(notes), "--no-progress",
+           "--model", random_model]
+    with lib.write_lock():
+        refused = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
+        assert refused.returncode == 1, refused.stderr
+        assert f"another xmr process (pid {os.getpid()}) is writing" in refused.stderr
+        assert "add --wait" in refused.stderr and "Traceback" not in refused.stderr
+        queued = subprocess.Popen(cmd + ["--wait"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+        try:
+            said = ""
+            while "waiting for" not in said:
+                line = queued.stderr.readline()
+                assert line, f"ended without waiting: {said}"
+                said += line
+            assert f"waiting for another xmr process (pid {os.getpid()}) to finish writing" in said
+            time.sleep(1)
+            assert queued.poll() is None  # still queued behind the lock we hold
+        except BaseException:
+            queued.kill()
+            raise
+    out, err = queued.communicate(timeout=300)
+    assert queued.returncode == 0, err
+    assert "2 new" in out, out
+    assert Library(lib.path).stats()["items"] == 2
 
 
 def test_catalog_at_any_sqlalchemy_url(tmp_path, notes, random_model):
