@@ -120,6 +120,35 @@ def caption_notes_and_pictures(samples) -> tuple[Path, dict[str, str], dict[str,
     return folder, notes, pictures
 
 
+def index_pictures_and_note(base: Path, model: str, pictures: int, note: str):
+    """`pictures` drawn pictures (0.png, 1.png, ...) and note.txt holding `note` in base/media,
+    indexed into a new library at base/lib. Returns the Library and the media folder."""
+    import random
+
+    from retrieval import Library
+    from scripts.synthetic import CONCEPTS, draw
+
+    media = base / "media"
+    media.mkdir()
+    rng = random.Random(0)
+    for i in range(pictures):
+        draw(CONCEPTS[i], rng).save(media / f"{i}.png")
+    (media / "note.txt").write_text(note, encoding="utf-8")
+    lib = Library(base / "lib", model=model, create=True)
+    lib.index([media], progress=False)
+    return lib, media
+
+
+def run_json_script(script: str, *args: str, timeout: float) -> tuple[subprocess.CompletedProcess, dict]:
+    """Run scripts/SCRIPT as a user would and parse the JSON report it prints."""
+    import json
+
+    proc = subprocess.run([sys.executable, f"scripts/{script}", *args], capture_output=True, text=True, cwd=ROOT,
+                          timeout=timeout)
+    assert proc.stdout, proc.stderr
+    return proc, json.loads(proc.stdout)
+
+
 def run_xmr(*args: str, env: dict[str, str] | None = None, check: bool = False, **kw) -> subprocess.CompletedProcess:
     """The real CLI in a subprocess, as a user runs it."""
     full_env = {**os.environ, **(env or {})}

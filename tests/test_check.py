@@ -2,31 +2,17 @@
 
 from __future__ import annotations
 
-import random
 
 import numpy as np
 from sqlalchemy import select
 
 from indexer.catalog import Item
 from retrieval import Library
-from scripts.synthetic import CONCEPTS, draw
-from tests.conftest import run_xmr
-
-
-def _library(tmp_path, model):
-    media = tmp_path / "media"
-    media.mkdir()
-    rng = random.Random(0)
-    for i in range(5):
-        draw(CONCEPTS[i], rng).save(media / f"{i}.png")
-    (media / "n.txt").write_text("a green star", encoding="utf-8")
-    lib = Library(tmp_path / "lib", model=model, create=True)
-    lib.index([media], progress=False)
-    return lib, media
+from tests.conftest import index_pictures_and_note, run_xmr
 
 
 def test_check_detects_and_repairs(tmp_path, random_model):
-    lib, media = _library(tmp_path, random_model)
+    lib, media = index_pictures_and_note(tmp_path, random_model, pictures=5, note="a green star")
     libdir = ["--library", str(lib.path)]
     assert run_xmr(*libdir, "check").returncode == 0
 
@@ -62,7 +48,7 @@ def test_check_detects_and_repairs(tmp_path, random_model):
 
 def test_orphan_vectors_are_removed_when_a_writer_opens(tmp_path, random_model):
     """A crash after the index file was replaced but before the SQL commit leaves vectors without rows."""
-    lib, media = _library(tmp_path, random_model)
+    lib, media = index_pictures_and_note(tmp_path, random_model, pictures=5, note="a green star")
     vecs = lib.vectors()
     vecs.add(np.ones((2, vecs.d), np.float32) / np.sqrt(vecs.d), [10**6, 10**6 + 1])
     vecs.save(lib.index_path)

@@ -4,21 +4,13 @@ files: no errors, no hit for a deleted file after its run exited; a second write
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 
-from tests.conftest import ROOT
+from tests.conftest import run_json_script
 
 
 def test_readers_never_fail_or_see_deleted_files_while_a_writer_runs(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, "scripts/concurrency_test.py", "--rounds", "2", "--images", "120", "--texts", "30",
-         "--seed", "2", "--work", str(tmp_path / "work")],
-        capture_output=True, text=True, cwd=ROOT, timeout=1200,
-    )
-    assert proc.stdout, proc.stderr
-    res = json.loads(proc.stdout)
+    _, res = run_json_script("concurrency_test.py", "--rounds", "2", "--images", "120", "--texts", "30",
+                                "--seed", "2", "--work", str(tmp_path / "work"), timeout=1200)
     assert res["errors"] == [], res["errors"][:5]
     assert res["stale"] == [], res["stale"][:5]
     for name in ("http", "cli", "library"):

@@ -3,21 +3,13 @@ library ends equal to an uninterrupted build (scripts/crash_test.py at a CI size
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 
-from tests.conftest import ROOT
+from tests.conftest import run_json_script
 
 
 def test_fifty_kills_lose_nothing(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, "scripts/crash_test.py", "--kills", "50", "--images", "160", "--texts", "40",
-         "--seed", "1", "--work", str(tmp_path / "work")],
-        capture_output=True, text=True, cwd=ROOT, timeout=1200,
-    )
-    assert proc.stdout, proc.stderr
-    res = json.loads(proc.stdout)
+    proc, res = run_json_script("crash_test.py", "--kills", "50", "--images", "160", "--texts", "40",
+                                "--seed", "1", "--work", str(tmp_path / "work"), timeout=1200)
     assert res["checks_failed"] == [], res["checks_failed"]
     assert res["kills"] >= 50 and res["kills_targeted"] >= 5  # some aimed between file write and commit
     assert res["uncommitted_files_seen"] >= 1  # a kill did land between an index write and its commit

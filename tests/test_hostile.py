@@ -3,19 +3,13 @@ indexed as what it is, the good files indexed, exit 0, no traceback, memory boun
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 
 from scripts.hostile_corpus import EXPECTED
-from tests.conftest import ROOT
+from tests.conftest import run_json_script
 
 
 def test_hostile_files_are_skipped_or_indexed_and_memory_stays_bounded(tmp_path):
-    proc = subprocess.run([sys.executable, "scripts/hostile_corpus.py", "--work", str(tmp_path / "work")],
-                          capture_output=True, text=True, cwd=ROOT, timeout=900)
-    assert proc.stdout, proc.stderr
-    res = json.loads(proc.stdout)
+    proc, res = run_json_script("hostile_corpus.py", "--work", str(tmp_path / "work"), timeout=900)
     assert res["file_modes_obeyed"]  # the mode-000 file really was unreadable to the run, even as root
     assert res["wrong"] == [], {n: res["files"][n] for n in res["wrong"]}
     assert set(res["files"]) == set(EXPECTED)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import random
 from pathlib import Path
 
 import pytest
@@ -17,8 +16,7 @@ from hypothesis import strategies as st
 from retrieval.cli import cli
 from retrieval.errors import UsageError
 from retrieval.query import MAX_QUERY_CHARS, Query
-from scripts.synthetic import CONCEPTS, draw
-from tests.conftest import live_server
+from tests.conftest import index_pictures_and_note, live_server
 
 SETTINGS = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
 
@@ -58,17 +56,8 @@ def test_query_rules(tmp_path_factory, texts, negatives, weight, not_weight, n_i
 
 @pytest.fixture(scope="module")
 def small_library(tmp_path_factory, random_model):
-    from retrieval import Library
-
     base = tmp_path_factory.mktemp("props")
-    media = base / "media"
-    media.mkdir()
-    rng = random.Random(0)
-    for i in range(6):
-        draw(CONCEPTS[i], rng).save(media / f"{i}.png")
-    (media / "note.txt").write_text("a red circle on a white background", encoding="utf-8")
-    lib = Library(base / "lib", model=random_model, create=True)
-    lib.index([media], progress=False)
+    lib, media = index_pictures_and_note(base, random_model, pictures=6, note="a red circle on a white background")
     files = {"picture": str(media / "0.png"), "note": str(media / "note.txt"), "missing": str(base / "nope.png"),
              "folder": str(media)}
     return lib.path, files

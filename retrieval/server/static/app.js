@@ -167,17 +167,17 @@ async function search(append = false) {
   try {
     const answer = await request;
     if (seq !== state.seq) return;
-    setBusy(false);
     if (answer.items !== undefined) state.items = answer.items;
     state.offset = (append ? state.offset : 0) + answer.hits.length;
     render(answer, append);
     remember();
   } catch (e) {
     if (seq !== state.seq) return;
-    setBusy(false);
     setStatus(e.message, true);
     if (!append) $("#results").replaceChildren();
     $("#more").hidden = true;
+  } finally {
+    if (seq === state.seq) setBusy(false); // the latest answer is drawn
   }
 }
 
