@@ -47,7 +47,7 @@ def main() -> None:
     a = ap.parse_args()
 
     from retrieval.encoders import load_encoder
-    from retrieval.library import resolve_spec
+    from retrieval.encoders import resolve_spec
     from retrieval.server import discovery
 
     with tempfile.TemporaryDirectory(prefix="xmr-bench-server-") as tmp:

@@ -31,7 +31,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from indexer.audio import AUDIO_EXTS, audio_windows  # noqa: E402
+from indexer.kinds.audio import AUDIO_EXTS, audio_windows  # noqa: E402
 from retrieval.errors import DecodeError  # noqa: E402
 
 PROMPT = "the sound of a {}"
@@ -176,10 +176,10 @@ def main() -> None:
     ap.add_argument("--synthetic", action="store_true", help="tiny random models and generated data: proves the code path")
     args = ap.parse_args()
 
-    from retrieval.bridge import Bridge, embed_caption_pairs, fit_bridge, read_captions
+    from retrieval.encoders.bridge import Bridge, embed_caption_pairs, fit_bridge, read_captions
     from retrieval.encoders import load_encoder
     from retrieval.encoders.clap import ClapAudioEncoder
-    from retrieval.library import resolve_spec
+    from retrieval.encoders import resolve_spec
 
     t0 = time.perf_counter()
     tmp = tempfile.TemporaryDirectory() if args.synthetic else None

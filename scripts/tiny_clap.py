@@ -11,7 +11,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from retrieval.bridge import read_captions
+from retrieval.encoders.bridge import read_captions
 from retrieval.encoders.clap import _quiet_transformers
 
 TEXT_CFG = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, max_position_embeddings=80)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from retrieval.bridge import (
+from retrieval.encoders.bridge import (
     Bridge,
     BridgeMismatchError,
     _unit,

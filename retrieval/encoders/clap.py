@@ -1,7 +1,7 @@
 """CLAP audio + text encoder (Hugging Face transformers). torch/transformers are imported here only.
 
 The audio tower gives xmr its sounds; the text tower is used only to fit the bridge into the
-library's CLIP space (see retrieval.bridge).
+library's CLIP space (see retrieval.encoders.bridge).
 """
 
 from __future__ import annotations

@@ -39,7 +39,7 @@ class BridgeMismatchError(EncoderMismatchError):
 
 
 def default_captions_path() -> Path:
-    return Path(__file__).resolve().parent / "data" / "captions.txt"
+    return Path(__file__).resolve().parent.parent / "data" / "captions.txt"
 
 
 def read_captions(path: str | os.PathLike[str] | None = None) -> list[str]:
