@@ -1,4 +1,5 @@
-"""Walk folders and list the media files in them: hidden entries skipped, symlink loops safe."""
+"""Walk folders and list the candidate media files in them (a known kind's extension, or none):
+hidden entries skipped, symlink loops safe. Which kind a file is, its content decides later."""
 
 from __future__ import annotations
 
@@ -8,21 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from indexer.audio import is_audio_name, sniff_audio
-
-IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".jfif", ".ppm", ".pgm"})
-TEXT_EXTS = frozenset({".txt", ".md", ".markdown", ".rst", ".text"})
-
-# Magic numbers of image formats PIL reads: content wins over the extension.
-_IMAGE_MAGIC = (
-    b"\xff\xd8\xff",  # JPEG
-    b"\x89PNG\r\n\x1a\n",
-    b"GIF87a",
-    b"GIF89a",
-    b"BM",
-    b"II*\x00",  # TIFF little endian
-    b"MM\x00*",  # TIFF big endian
-)
+from indexer.kinds import is_candidate
 
 OnSkip = Callable[[str, str], None]
 
@@ -40,30 +27,6 @@ def _utf8_name(path: str) -> bool:
         return True
     except UnicodeEncodeError:  # undecodable bytes, kept by os as lone surrogates
         return False
-
-
-def is_candidate(name: str) -> bool:
-    """Files worth a look: known media extensions, or no extension (sniffed by content)."""
-    ext = os.path.splitext(name)[1].lower()
-    return ext in IMAGE_EXTS or ext in TEXT_EXTS or ext == "" or is_audio_name(name)
-
-
-def sniff_modality(path: str) -> str | None:
-    """'image', 'audio' or 'text' by content first, then by extension; None for anything else."""
-    ext = os.path.splitext(path)[1].lower()
-    with open(path, "rb") as f:
-        head = f.read(16)
-    if head.startswith(_IMAGE_MAGIC) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP"):
-        return "image"
-    if sniff_audio(head, ext):
-        return "audio"
-    if ext in TEXT_EXTS:
-        return "text"
-    if ext in IMAGE_EXTS:
-        return "image"  # decoding will say why it is not a readable image
-    if is_audio_name(path):
-        return "audio"
-    return None
 
 
 def _stat_file(path: str, on_skip: OnSkip) -> MediaFile | None:

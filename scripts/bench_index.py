@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from indexer.decode import load_image  # noqa: E402
+from indexer.kinds.image import load_image  # noqa: E402
 from retrieval import Library  # noqa: E402
 from retrieval.encoders import EncoderSpec, load_encoder  # noqa: E402
 from scripts.photos import write_photos  # noqa: E402

@@ -5,7 +5,7 @@ from __future__ import annotations
 import open_clip
 import pytest
 
-from indexer.decode import chunk_text
+from indexer.kinds.text import chunk_text
 
 WORDS = ("the quick brown fox jumps over a lazy dog while counting electroencephalography "
          "antidisestablishmentarianism and 12345 numbers; ").split()

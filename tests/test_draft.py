@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from indexer.decode import load_image
+from indexer.kinds.image import load_image
 from retrieval.encoders import EncoderSpec, load_encoder
 from scripts.photos import photo
 

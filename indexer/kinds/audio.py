@@ -1,4 +1,4 @@
-"""Sound files -> fixed windows of mono float32 samples at the audio model's rate.
+"""Sounds: files -> fixed windows of mono float32 samples at the audio model's rate.
 
 soundfile (libsndfile: WAV, FLAC, OGG/Vorbis/Opus, MP3, AIFF, ...) decodes; soxr resamples.
 Other formats (m4a, aac, wma, ...) go through ffmpeg when it is installed. Files are read in
@@ -15,11 +15,13 @@ import os
 import shutil
 import subprocess
 from dataclasses import dataclass
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
-import numpy as np
-
+from indexer.kinds.base import DecodeContext, MediaKind, Segment
 from retrieval.errors import DecodeError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 AUDIO_EXTS = frozenset(
     {".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".aifc", ".au", ".caf", ".w64"}
@@ -40,11 +42,6 @@ class Window:
 
 def ffmpeg_path() -> str | None:
     return shutil.which("ffmpeg")
-
-
-def is_audio_name(name: str) -> bool:
-    ext = os.path.splitext(name)[1].lower()
-    return ext in AUDIO_EXTS or ext in FFMPEG_EXTS
 
 
 def sniff_audio(head: bytes, ext: str) -> bool:
@@ -92,6 +89,8 @@ def _ffmpeg_blocks(path: str, rate: int) -> tuple[int, Iterator[np.ndarray]]:
     assert exe
     cmd = [exe, "-nostdin", "-v", "error", "-i", path, "-vn", "-f", "f32le", "-ac", "1", "-ar", str(rate), "pipe:1"]
 
+    import numpy as np
+
     def blocks() -> Iterator[np.ndarray]:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         assert proc.stdout and proc.stderr
@@ -117,6 +116,8 @@ class _Unsupported(Exception):
 
 
 def _resampled(rate_in: int, rate: int, blocks: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+    import numpy as np
+
     if rate_in == rate:
         yield from blocks
         return
@@ -134,6 +135,8 @@ def _resampled(rate_in: int, rate: int, blocks: Iterator[np.ndarray]) -> Iterato
 
 def audio_windows(path: str, rate: int, window: int) -> Iterator[Window]:
     """Decode `path` into windows of `window` samples at `rate` Hz (see the module doc)."""
+    import numpy as np
+
     ext = os.path.splitext(path)[1].lower()
     try:
         rate_in, blocks = _soundfile_blocks(path)
@@ -168,3 +171,23 @@ def audio_windows(path: str, rate: int, window: int) -> Iterator[Window]:
         samples = np.concatenate([last_full[tail:], buf])
         end = emitted + tail
         yield Window(index, (end - window) / rate, end / rate, samples)
+
+
+class AudioKind(MediaKind):
+    """Each window is an item with its `start`/`end` seconds, embedded by CLAP and bridged
+    into the CLIP space (the "audio" embedder)."""
+
+    name = "audio"
+    label = "Sounds"
+    noun = "sound"
+    extensions = AUDIO_EXTS | FFMPEG_EXTS
+    location = ("chunk", "start", "end")
+    view = "player"
+
+    def sniff(self, head: bytes, ext: str) -> bool:
+        return sniff_audio(head, ext)
+
+    def decode(self, path: str, ctx: DecodeContext) -> Iterator[Segment]:
+        rate, window = ctx.audio_format()
+        for w in audio_windows(path, rate, window):
+            yield Segment(w.samples, embedder="audio", chunk=w.index, start=w.start, end=w.end)
