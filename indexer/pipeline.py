@@ -1,4 +1,9 @@
-"""scan -> diff against the catalog -> decode in threads -> batch encode -> rows + vectors -> checkpoint."""
+"""scan -> diff against the catalog -> decode in threads -> batch encode -> rows + vectors -> checkpoint.
+
+Each file is decoded by its kind (indexer.kinds) into segments, whose payloads are prepared by
+the embedder each names (indexer.embedders) in the same worker thread; the model then gets
+batches. Rows and vectors go to the store (indexer.store), which commits them together.
+"""
 
 from __future__ import annotations
 
@@ -8,22 +13,27 @@ import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
-import numpy as np
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from indexer.audio import audio_windows
-from indexer.catalog import AudioRaw, File, Item, Root, drop_files
-from indexer.decode import chunk_text, load_image, partial_hash, read_text
-from indexer.scan import MediaFile, scan, sniff_modality
-from retrieval.encoders.base import IMAGE, TEXT, Encoder
-from retrieval.errors import DecodeError, UsageError, XmrError
+from indexer.audio_bridge import AudioBridge
+from indexer.catalog import AudioRaw, File, Item
+from indexer.decode import decode_file, partial_hash
+from indexer.diff import plan, roots_to_index
+from indexer.embedders import Embedders
+from indexer.index_policy import IndexPolicy
+from indexer.kinds import MediaKind, Segment, sniff_kind
+from indexer.kinds.base import read_failure
+from indexer.models import Models
+from indexer.scan import MediaFile, scan
+from indexer.store import Store
+from retrieval.errors import DecodeError, UsageError
 from retrieval.paths import display_path
 
-AUDIO = "audio"
+if TYPE_CHECKING:
+    import numpy as np
 
 OnSkip = Callable[[str, str], None]
 
@@ -51,58 +61,27 @@ class IndexReport:
 
 
 @dataclass
-class _Window:
-    index: int
-    start: float
-    end: float
-    features: dict[str, np.ndarray]
-
-
-@dataclass
 class _Decoded:
     mf: MediaFile
-    modality: str
+    kind: MediaKind
     phash: str
-    payloads: list[Any]  # preprocessed image tensors, text Chunks, or audio _Windows
-    vectors: np.ndarray | None = None
-    raw: np.ndarray | None = None  # audio: the windows' own CLAP vectors
+    segments: list[Segment]  # payloads prepared for their embedders
+    vectors: list[Any] = field(default_factory=list)  # one per segment, once encoded
+    raw: list[Any] = field(default_factory=list)  # the embedder's own vector, where it keeps one
 
 
-def _decode(mf: MediaFile, encoder: Encoder, audio_encoder: Callable[[], Any]) -> _Decoded | None:
+def _decode(mf: MediaFile, embedders: Embedders) -> _Decoded | None:
     """Runs in a worker thread. None: not a media file after all."""
     try:
-        modality = sniff_modality(mf.path)
-        if modality is None:
+        kind = sniff_kind(mf.path)
+        if kind is None:
             return None
         phash = partial_hash(mf.path, mf.size)
-        if modality == IMAGE:
-            payloads: list[Any] = [encoder.preprocess_image(load_image(mf.path, getattr(encoder, "input_size", None)))]
-        elif modality == AUDIO:
-            aenc = audio_encoder()
-            payloads = [
-                _Window(w.index, w.start, w.end, aenc.features(w.samples))
-                for w in audio_windows(mf.path, aenc.sampling_rate, aenc.window_samples)
-            ]
-        else:
-            chunks = chunk_text(read_text(mf.path), encoder.count_tokens, encoder.context_length)
-            payloads = list(chunks)
-        return _Decoded(mf, modality, phash, payloads)
-    except DecodeError:
-        raise
-    except FileNotFoundError:
-        raise DecodeError("file vanished") from None
-    except PermissionError:
-        raise DecodeError("permission denied") from None
-    except Exception as e:  # one strange file must never stop the run
-        raise DecodeError(f"{type(e).__name__}: {e}") from None
-
-
-def _under(path: str, roots: Sequence[str]) -> bool:
-    return any(path == r or path.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
-
-
-def _encode_in_batches(fn: Callable[[list[Any]], np.ndarray], xs: list[Any], batch_size: int) -> list[np.ndarray]:
-    return [fn(xs[i : i + batch_size]) for i in range(0, len(xs), batch_size)]
+    except OSError as e:
+        raise read_failure(e) from None
+    segments = decode_file(kind, mf.path, embedders,
+                           lambda seg: replace(seg, payload=embedders.get(seg.embedder).prepare(seg.payload)))
+    return _Decoded(mf, kind, phash, segments)
 
 
 def _default_on_skip(path: str, reason: str) -> None:
@@ -111,32 +90,32 @@ def _default_on_skip(path: str, reason: str) -> None:
     tqdm.write(f"skipping {display_path(path)}: {reason}", file=sys.stderr)
 
 
-def _apply(session: Session, vectors: Any, decoded: list[_Decoded], known: dict[str, File], report: IndexReport) -> None:
+def _write_rows(session: Session, store: Store, decoded: list[_Decoded], known: dict[str, File], report: IndexReport) -> None:
     """Rows for encoded files (replacing older versions), then their vectors under the new item ids."""
+    import numpy as np
+
+    vecs = store.loaded_vectors
     for d in decoded:
         row = known.get(d.mf.path)
         if row is not None:
-            drop_files(session, vectors, [row.id])
+            store.drop_files(session, [row.id])
             report.updated += 1
         else:
             report.new += 1
-        f = File(path=d.mf.path, modality=d.modality, size=d.mf.size, mtime_ns=d.mf.mtime_ns, phash=d.phash)
+        f = File(path=d.mf.path, modality=d.kind.name, size=d.mf.size, mtime_ns=d.mf.mtime_ns, phash=d.phash)
         session.add(f)
         session.flush()
-        if d.modality == IMAGE:
-            items = [Item(file_id=f.id, modality=IMAGE, chunk=0)]
-        elif d.modality == AUDIO:
-            items = [Item(file_id=f.id, modality=AUDIO, chunk=w.index, start=w.start, end=w.end) for w in d.payloads]
-        else:
-            items = [
-                Item(file_id=f.id, modality=TEXT, chunk=c.index, char_start=c.char_start, char_end=c.char_end, snippet=c.text)
-                for c in d.payloads
-            ]
+        items = [
+            Item(file_id=f.id, modality=d.kind.name, chunk=s.chunk, char_start=s.char_start, char_end=s.char_end,
+                 snippet=s.snippet, start=s.start, end=s.end)
+            for s in d.segments
+        ]
         session.add_all(items)
         session.flush()
-        if d.raw is not None:
-            session.add_all(AudioRaw(item_id=it.id, vector=np.asarray(r, np.float32).tobytes()) for it, r in zip(items, d.raw))
-        vectors.add(d.vectors, [it.id for it in items])
+        session.add_all(AudioRaw(item_id=it.id, vector=np.asarray(r, np.float32).tobytes())
+                        for it, r in zip(items, d.raw) if r is not None)
+        if vecs is not None and items:
+            vecs.add(np.stack(d.vectors), [it.id for it in items])
         report.items += len(items)
 
 
@@ -168,26 +147,11 @@ def signals_deferred() -> Iterator[None]:
         raise KeyboardInterrupt
 
 
-def _roots(session: Session, paths: Sequence[str]) -> list[str]:
-    if not paths:
-        roots = list(session.scalars(select(Root.path).order_by(Root.path)))
-        if not roots:
-            raise UsageError("no folders to index: give one or more paths")
-        return roots
-    roots = []
-    known = set(session.scalars(select(Root.path)))
-    for p in paths:
-        root = os.path.abspath(os.path.expanduser(p))
-        if root not in roots:
-            roots.append(root)
-        if root not in known and os.path.exists(root):
-            session.add(Root(path=root))
-            known.add(root)
-    return roots
-
-
 def run_index(
-    lib: Any,
+    store: Store,
+    models: Models,
+    bridge: AudioBridge,
+    policy: IndexPolicy,
     paths: Sequence[str] = (),
     *,
     batch_size: int | None = None,
@@ -205,7 +169,7 @@ def run_index(
     every `checkpoint_seconds` and at the end (the index saved under a new name, which the SQL
     commit of the rows then records), so an interrupted run loses at most one interval and the
     next run resumes. While another process writes, raises LibraryLockedError, or with `wait`
-    queues behind it (see Library.write_lock).
+    queues behind it (see Store.write_lock).
     """
     if batch_size is not None and batch_size <= 0:
         raise UsageError("batch size must be positive")
@@ -219,60 +183,21 @@ def run_index(
         report.skipped_paths.append(path)
         on_skip(path, reason)
 
-    with lib.write_lock(wait, on_wait), lib.Session() as s:
-        roots = _roots(s, paths)
-        encoder: Encoder = lib.encoder
+    with store.write_lock(wait, on_wait), store.Session() as s:
+        roots = roots_to_index(s, paths)
+        encoder = models.encoder
         batch_size = batch_size or int(getattr(encoder, "batch_size", 32))
         t0 = time.perf_counter()  # indexing time, not model loading time
-        lib.record_encoder(s)
-        vecs = lib.vectors(create=True)
-        lib.repair_vectors(s)
-        lib.sync_bridge(s)
+        models.record(s)
+        policy.record(s)
+        store.vectors(create_dim=encoder.dim)  # the writer's own copy, changed in place until the end
+        store.repair_vectors(s)
+        bridge.sync(s)
 
-        audio_failed = False
-
-        def audio_encoder() -> Any:
-            """Loaded by the first decode worker that meets a sound; a failure is told in full once."""
-            nonlocal audio_failed
-            try:
-                return lib.audio_encoder
-            except XmrError as e:
-                told, audio_failed = audio_failed, True
-                raise DecodeError("no audio model (see above)" if told else f"no audio model: {e}") from None
-
-        scanned = {mf.path: mf for mf in scan(roots, skip, skip_dirs=[lib.path])}
-        # A root that is missing (an unmounted drive, say) is left alone, not emptied.
-        present = [r for r in roots if os.path.exists(r)]
-        known = {f.path: f for f in s.scalars(select(File)) if _under(f.path, present)}
-        gone = {p: f for p, f in known.items() if p not in scanned}
-        jobs: list[MediaFile] = []
-        by_size: dict[int, list[File]] = {}
-        for f in gone.values():
-            by_size.setdefault(f.size, []).append(f)
-        for path, mf in scanned.items():
-            old = known.get(path)
-            if old is not None:
-                if (old.size, old.mtime_ns) == (mf.size, mf.mtime_ns):
-                    report.unchanged += 1
-                else:
-                    jobs.append(mf)
-                continue
-            match = None
-            if by_size.get(mf.size):
-                try:
-                    ph = partial_hash(path, mf.size)
-                except OSError:
-                    ph = None
-                match = next((f for f in by_size[mf.size] if f.phash == ph), None)
-            if match is not None:  # the same content at a new path: keep its vectors
-                by_size[mf.size].remove(match)
-                del gone[match.path]
-                match.path, match.mtime_ns = path, mf.mtime_ns
-                report.moved += 1
-            else:
-                jobs.append(mf)
-        drop_files(s, vecs, [f.id for f in gone.values()])
-        report.removed = len(gone)
+        todo = plan(s, roots, scan(roots, skip, skip_dirs=[store.path]))
+        known = todo.known
+        report.unchanged, report.moved, report.removed = todo.unchanged, todo.moved, len(todo.gone)
+        store.drop_files(s, [f.id for f in todo.gone])
         s.flush()
 
         pending: list[_Decoded] = []
@@ -287,56 +212,45 @@ def run_index(
             yield
             mutating = False
 
+        def bridge_for(raw: np.ndarray) -> Any:
+            with writing():  # the first sounds of a library fit its bridge (it re-projects stored ones)
+                return bridge.bridge_for(s, raw, progress)
+
+        embedders = Embedders(models, bridge_for)
+
         def checkpoint() -> None:
             nonlocal last_checkpoint
             with writing(), signals_deferred():
-                lib.save_and_commit(s)
+                store.commit(s)
             last_checkpoint = time.perf_counter()
 
         def flush() -> None:
             if not pending:
                 return
-            for modality, fn, as_input in (
-                (IMAGE, encoder.encode_images, lambda p: p),
-                (TEXT, encoder.encode_text, lambda c: c.text),
-            ):
-                group = [d for d in pending if d.modality == modality]
-                xs = [as_input(p) for d in group for p in d.payloads]
-                if not xs:
-                    continue
-                xb = np.concatenate(_encode_in_batches(fn, xs, batch_size))
-                offset = 0
-                for d in group:
-                    d.vectors = xb[offset : offset + len(d.payloads)]
-                    offset += len(d.payloads)
-            sounds = [d for d in pending if d.modality == AUDIO]
-            if sounds:
-                aenc = lib.audio_encoder
-                feats = [w.features for d in sounds for w in d.payloads]
-                raw = np.concatenate(_encode_in_batches(aenc.encode_audio, feats, batch_size))
-                with writing():
-                    lib.record_audio_encoder(s)
-                    # The first sounds of a library fit its bridge (they also estimate the gap).
-                    bridge = lib.bridge() or lib.fit_bridge(s, extra_audio=raw, progress=progress)
-                mapped = bridge.map_audio(raw)
-                offset = 0
-                for d in sounds:
-                    n = len(d.payloads)
-                    d.raw, d.vectors = raw[offset : offset + n], mapped[offset : offset + n]
-                    offset += n
+            groups: dict[str, list[tuple[_Decoded, int]]] = {}
+            for d in pending:
+                d.vectors, d.raw = [None] * len(d.segments), [None] * len(d.segments)
+                for i, seg in enumerate(d.segments):
+                    groups.setdefault(seg.embedder, []).append((d, i))
+            for name, members in groups.items():
+                out = embedders.get(name).embed([d.segments[i].payload for d, i in members], batch_size)
+                for j, (d, i) in enumerate(members):
+                    d.vectors[i] = out.vectors[j]
+                    d.raw[i] = out.raw[j] if out.raw is not None else None
             with writing():
-                _apply(s, vecs, pending, known, report)
+                _write_rows(s, store, pending, known, report)
             pending.clear()
 
         window = max(4 * (workers or os.cpu_count() or 2), 2 * batch_size)
         pool = ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 2, thread_name_prefix="xmr-decode")
         queue: deque[tuple[MediaFile, Future]] = deque()
-        todo = iter(jobs)
-        bar = tqdm(total=len(jobs), unit="file", desc="indexing", disable=(not progress) if progress is not None else None, file=sys.stderr)
+        jobs = iter(todo.jobs)
+        bar = tqdm(total=len(todo.jobs), unit="file", desc="indexing", disable=(not progress) if progress is not None else None,
+                   file=sys.stderr)
         try:
             while True:
-                while len(queue) < window and (mf := next(todo, None)) is not None:
-                    queue.append((mf, pool.submit(_decode, mf, encoder, audio_encoder)))
+                while len(queue) < window and (mf := next(jobs, None)) is not None:
+                    queue.append((mf, pool.submit(_decode, mf, embedders)))
                 if not queue:
                     break
                 mf, fut = queue.popleft()
@@ -346,29 +260,32 @@ def run_index(
                     skip(mf.path, str(e))
                     if mf.path in known:  # its old vectors describe content that is gone
                         with writing():
-                            drop_files(s, vecs, [known.pop(mf.path).id])
+                            store.drop_files(s, [known.pop(mf.path).id])
                     dec = None
                 bar.update(1)
+                if dec is not None and not dec.segments:
+                    skip(mf.path, "nothing to index in it")
+                    dec = None
                 if dec is not None:
                     pending.append(dec)
-                    if sum(len(d.payloads) for d in pending) >= batch_size:
+                    if sum(len(d.segments) for d in pending) >= batch_size:
                         flush()
                         if time.perf_counter() - last_checkpoint >= checkpoint_seconds:
                             checkpoint()
             flush()
             with writing():
-                lib.maybe_reindex(s, progress)
+                policy.maybe_reindex(s, progress)
             checkpoint()
-            lib.prune_thumbnails()  # also those a run killed before its pruning left behind
+            store.prune_thumbnails()  # also those a run killed before its pruning left behind
         except BaseException:
             report.interrupted = True
             pool.shutdown(wait=True, cancel_futures=True)
             if mutating:  # rows and vectors may disagree: go back to the last checkpoint
                 s.rollback()
-                lib.forget_uncommitted()
+                store.forget_uncommitted()
             else:  # keep the work done so far; pending decoded files are simply redone next time
                 pending.clear()
-                lib.save_and_commit(s)
+                store.commit(s)
             raise
         finally:
             bar.close()

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import signal
 import sys
 from typing import Any
 
 import click
 
+from indexer.kinds import kind_names
+from retrieval.cli_output import print_hits, print_stats
 from retrieval.errors import LibraryLockedError, UsageError, XmrError
 
 MODEL_HELP = "open_clip model: registry name (ViT-B-32), hf-hub:ORG/REPO or local-dir:PATH [default: ViT-B-32, or the library's]"
@@ -167,7 +168,7 @@ def index(ctx: click.Context, paths: tuple[str, ...], model: str | None, pretrai
 @click.option("--weight", type=click.FloatRange(0, 1), help="Share of the picture(s)/sound(s) in a query that also has text [default: 0.5]")
 @click.option("--not", "negatives", multiple=True, help="Text to steer away from (repeatable).")
 @click.option("--not-weight", default=0.5, show_default=True, type=click.FloatRange(0, 1), help="Strength of the --not terms.")
-@click.option("--type", "modality", type=click.Choice(["any", "image", "text", "audio"]), default="any", show_default=True,
+@click.option("--type", "modality", type=click.Choice(["any", *kind_names()]), default="any", show_default=True,
               help="Only results of this kind; 'any' mixes them by calibrated score.")
 @click.option("-k", "k", default=10, show_default=True, type=click.IntRange(min=1), help="Number of results.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array of hits.")
@@ -210,7 +211,7 @@ def search(ctx: click.Context, query: str | None, texts: tuple[str, ...], images
         lib = _open(ctx, model=model, pretrained=pretrained)
         hits = [h.to_dict() for h in lib.search(q, k=k, modality=modality)]
         items = None if hits else lib.stats()["items"]
-    _print_hits(hits, items, as_json)
+    print_hits(hits, items, as_json)
 
 
 def _via_server(ctx: click.Context, ask: Any) -> dict[str, Any] | None:
@@ -233,37 +234,6 @@ def _via_server(ctx: click.Context, ask: Any) -> dict[str, Any] | None:
         return None
     log.info("answered by xmr serve at %s", info["url"])
     return answer
-
-
-def _print_hits(hits: list[dict[str, Any]], items: int | None, as_json: bool) -> None:
-    from retrieval.paths import display_path
-
-    if as_json:
-        click.echo(json.dumps(hits, indent=2, ensure_ascii=False))
-        return
-    if not hits:
-        click.echo("no results" + ("" if items else " (the library is empty; run `xmr index PATH`)"))
-        return
-    width = max(60, min(os.get_terminal_size(sys.stdout.fileno()).columns if sys.stdout.isatty() else 100, 160))
-    mixed = any(h.get("calibrated") is not None for h in hits)
-    # Mixed modalities are ranked by the calibrated score (README: "Mixing modalities"); show it,
-    # or the raw cosines would look out of order.
-    click.echo(f"{'#':>3}  {'score':>6}  " + (f"{'calib':>6}  " if mixed else "") + f"{'type':<5}  result")
-    for rank, h in enumerate(hits, 1):
-        where = f"  [{_clock(h['start'])}-{_clock(h['end'])}]" if h.get("start") is not None and h.get("end") is not None else ""
-        calib = f"{h['calibrated']:+6.2f}  " if mixed and h.get("calibrated") is not None else ("        " if mixed else "")
-        line = f"{rank:>3}  {h['score']:6.3f}  {calib}{h['modality']:<5}  {display_path(h['path'])}{where}"
-        click.echo(line)
-        if h.get("snippet"):
-            snippet = " ".join(h["snippet"].split())
-            indent = 28 if mixed else 20
-            limit = width - indent
-            click.echo(" " * indent + f"{snippet[:limit] + ('…' if len(snippet) > limit else '')}  [chunk {h['chunk']}]")
-
-
-def _clock(seconds: float) -> str:
-    m, s = divmod(seconds, 60)
-    return f"{int(m)}:{s:04.1f}"
 
 
 @cli.command()
@@ -315,39 +285,7 @@ def stats(ctx: click.Context, as_json: bool) -> None:
         st = _via_server(ctx, lambda client, info: client.get(info, "/api/stats"))
     if st is None:
         st = _open(ctx).stats()
-    if as_json:
-        click.echo(json.dumps(st, indent=2))
-        return
-    enc = st["encoder"]
-    click.echo(f"library    {st['library']}")
-    click.echo(f"database   {st['database']}")
-    click.echo(f"files      {st['files']}  " + ", ".join(f"{k}: {v}" for k, v in sorted(st["files_by_modality"].items())))
-    click.echo(f"items      {st['items']}  " + ", ".join(f"{k}: {v}" for k, v in sorted(st["items_by_modality"].items())))
-    click.echo(f"vectors    {st['vectors']}  ({st['index_type']}, dim {enc.get('dim', '?')})")
-    t = st.get("index_tuning")
-    if t:
-        probe = f"nprobe {t['nprobe']}: " if t.get("nprobe") else ""
-        click.echo(
-            f"tuning     {probe}recall@10 {t['recall_at_10']:.3f} (target {t['target']}), single query {t['p50_ms']:.2f} ms p50, "
-            f"measured on {t['queries']} held-out queries" + (f"; {t['note']}, raise --max-memory" if t.get("note") else "")
-        )
-    encoder = enc["model"] + (f"  pretrained: {enc['pretrained']}" if enc.get("pretrained") else "")
-    click.echo(f"encoder    {encoder}" + (f"  sha256: {enc['weights_sha256'][:12]}" if enc.get("weights_sha256") else ""))
-    if st.get("audio_encoder"):
-        a = st["audio_encoder"]
-        pin = f"  sha256: {a['weights_sha256'][:12]}" if a.get("weights_sha256") else (f"  revision: {a['revision'][:12]}" if a.get("revision") else "")
-        click.echo(f"audio      {a['audio_model']}{pin}  ({a['window_s']:g} s windows)")
-    if st.get("bridge"):
-        b = st["bridge"]
-        if "error" in b:
-            click.echo(f"bridge     error: {b['error']}")
-        else:
-            click.echo(
-                f"bridge     {b['method']}, {b['captions']} captions, gap from {b['gap_windows']} windows, "
-                f"held-out R@1 {b['heldout_r1']:.3f}, cos {b['heldout_cos']:.3f}  sha256: {b['sha256'][:12]}"
-            )
-    click.echo(f"roots      {', '.join(st['roots']) or '-'}")
-    click.echo(f"size       {st['size_bytes'] / 1e6:.1f} MB")
+    print_stats(st, as_json)
 
 
 @cli.command()
@@ -384,10 +322,7 @@ def bridge() -> None:
 def bridge_fit(ctx: click.Context, captions: str | None, method: str, audio_model: str | None, progress: bool | None) -> None:
     """Fit the bridge for this library's CLIP encoder and CLAP model and move stored sounds to it."""
     lib = _open(ctx, create=True, audio_model=audio_model)
-    with lib.write_lock(), lib.Session() as s:
-        b = lib.fit_bridge(s, captions=captions, method=method, progress=progress)
-        lib.save_and_commit(s)
-    d = b.describe()
+    d = lib.refit_bridge(captions=captions, method=method, progress=progress).describe()
     click.echo(
         f"bridge fitted: {d['method']} on {d['captions']} captions, held-out R@1 {d['heldout_r1']:.3f}, "
         f"cos {d['heldout_cos']:.3f}; gap from {d['gap_windows']} audio windows -> {lib.bridge_path}"

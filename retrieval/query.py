@@ -71,7 +71,7 @@ class Query:
         """
         import numpy as np
 
-        from indexer.decode import load_image
+        from indexer.kinds.image import load_image
 
         self.validate()
         enc: Callable[[], Encoder] = encoder if callable(encoder) else (lambda: encoder)  # type: ignore[assignment]

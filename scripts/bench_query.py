@@ -43,7 +43,8 @@ def fake_library(path: Path, encoder, n: int, seed: int = 0):
     lib = Library(path, encoder=encoder, create=True)
     rng = np.random.default_rng(seed)
     with lib.write_lock(), lib.Session() as s:
-        lib.record_encoder(s)
+        lib.models.record(s)
+        lib.policy.record(s)
         vecs = lib.vectors(create=True)
         files = [File(path=f"/photos/IMG_{i:07d}.jpg", modality="image", size=1, mtime_ns=0, phash="0") for i in range(n)]
         s.add_all(files)
@@ -53,8 +54,8 @@ def fake_library(path: Path, encoder, n: int, seed: int = 0):
         s.flush()
         x = rng.standard_normal((n, encoder.dim)).astype(np.float32)
         vecs.add(x / np.linalg.norm(x, axis=1, keepdims=True), [it.id for it in items])
-        lib.maybe_reindex(s, progress=False)
-        lib.save_and_commit(s)
+        lib.policy.maybe_reindex(s, progress=False)
+        lib.store.commit(s)
     return Library(path, encoder=encoder)
 
 
@@ -73,7 +74,7 @@ def main() -> None:
     import torch
 
     from retrieval.encoders import load_encoder
-    from retrieval.library import resolve_spec
+    from retrieval.encoders import resolve_spec
 
     t = time.perf_counter()
     enc = load_encoder(resolve_spec(args.model, args.pretrained), args.device)

@@ -230,7 +230,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             from retrieval.library import Library
 
             probe = Library(lib)
-            if probe.stray_files():
+            if probe.store.stray_files():
                 result["uncommitted_files_seen"] += 1
             probe.engine.dispose()
             code, out_text, err_text = runner.run("--library", str(lib), "check")

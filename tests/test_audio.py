@@ -15,7 +15,7 @@ from tests.conftest import run_xmr
 
 RATE = 44100
 
-# name -> (kind, seconds, freq); expected windows follow the module doc of indexer.audio
+# name -> (kind, seconds, freq); expected windows follow the module doc of indexer.kinds.audio
 SOUNDS = {
     "tone.wav": ("tone", 3.0, 440.0),
     "long.flac": ("chirp", 25.0, 300.0),
@@ -105,7 +105,7 @@ def test_audio_self_query_returns_the_same_window_first(audio_lib):
 def test_text_reaches_sounds_through_the_bridge(audio_lib):
     """The stored audio vector is bridge(CLAP(window)) and a text query scores CLIP(text) against it."""
     lib, _, _ = audio_lib
-    from indexer.audio import audio_windows
+    from indexer.kinds.audio import audio_windows
 
     hits = lib.search("a dog barks", k=20, modality="audio")
     assert len(hits) == lib.stats()["items_by_modality"]["audio"]
@@ -138,7 +138,7 @@ def test_a_bridge_for_another_pair_is_refused(tmp_path, audio_lib, media, tiny_c
     other.index([media / "tone.wav"], progress=False)
     shutil.copy(lib.bridge_path, other.bridge_path)
     fresh = Library(tmp_path / "other")
-    from retrieval.bridge import BridgeMismatchError
+    from retrieval.encoders.bridge import BridgeMismatchError
 
     with pytest.raises(BridgeMismatchError, match="xmr bridge fit"):
         fresh.search(Query(audios=[str(media / "tone.wav")]))
@@ -181,7 +181,7 @@ def test_swapped_bridge_file_is_found_and_repaired(tmp_path, media, random_model
         captions = tmp_path / "c.txt"
         captions.write_text("\n".join(f"water drips {i} times in a cave" for i in range(100)))
         lib.fit_bridge(s, captions=captions, method="ridge", progress=False)
-        lib.save_and_commit(s)
+        lib.store.commit(s)
     shutil.copy(saved, lib.bridge_path)  # as if a crash hit between the bridge file and the commit
     fresh = Library(tmp_path / "lib")
     report = fresh.check()
@@ -208,17 +208,17 @@ def test_a_crash_between_a_new_bridge_file_and_its_commit_changes_nothing(tmp_pa
         lib.fit_bridge(s, captions=captions, method="ridge", progress=False)
         monkeypatch.setattr(Session, "commit", crash)
         with pytest.raises(KeyboardInterrupt):
-            lib.save_and_commit(s)
+            lib.store.commit(s)
     monkeypatch.undo()
 
     fresh = Library(tmp_path / "lib")
     assert (fresh.bridge_path, fresh.index_path) == (old_bridge, old_index)
     assert fresh.check().ok, fresh.check().problems
     assert [(h.item_id, round(h.score, 5)) for h in fresh.search(vector=fresh.item_vector(1), k=5)] == old_hits
-    strays = fresh.stray_files()
+    strays = fresh.store.stray_files()
     assert any(p.name.startswith("bridge-") for p in strays) and any(p.name.startswith("vectors-") for p in strays)
     fresh.index([media / "tone.wav", media / "long.flac"], progress=False)  # the next writer tidies up
-    assert not fresh.stray_files() and old_bridge.exists()
+    assert not fresh.store.stray_files() and old_bridge.exists()
 
 
 def test_no_audio_model_skips_sounds_and_keeps_the_rest(tmp_path, media, random_model):
@@ -253,9 +253,9 @@ def test_formats_beyond_soundfile_go_through_ffmpeg(tmp_path, media, random_mode
     # 25 s of sound: three windows, the encoder's priming samples aside
     assert [(round(h.start), round(h.end)) for h in sorted(hits, key=lambda h: h.start)] == [(0, 10), (10, 20), (15, 25)]
 
-    import indexer.audio
+    import indexer.kinds.audio
 
-    monkeypatch.setattr(indexer.audio, "ffmpeg_path", lambda: None)
+    monkeypatch.setattr(indexer.kinds.audio, "ffmpeg_path", lambda: None)
     (folder / "other.m4a").write_bytes((folder / "voice.m4a").read_bytes())
     reasons: list[str] = []
     lib.index([folder], progress=False, on_skip=lambda p, r: reasons.append(r))

@@ -154,10 +154,10 @@ def test_library_crosses_the_threshold_once_and_keeps_working(tmp_path, trained_
 
 
 def test_readers_map_large_indexes_and_writers_get_their_own_copy(tmp_path, random_model, samples, monkeypatch):
-    import retrieval.library
+    import indexer.store
     from retrieval import Library
 
-    monkeypatch.setattr(retrieval.library, "MMAP_MIN_BYTES", 0)  # every index counts as large
+    monkeypatch.setattr(indexer.store, "MMAP_MIN_BYTES", 0)  # every index counts as large
     folder, _ = samples
     Library(tmp_path / "lib", model=random_model, create=True).index([folder], progress=False)
     reader = Library(tmp_path / "lib")

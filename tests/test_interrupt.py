@@ -72,14 +72,14 @@ def test_interrupt_then_resume(tmp_path, many, random_model, monkeypatch, where)
     reopened = Library(tmp_path / "lib")
     assert reopened.check().ok, reopened.check().problems
     if where == "checkpoint":  # the uncommitted index file is there, unused, until the next writer
-        assert reopened.stray_files() and reopened.index_path not in reopened.stray_files()
+        assert reopened.store.stray_files() and reopened.index_path not in reopened.store.stray_files()
     done = reopened.stats()["items"]
     assert 0 < done < 40
     monkeypatch.undo()
 
     report = reopened.index([many], batch_size=4, progress=False)
     assert report.unchanged == done and report.new == 40 - done
-    assert reopened.check().ok and not reopened.stray_files()
+    assert reopened.check().ok and not reopened.store.stray_files()
     assert sorted(p.name for p in reopened.path.glob("vectors*")) == [reopened.index_path.name]
 
     single = Library(tmp_path / "single", model=random_model, create=True)
@@ -161,7 +161,7 @@ def test_ctrl_c_that_a_library_turns_into_another_error_still_ends_as_interrupte
         except BaseException as e:  # what torch's loader does with it, in effect
             raise ModelLoadError(f"could not load the weights ({e!r})") from None
 
-    monkeypatch.setattr("retrieval.library.load_encoder", load)
+    monkeypatch.setattr("indexer.models.load_encoder", load)
     (tmp_path / "a.txt").write_text("hello", encoding="utf-8")
     monkeypatch.setattr(cli, "_signalled", [])
     previous = signal.getsignal(signal.SIGINT)

@@ -108,10 +108,10 @@ def cached_encoder(small_library):
     """The model loads once for the module instead of once per generated command line."""
     import functools
 
-    import retrieval.library
+    import indexer.models
 
     mp = pytest.MonkeyPatch()
-    mp.setattr(retrieval.library, "load_encoder", functools.lru_cache(maxsize=2)(retrieval.library.load_encoder))
+    mp.setattr(indexer.models, "load_encoder", functools.lru_cache(maxsize=2)(indexer.models.load_encoder))
     yield
     mp.undo()
 

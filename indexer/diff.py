@@ -1,0 +1,88 @@
+"""What an index run has to do: the scanned folders against the catalog.
+
+Unchanged files (same mtime and size) are left alone; a file that moved (same size and partial
+hash as one gone from its old path) keeps its rows and vectors under the new path; files gone
+from under a root are removed; everything else is decoded and encoded.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from indexer.catalog import File, Root
+from indexer.decode import partial_hash
+from indexer.scan import MediaFile
+from retrieval.errors import UsageError
+
+
+@dataclass
+class Plan:
+    jobs: list[MediaFile] = field(default_factory=list)  # to decode and encode
+    known: dict[str, File] = field(default_factory=dict)  # catalog rows under the roots, by path
+    gone: list[File] = field(default_factory=list)  # to remove
+    moved: int = 0
+    unchanged: int = 0
+
+
+def roots_to_index(session: Session, paths: Sequence[str]) -> list[str]:
+    """Absolute roots for `paths` (recorded for later runs), or every root indexed before."""
+    if not paths:
+        roots = list(session.scalars(select(Root.path).order_by(Root.path)))
+        if not roots:
+            raise UsageError("no folders to index: give one or more paths")
+        return roots
+    roots: list[str] = []
+    known = set(session.scalars(select(Root.path)))
+    for p in paths:
+        root = os.path.abspath(os.path.expanduser(p))
+        if root not in roots:
+            roots.append(root)
+        if root not in known and os.path.exists(root):
+            session.add(Root(path=root))
+            known.add(root)
+    return roots
+
+
+def _under(path: str, roots: Sequence[str]) -> bool:
+    return any(path == r or path.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
+
+
+def plan(session: Session, roots: Sequence[str], scanned_files: Iterable[MediaFile]) -> Plan:
+    """Compare the scan with the catalog; moves are applied to the rows at once (not committed)."""
+    scanned = {mf.path: mf for mf in scanned_files}
+    # A root that is missing (an unmounted drive, say) is left alone, not emptied.
+    present = [r for r in roots if os.path.exists(r)]
+    out = Plan(known={f.path: f for f in session.scalars(select(File)) if _under(f.path, present)})
+    gone = {p: f for p, f in out.known.items() if p not in scanned}
+    by_size: dict[int, list[File]] = {}
+    for f in gone.values():
+        by_size.setdefault(f.size, []).append(f)
+    for path, mf in scanned.items():
+        old = out.known.get(path)
+        if old is not None:
+            if (old.size, old.mtime_ns) == (mf.size, mf.mtime_ns):
+                out.unchanged += 1
+            else:
+                out.jobs.append(mf)
+            continue
+        match = None
+        if by_size.get(mf.size):
+            try:
+                ph = partial_hash(path, mf.size)
+            except OSError:
+                ph = None
+            match = next((f for f in by_size[mf.size] if f.phash == ph), None)
+        if match is not None:  # the same content at a new path: keep its vectors
+            by_size[mf.size].remove(match)
+            del gone[match.path]
+            match.path, match.mtime_ns = path, mf.mtime_ns
+            out.moved += 1
+        else:
+            out.jobs.append(mf)
+    out.gone = list(gone.values())
+    return out

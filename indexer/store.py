@@ -1,0 +1,332 @@
+"""The library's storage and the protocol that keeps its parts in step.
+
+A library is a folder holding the SQL catalog (or a `--db` URL), the FAISS index file and,
+once it has sounds, the audio bridge file. A checkpoint writes a changed index under a new
+name (`vectors-N.faiss`, via a temporary file and os.replace) and a refitted bridge under its
+hash (`bridge-HASH.safetensors`); the catalog commit that records those names makes them
+current, together with the rows they match. Until that commit the previous files stay the
+library's, so a crash at any moment leaves the last commit whole. Readers open only the files
+the catalog names; files that no commit names were left by a run that died, and the next
+writer (holding the write lock) removes them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from indexer.catalog import File, Item, Meta, drop_files, get_meta, init_schema, make_engine, set_meta
+from indexer.kinds import all_kinds
+from indexer.vectors import DEFAULT_FACTORY, MMAP_MIN_BYTES, VectorIndex, full_factory, is_ivf
+from retrieval.errors import LibraryError, LibraryLockedError
+from retrieval.paths import BRIDGE_FILE, DB_FILE, INDEX_FILE, LOCK_FILE, THUMBNAIL_DIR
+
+_THUMBNAIL_NAME = re.compile(r"([0-9a-f]{40})-\d+\.jpg")
+# Anything else matching these is left over from a run that died before its commit.
+_INDEX_NAME = re.compile(r"vectors(?:-(\d+))?\.faiss")
+_BRIDGE_NAME = re.compile(r"bridge(?:-[0-9a-f]+)?\.safetensors")
+_TEMP_NAME = re.compile(r"\.vectors.*\.tmp|bridge.*\.tmp")
+
+FileSignature = tuple[int, int, int]
+
+
+def file_signature(path: Path) -> FileSignature | None:
+    """(inode, size, mtime) of a file, None when it is missing: changes when a writer replaces it."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+class Store:
+    """The catalog (engine, sessions), the write lock, the current index and bridge files, the
+    loaded index, and the commit that makes a writer's changes current.
+
+    `factory` is the FAISS index of a new library (the catalog's record wins once there is one).
+    `device` 'cpu' keeps searches off a GPU even when faiss has one.
+    """
+
+    def __init__(self, path: Path, *, db: str | None = None, create: bool = False, device: str = "auto",
+                 factory: str | None = None) -> None:
+        self.path = path
+        if create:
+            path.mkdir(parents=True, exist_ok=True)
+        elif not path.is_dir():
+            raise LibraryError(f"no library at {path}; run `xmr index PATH` to create one")
+        self.db_url = db or f"sqlite:///{path / DB_FILE}"
+        self.engine = make_engine(self.db_url)
+        init_schema(self.engine, create=create)
+        self.Session = sessionmaker(self.engine, expire_on_commit=False)
+        self.device = device
+        self._vectors: VectorIndex | None = None
+        self._pending_bridge_file: str | None = None
+        self._superseded: list[Path] = []  # files to delete once the next commit is done
+        with self.Session() as s:
+            self._read_file_names(s)
+            self.factory: str = get_meta(s, "factory") or full_factory(factory or DEFAULT_FACTORY)
+            self.tuning: dict[str, Any] | None = get_meta(s, "index_tuning")
+
+    # -- which files are current -----------------------------------------------------------
+
+    def _read_file_names(self, session: Session) -> None:
+        """Which index and bridge files the last commit made current (older libraries: fixed names)."""
+        self._index_file: str = get_meta(session, "index_file") or INDEX_FILE
+        self._bridge_file: str = get_meta(session, "bridge_file") or BRIDGE_FILE
+
+    def refresh(self, session: Session | None = None) -> bool:
+        """Re-read the committed file names and index settings (a writer may have committed since
+        this view was opened); True when the index file changed. Given a `session`, they are read
+        in it, so that the rows it reads next belong to the same commit as the files."""
+        before = self._index_file
+        with nullcontext(session) if session is not None else self.Session() as s:
+            self._read_file_names(s)
+            self.factory = get_meta(s, "factory") or self.factory
+            self.tuning = get_meta(s, "index_tuning")
+        return self._index_file != before
+
+    @property
+    def index_path(self) -> Path:
+        """The current (committed) index file."""
+        return self.path / self._index_file
+
+    @property
+    def bridge_path(self) -> Path:
+        """The current (committed) bridge file."""
+        return self.path / self._bridge_file
+
+    @property
+    def bridge_name(self) -> str:
+        """The bridge file this writer's next commit names (a staged one), else the committed one."""
+        return self._pending_bridge_file or self._bridge_file
+
+    def stray_files(self) -> list[Path]:
+        """Index, bridge and temporary files that no commit names: left by an interrupted run."""
+        keep = {self._index_file, self._bridge_file, self._pending_bridge_file}
+        return sorted(
+            p for p in self.path.iterdir()
+            if p.name not in keep and any(r.fullmatch(p.name) for r in (_INDEX_NAME, _BRIDGE_NAME, _TEMP_NAME))
+        )
+
+    def _next_index_file(self) -> str:
+        m = _INDEX_NAME.fullmatch(self._index_file)
+        return f"vectors-{int(m.group(1) or 0) + 1 if m else 1}.faiss"
+
+    # -- the loaded index ------------------------------------------------------------------
+
+    def vectors(self, *, writable: bool = False, create_dim: int | None = None) -> VectorIndex | None:
+        """The FAISS index, loaded from the committed file on first use (None when there is none).
+
+        Readers of a large index map it (mmap) instead of reading it; a writer (`writable`, or
+        `create_dim`: make an empty index of that dimension when there is none) gets a private
+        in-memory copy it can change and save.
+        """
+        writable = writable or create_dim is not None
+        if self._vectors is not None and writable and self._vectors.mmapped:
+            self._vectors = None
+        if self._vectors is None:
+            self._vectors = self._load_vectors(writable)
+            if self._vectors is None and create_dim is not None:
+                if is_ivf(self.factory):  # the trained index file is gone: start exact again
+                    self.factory = full_factory(DEFAULT_FACTORY)
+                self._vectors = VectorIndex.create(create_dim, self.factory.split(",", 1)[1])
+            if self._vectors is not None and self.device != "cpu":
+                # Searches run on a GPU copy when faiss has GPUs (use_gpu checks; CPU otherwise).
+                self._vectors.use_gpu(int(self.device.partition(":")[2] or 0))
+        return self._vectors
+
+    def forget_loaded(self) -> None:
+        """Drop the index in memory; the next use reads the committed file."""
+        self._vectors = None
+
+    @property
+    def loaded_vectors(self) -> VectorIndex | None:
+        """The index in memory, if any, without loading it."""
+        return self._vectors
+
+    def replace_vectors(self, vecs: VectorIndex, factory: str, tuning: dict[str, Any] | None) -> None:
+        """A rebuilt or retuned index becomes this writer's (saved by the next commit)."""
+        self._vectors, self.factory, self.tuning = vecs, factory, tuning
+
+    def _load_vectors(self, writable: bool) -> VectorIndex | None:
+        """The committed index file, read. A writer may commit a new file and delete this view's
+        between our reading its name and opening it: then the new name is read and opened."""
+        for _ in range(5):
+            path = self.index_path
+            sig = file_signature(path)
+            if sig is None:
+                if self.refresh():
+                    continue
+                return None
+            try:
+                vecs = VectorIndex.load(path, self.factory, mmap=not writable and sig[1] >= MMAP_MIN_BYTES)
+            except LibraryError:
+                if path.exists() or not self.refresh():
+                    raise
+                continue
+            vecs.disk_signature = sig  # what `reopen` compares
+            self.apply_tuning(vecs)
+            return vecs
+        raise LibraryError(f"the vector index of {self.path} keeps changing; try again")
+
+    def apply_tuning(self, vecs: VectorIndex) -> None:
+        """The recorded search parameter (nprobe) onto a loaded IVF index."""
+        if (self.tuning or {}).get("nprobe") and vecs.is_ivf:
+            vecs.nprobe = self.tuning["nprobe"]
+
+    def reopen(self) -> "Store":
+        """A fresh view of the library as it is on disk now, keeping the loaded index when its
+        file did not change. Readers call this after a writer committed."""
+        new = Store(self.path, db=self.db_url, device=self.device)
+        vecs = self._vectors
+        if vecs is not None and vecs.disk_signature == file_signature(new.index_path) and new.factory == self.factory:
+            new._vectors = vecs
+            new.apply_tuning(vecs)
+        return new
+
+    def disk_signature(self) -> tuple[Any, ...]:
+        """Changes whenever a writer saves the index, commits to a SQLite catalog or refits the
+        bridge: what a long-lived reader (the server) compares to know it must reopen."""
+        files = [self.index_path, self.bridge_path]
+        if self.engine.dialect.name == "sqlite" and self.engine.url.database:
+            db = Path(self.engine.url.database)
+            files += [db, db.with_name(db.name + "-wal")]
+        sig: list[Any] = [file_signature(f) for f in files]
+        if self.engine.dialect.name != "sqlite":  # another database: ask it
+            with self.engine.connect() as conn:
+                sig.append(tuple(conn.execute(select(func.count(File.id), func.max(File.indexed_at))).one()))
+                sig.append(tuple(conn.execute(select(Meta.value).where(Meta.key.in_(["index_file", "bridge_file"]))).scalars()))
+        return tuple(sig)
+
+    # -- writing ---------------------------------------------------------------------------
+
+    @contextmanager
+    def write_lock(self, wait: bool = False, on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
+        """One writer at a time; a second gets LibraryLockedError instead of corrupting anything,
+        or with `wait` queues behind the first (`on_wait` hears why it waits).
+        The holder starts from the latest commit (`begin_write`)."""
+        fd = os.open(self.path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                import fcntl
+
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except ImportError:  # pragma: no cover - not POSIX
+                pass
+            except BlockingIOError:
+                other = os.pread(fd, 32, 0).decode(errors="replace").strip()
+                who = f"another xmr process{f' (pid {other})' if other else ''}"
+                if not wait:
+                    raise LibraryLockedError(f"{who} is writing to {self.path}; wait for it to finish") from None
+                if on_wait is not None:
+                    on_wait(f"waiting for {who} to finish writing to {self.path}")
+                # The kernel queues us and hands the lock over when the holder exits, even by
+                # SIGKILL; Ctrl-C still interrupts the wait.
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode(), 0)
+            self.begin_write()
+            yield
+        finally:
+            os.close(fd)
+
+    def begin_write(self) -> None:
+        """Under the write lock, before changing anything: catch up with what other writers
+        committed since this view was opened, and remove files left by runs that died before
+        their commit (only the lock holder may: no other process writes them)."""
+        loaded = self._vectors
+        self.refresh()
+        if loaded is not None and loaded.disk_signature != file_signature(self.index_path):
+            self._vectors = None  # another writer committed a newer index
+        for p in self.stray_files():
+            p.unlink(missing_ok=True)
+
+    def stage_bridge(self, session: Session, name: str, save: Callable[[Path], None]) -> None:
+        """Write a bridge file under `name`; it becomes current when the caller commits."""
+        save(self.path / name)
+        set_meta(session, "bridge_file", name)
+        if name != self._bridge_file:
+            self._superseded.append(self.bridge_path)
+        self._pending_bridge_file = name
+
+    def drop_files(self, session: Session, file_ids: Sequence[int]) -> None:
+        """Remove files, their items and the items' vectors from the loaded index (if any)."""
+        drop_files(session, self._vectors, list(file_ids))
+
+    def commit(self, session: Session) -> None:
+        """Checkpoint: a changed index is saved under a new name, and the catalog commit that
+        records the name makes it current, together with the rows it matches. A crash at any
+        moment leaves the previous commit's rows and files; only then are superseded files deleted.
+        """
+        vecs = self._vectors
+        new_index = None
+        if vecs is not None and (vecs.dirty or not self.index_path.exists()):
+            new_index = self._next_index_file()
+            vecs.save(self.path / new_index)
+            set_meta(session, "index_file", new_index)
+            set_meta(session, "vectors_total", vecs.ntotal)  # lets `xmr stats` skip loading FAISS
+        session.commit()
+        if new_index is not None and vecs is not None:
+            if new_index != self._index_file:
+                self._superseded.append(self.index_path)
+            self._index_file = new_index
+            vecs.dirty = False
+            vecs.disk_signature = file_signature(self.index_path)
+        if self._pending_bridge_file is not None:
+            self._bridge_file, self._pending_bridge_file = self._pending_bridge_file, None
+        current = {self.index_path, self.bridge_path}
+        for p in self._superseded:
+            if p not in current:
+                p.unlink(missing_ok=True)
+        self._superseded.clear()
+
+    def forget_uncommitted(self) -> None:
+        """After a rollback: drop the in-memory index and the staged bridge, so the next use reads
+        the committed ones. Files written for the lost commit stay until the next writer removes them."""
+        self._vectors = None
+        self._pending_bridge_file = None
+        self._superseded.clear()
+        self.refresh()
+
+    def repair_vectors(self, session: Session) -> tuple[int, int]:
+        """Make rows and vectors agree after an interrupted run.
+
+        Vectors without a row are removed; files whose items lost their vectors are dropped from
+        the catalog so the next run indexes them again. Returns (vectors removed, files dropped).
+        """
+        vecs = self.vectors()
+        index_ids = set(vecs.ids().tolist()) if vecs is not None else set()
+        row_ids = set(session.scalars(select(Item.id)))
+        orphans = index_ids - row_ids
+        missing = row_ids - index_ids
+        if orphans and vecs is not None:
+            vecs.remove(sorted(orphans))
+        file_ids: list[int] = []
+        if missing:
+            # Whole files go, so their other vectors do not become orphans.
+            file_ids = list(set(session.scalars(select(Item.file_id).where(Item.id.in_(list(missing))))))
+            self.drop_files(session, file_ids)
+        return len(orphans), len(file_ids)
+
+    def prune_thumbnails(self) -> int:
+        """Delete cached thumbnails (made by `xmr serve`) of files no longer in the library: they
+        would keep deleted photos visible. Returns how many went."""
+        folder = self.path / THUMBNAIL_DIR
+        if not folder.is_dir():
+            return 0
+        kinds = [k.name for k in all_kinds() if k.has_thumbnail]
+        with self.Session() as s:
+            keep = {h[:40] for h in s.scalars(select(File.phash).where(File.modality.in_(kinds)))}
+        pruned = 0
+        for p in folder.iterdir():
+            m = _THUMBNAIL_NAME.fullmatch(p.name)  # never a temporary file a server is writing
+            if m and m.group(1) not in keep:
+                p.unlink(missing_ok=True)
+                pruned += 1
+        return pruned

@@ -1,0 +1,79 @@
+"""How the CLI prints search results and library stats (JSON or aligned text for people)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+import click
+
+
+def print_hits(hits: list[dict[str, Any]], items: int | None, as_json: bool) -> None:
+    """`xmr search`: hits as JSON, or as a table (snippets under text hits, windows after sounds)."""
+    from retrieval.paths import display_path
+
+    if as_json:
+        click.echo(json.dumps(hits, indent=2, ensure_ascii=False))
+        return
+    if not hits:
+        click.echo("no results" + ("" if items else " (the library is empty; run `xmr index PATH`)"))
+        return
+    width = max(60, min(os.get_terminal_size(sys.stdout.fileno()).columns if sys.stdout.isatty() else 100, 160))
+    mixed = any(h.get("calibrated") is not None for h in hits)
+    # Mixed modalities are ranked by the calibrated score (README: "Mixing modalities"); show it,
+    # or the raw cosines would look out of order.
+    click.echo(f"{'#':>3}  {'score':>6}  " + (f"{'calib':>6}  " if mixed else "") + f"{'type':<5}  result")
+    for rank, h in enumerate(hits, 1):
+        where = f"  [{_clock(h['start'])}-{_clock(h['end'])}]" if h.get("start") is not None and h.get("end") is not None else ""
+        calib = f"{h['calibrated']:+6.2f}  " if mixed and h.get("calibrated") is not None else ("        " if mixed else "")
+        line = f"{rank:>3}  {h['score']:6.3f}  {calib}{h['modality']:<5}  {display_path(h['path'])}{where}"
+        click.echo(line)
+        if h.get("snippet"):
+            snippet = " ".join(h["snippet"].split())
+            indent = 28 if mixed else 20
+            limit = width - indent
+            click.echo(" " * indent + f"{snippet[:limit] + ('…' if len(snippet) > limit else '')}  [chunk {h['chunk']}]")
+
+
+def _clock(seconds: float) -> str:
+    m, s = divmod(seconds, 60)
+    return f"{int(m)}:{s:04.1f}"
+
+
+def print_stats(st: dict[str, Any], as_json: bool) -> None:
+    """`xmr stats`: the report as JSON, or as aligned lines."""
+    if as_json:
+        click.echo(json.dumps(st, indent=2))
+        return
+    enc = st["encoder"]
+    click.echo(f"library    {st['library']}")
+    click.echo(f"database   {st['database']}")
+    click.echo(f"files      {st['files']}  " + ", ".join(f"{k}: {v}" for k, v in sorted(st["files_by_modality"].items())))
+    click.echo(f"items      {st['items']}  " + ", ".join(f"{k}: {v}" for k, v in sorted(st["items_by_modality"].items())))
+    click.echo(f"vectors    {st['vectors']}  ({st['index_type']}, dim {enc.get('dim', '?')})")
+    t = st.get("index_tuning")
+    if t:
+        probe = f"nprobe {t['nprobe']}: " if t.get("nprobe") else ""
+        click.echo(
+            f"tuning     {probe}recall@10 {t['recall_at_10']:.3f} (target {t['target']}), single query {t['p50_ms']:.2f} ms p50, "
+            f"measured on {t['queries']} held-out queries" + (f"; {t['note']}, raise --max-memory" if t.get("note") else "")
+        )
+    encoder = enc["model"] + (f"  pretrained: {enc['pretrained']}" if enc.get("pretrained") else "")
+    click.echo(f"encoder    {encoder}" + (f"  sha256: {enc['weights_sha256'][:12]}" if enc.get("weights_sha256") else ""))
+    if st.get("audio_encoder"):
+        a = st["audio_encoder"]
+        pin = f"  sha256: {a['weights_sha256'][:12]}" if a.get("weights_sha256") else (f"  revision: {a['revision'][:12]}" if a.get("revision") else "")
+        click.echo(f"audio      {a['audio_model']}{pin}  ({a['window_s']:g} s windows)")
+    if st.get("bridge"):
+        b = st["bridge"]
+        if "error" in b:
+            click.echo(f"bridge     error: {b['error']}")
+        else:
+            click.echo(
+                f"bridge     {b['method']}, {b['captions']} captions, gap from {b['gap_windows']} windows, "
+                f"held-out R@1 {b['heldout_r1']:.3f}, cos {b['heldout_cos']:.3f}  sha256: {b['sha256'][:12]}"
+            )
+    click.echo(f"roots      {', '.join(st['roots']) or '-'}")
+    click.echo(f"size       {st['size_bytes'] / 1e6:.1f} MB")
