@@ -20,6 +20,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
+from indexer.kinds import get_kind, kind_names
 from retrieval.errors import (
     DecodeError,
     EncoderMismatchError,
@@ -36,7 +37,14 @@ from retrieval.server.state import LibraryState, describe
 
 STATIC = Path(__file__).parent / "static"
 MAX_RESULTS = 1000  # k + offset: paging deeper than this is not what a person does
-Modality = Literal["any", "image", "text", "audio"]
+
+
+def _modality_enum() -> Any:
+    """"any" or a registered kind (indexer.kinds): the API's enum follows the kinds xmr knows."""
+    return Literal.__getitem__(("any", *kind_names()))
+
+
+Modality = _modality_enum()
 
 
 class SearchRequest(BaseModel):
@@ -63,6 +71,9 @@ def create_app(state: LibraryState, *, token: str | None = None, max_upload: int
     """The ASGI app: FastAPI behind the Guard (host check or token, upload limit, headers).
     The OpenAPI schema is at /openapi.json; the interactive /docs page is off because it loads
     its scripts from a CDN, and nothing here leaves the machine."""
+    global Modality  # the kinds registered now (routes below and SearchRequest resolve it by name)
+    Modality = _modality_enum()
+    SearchRequest.model_rebuild(force=True)
     app = FastAPI(title="xmr", summary="Search your photos, sounds and documents by meaning",
                   docs_url=None, redoc_url=None)
 
@@ -176,7 +187,7 @@ def create_app(state: LibraryState, *, token: str | None = None, max_upload: int
         """An item and its file: path, kind, snippet or time window, size, when indexed."""
         info = state.library().item(item_id)
         info["media_url"] = f"/api/items/{item_id}/media"
-        if info["modality"] == "image":
+        if get_kind(info["modality"]).has_thumbnail:
             info["thumbnail_url"] = f"/api/items/{item_id}/thumbnail"
         return info
 

@@ -15,6 +15,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from indexer.kinds import get_kind
 from retrieval.errors import NotFoundError, UsageError
 from retrieval.library import Library
 from retrieval.paths import THUMBNAIL_DIR
@@ -37,26 +38,30 @@ def indexed_file(lib: Library, item_id: int) -> tuple[dict[str, Any], os.stat_re
 
 
 def media_type(info: dict[str, Any]) -> str:
-    """What to call the file. Never anything a browser would run: text is always plain text
-    (an indexed .html or .svg must not execute in the page's origin), media only their kind."""
-    if info["modality"] == "text":
-        return "text/plain; charset=utf-8"
+    """What to call the file. Never anything a browser would run: a kind that says how it is
+    served (text: always plain text, so an indexed .html or .svg cannot execute in the page's
+    origin) is served so; others only as what their name says within their kind (`image/...`)."""
+    try:
+        kind = get_kind(info["modality"])
+    except KeyError:
+        return "application/octet-stream"
+    if kind.mime:
+        return kind.mime
     guessed = mimetypes.guess_type(info["path"])[0] or ""
-    if guessed.startswith(info["modality"] + "/") and "svg" not in guessed:
+    if guessed.startswith(kind.name + "/") and "svg" not in guessed:
         return guessed
     return "application/octet-stream"
 
 
 def thumbnail(lib: Library, item_id: int, size: int) -> Path:
-    """A JPEG no larger than size x size of a picture item, made once and cached in the library
-    (keyed by the file's content hash, so copies share one; `xmr index` deletes those of removed
-    pictures, see Library.prune_thumbnails)."""
-    from indexer.decode import load_image
-
+    """A JPEG no larger than size x size of an item whose kind has thumbnails (pictures), made
+    once and cached in the library (keyed by the file's content hash, so copies share one;
+    `xmr index` deletes those of removed files, see Store.prune_thumbnails)."""
     if size not in THUMBNAIL_SIZES:
         raise UsageError(f"size must be one of {', '.join(map(str, THUMBNAIL_SIZES))}")
     info, _ = indexed_file(lib, item_id)
-    if info["modality"] != "image":
+    kind = get_kind(info["modality"])
+    if not kind.has_thumbnail:
         raise NotFoundError(f"item {item_id} is a {info['modality']} item, not a picture")
     folder = lib.path / THUMBNAIL_DIR
     out = folder / f"{info['phash'][:40]}-{size}.jpg"
@@ -65,7 +70,7 @@ def thumbnail(lib: Library, item_id: int, size: int) -> Path:
     with _thumbnail_slots:
         if out.exists():
             return out
-        image = load_image(info["path"], min_size=size)  # the indexer's guarded decoder
+        image = kind.thumbnail(info["path"], size)  # the indexer's guarded decoder
         image.thumbnail((size, size))
         folder.mkdir(exist_ok=True)
         tmp = out.with_name(f".{out.name}.{os.getpid()}.{threading.get_ident()}.tmp")

@@ -81,9 +81,10 @@ class LibraryState:
 
 def describe(lib: Library) -> dict[str, Any]:
     """The few facts the page needs at start (what kinds of items there are, how many)."""
+    from indexer.kinds import all_kinds
     from indexer.stats import read_stats
 
     with lib.engine.connect() as conn:
         st = read_stats(lambda sql: list(conn.exec_driver_sql(sql).fetchall()))
     return {"library": str(lib.path.resolve()), "items": st["items"], "items_by_modality": st["items_by_modality"],
-            "files": st["files"], "has_bridge": lib.bridge_path.exists()}
+            "files": st["files"], "has_bridge": lib.bridge_path.exists(), "kinds": [k.describe() for k in all_kinds()]}

@@ -3,7 +3,7 @@
 "use strict";
 
 const PAGE = 30;
-const state = { text: "", type: "any", files: [], like: null, offset: 0, seq: 0, items: null, previews: [] };
+const state = { text: "", type: "any", files: [], like: null, offset: 0, seq: 0, items: null, previews: [], kinds: {} };
 const $ = (sel) => document.querySelector(sel);
 
 function el(tag, props = {}, children = []) {
@@ -77,19 +77,12 @@ async function api(url, options = {}) {
   return body;
 }
 
-function card(hit) {
-  const name = baseName(hit.path);
-  const score = `score ${hit.score.toFixed(3)}` + (hit.calibrated != null ? ` · calibrated ${hit.calibrated >= 0 ? "+" : ""}${hit.calibrated.toFixed(2)}` : "");
-  const node = el("article", {
-    class: `result ${hit.modality}`, tabIndex: 0, title: `${hit.path}\n${score}\nClick for more like this`,
-    "data-item-id": String(hit.item_id), "data-modality": hit.modality, "data-score": String(hit.score),
-  });
-  node.append(el("span", { class: "kind", text: hit.modality === "image" ? "picture" : hit.modality === "audio" ? "sound" : "text" }));
-  node.append(el("span", { class: "score", text: score }));
-  const body = el("div", { class: "body" });
-  if (hit.modality === "image") {
+// How each view of a kind (GET /api/health: kinds[].view) draws a hit in its card.
+const VIEWS = {
+  thumbnail(hit, node, body, name) {
     node.prepend(el("img", { class: "thumb", src: `/api/items/${hit.item_id}/thumbnail`, alt: name, loading: "lazy" }));
-  } else if (hit.modality === "audio") {
+  },
+  player(hit, node, body) {
     const fragment = hit.start != null ? `#t=${hit.start},${hit.end}` : "";
     const player = el("audio", { controls: true, preload: "metadata", src: `/api/items/${hit.item_id}/media${fragment}` });
     // Media fragments start the player at the window; keep it there if the browser ignored them.
@@ -99,10 +92,25 @@ function card(hit) {
     player.addEventListener("click", (e) => e.stopPropagation());
     body.append(player);
     if (hit.start != null) body.append(el("span", { class: "when", text: `${clock(hit.start)} – ${clock(hit.end)}` }));
-  } else if (hit.snippet) {
-    body.append(el("p", { class: "snippet", text: hit.snippet }));
-  }
-  body.append(el("span", { class: "name", text: name + (hit.modality === "text" && hit.chunk ? ` · part ${hit.chunk + 1}` : "") }));
+  },
+  snippet(hit, node, body) {
+    if (hit.snippet) body.append(el("p", { class: "snippet", text: hit.snippet }));
+  },
+};
+
+function card(hit) {
+  const name = baseName(hit.path);
+  const kind = state.kinds[hit.modality] || { noun: hit.modality, view: "snippet" };
+  const score = `score ${hit.score.toFixed(3)}` + (hit.calibrated != null ? ` · calibrated ${hit.calibrated >= 0 ? "+" : ""}${hit.calibrated.toFixed(2)}` : "");
+  const node = el("article", {
+    class: `result ${hit.modality}`, tabIndex: 0, title: `${hit.path}\n${score}\nClick for more like this`,
+    "data-item-id": String(hit.item_id), "data-modality": hit.modality, "data-score": String(hit.score),
+  });
+  node.append(el("span", { class: "kind", text: kind.noun }));
+  node.append(el("span", { class: "score", text: score }));
+  const body = el("div", { class: "body" });
+  (VIEWS[kind.view] || VIEWS.snippet)(hit, node, body, name);
+  body.append(el("span", { class: "name", text: name + (hit.snippet && hit.chunk ? ` · part ${hit.chunk + 1}` : "") }));
   node.append(body);
   const more = () => moreLike(hit.item_id, name);
   node.addEventListener("click", more);
@@ -250,9 +258,26 @@ function selectTab(type) {
   }
 }
 
+function addTabs(kinds) {
+  // One tab per kind the server knows, in its order, after "All".
+  const tabs = $("#tabs");
+  for (const kind of kinds) {
+    state.kinds[kind.name] = kind;
+    if (tabs.querySelector(`button[data-type="${kind.name}"]`)) continue;
+    const tab = el("button", { type: "button", role: "tab", "data-type": kind.name, "aria-selected": "false", text: kind.label });
+    tab.addEventListener("click", () => {
+      selectTab(kind.name);
+      search();
+    });
+    tabs.append(tab);
+  }
+  selectTab(state.type);
+}
+
 async function loadLibrary() {
   try {
     const info = await api("/api/health");
+    addTabs(info.kinds || []);
     state.items = info.items;
     const parts = Object.entries(info.items_by_modality || {}).map(([kind, n]) => `${n} ${kind}`);
     $("#library").textContent = `${info.library} · ${info.items} items${parts.length ? ` (${parts.join(", ")})` : ""}`;
@@ -269,12 +294,10 @@ function setup() {
     $("#like").hidden = true;
     search();
   });
-  for (const tab of document.querySelectorAll("#tabs button")) {
-    tab.addEventListener("click", () => {
-      selectTab(tab.dataset.type);
-      search();
-    });
-  }
+  $("#tabs button[data-type=any]").addEventListener("click", () => {
+    selectTab("any");
+    search();
+  });
   $("#file").addEventListener("change", (e) => {
     setFiles(e.target.files);
     e.target.value = "";
