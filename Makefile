@@ -10,7 +10,7 @@ STAMP := $(VENV)/.xmr-installed
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -e '.[$(FAISS),dev]'
+	$(BIN)/python -m pip install --quiet -e '.[$(FAISS),postgres,dev]'
 	touch $(STAMP)
 
 demo: $(STAMP)

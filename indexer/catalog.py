@@ -11,6 +11,7 @@ import time
 from typing import Any, Callable, Optional
 
 from sqlalchemy import (
+    BigInteger,
     Connection,
     Engine,
     Float,
@@ -46,6 +47,11 @@ class Base(DeclarativeBase):
     pass
 
 
+# 64-bit on every database: sizes and nanosecond mtimes overflow 32 bits, and item ids are FAISS's
+# int64 ids. SQLite's INTEGER is 64-bit already, and must stay "INTEGER" for AUTOINCREMENT.
+BigInt = BigInteger().with_variant(Integer, "sqlite")
+
+
 class Meta(Base):
     __tablename__ = "meta"
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -56,7 +62,7 @@ class Root(Base):
     """A folder the user asked to index; `xmr index` with no paths refreshes all of them."""
 
     __tablename__ = "roots"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(BigInt, primary_key=True)
     path: Mapped[str] = mapped_column(Text, unique=True)
     added_at: Mapped[float] = mapped_column(Float, default=time.time)
 
@@ -64,11 +70,11 @@ class Root(Base):
 class File(Base):
     __tablename__ = "files"
     __table_args__ = {"sqlite_autoincrement": True}
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(BigInt, primary_key=True)
     path: Mapped[str] = mapped_column(Text, unique=True, index=True)
     modality: Mapped[str] = mapped_column(String(16))
-    size: Mapped[int] = mapped_column(Integer)
-    mtime_ns: Mapped[int] = mapped_column(Integer)
+    size: Mapped[int] = mapped_column(BigInt)
+    mtime_ns: Mapped[int] = mapped_column(BigInt)
     phash: Mapped[str] = mapped_column(String(64), index=True)
     indexed_at: Mapped[float] = mapped_column(Float, default=time.time)
     items: Mapped[list["Item"]] = relationship(
@@ -83,8 +89,8 @@ class Item(Base):
     # AUTOINCREMENT: ids of deleted items are never handed out again, so a stale vector can
     # never be mistaken for a new row.
     __table_args__ = {"sqlite_autoincrement": True}
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    file_id: Mapped[int] = mapped_column(ForeignKey("files.id", ondelete="CASCADE"), index=True)
+    id: Mapped[int] = mapped_column(BigInt, primary_key=True)
+    file_id: Mapped[int] = mapped_column(BigInt, ForeignKey("files.id", ondelete="CASCADE"), index=True)
     modality: Mapped[str] = mapped_column(String(16), index=True)
     chunk: Mapped[int] = mapped_column(Integer, default=0)
     char_start: Mapped[Optional[int]] = mapped_column(Integer, nullable=True)
@@ -100,7 +106,7 @@ class AudioRaw(Base):
     into the CLIP space without decoding the sound again."""
 
     __tablename__ = "audio_raw"
-    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"), primary_key=True)
+    item_id: Mapped[int] = mapped_column(BigInt, ForeignKey("items.id", ondelete="CASCADE"), primary_key=True)
     vector: Mapped[bytes] = mapped_column(LargeBinary)
 
 
@@ -116,6 +122,22 @@ def _named_index_files(conn: Connection) -> None:
     but an older xmr must not open it: it would not find the newer files."""
 
 
+_WIDE_COLUMNS = (("roots", "id"), ("files", "id"), ("files", "size"), ("files", "mtime_ns"), ("items", "id"),
+                 ("items", "file_id"), ("audio_raw", "item_id"))
+
+
+@migration(3)
+def _wide_integers(conn: Connection) -> None:
+    """Version 4: 64-bit integers on every database (Postgres made INTEGER columns 32-bit, so a
+    file's size or mtime in nanoseconds did not fit). SQLite's INTEGER is 64-bit already."""
+    if conn.dialect.name != "postgresql":
+        return
+    for table, column in _WIDE_COLUMNS:
+        conn.exec_driver_sql(f"ALTER TABLE {table} ALTER COLUMN {column} TYPE BIGINT")
+    for table in ("roots", "files", "items"):
+        conn.exec_driver_sql(f"ALTER SEQUENCE IF EXISTS {table}_id_seq AS BIGINT")
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     # WAL lets searches read while an index run writes; the busy timeout makes a reader wait
@@ -126,10 +148,35 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
-def make_engine(url: str) -> Engine:
+def normalise_url(url: str) -> str:
+    """Plain `postgresql://` (and Heroku-style `postgres://`) URLs use psycopg 3, the driver
+    `xmr[postgres]` installs (SQLAlchemy's default would be psycopg2)."""
+    from sqlalchemy.engine import make_url
+
     try:
-        engine = create_engine(url)
-    except Exception as e:  # bad URL or missing driver
+        u = make_url(url)
+    except Exception as e:
+        raise LibraryError(f"cannot use database {url!r}: {e}") from None
+    if u.drivername in ("postgresql", "postgres"):
+        u = u.set(drivername="postgresql+psycopg")
+    return u.render_as_string(hide_password=False)
+
+
+def make_engine(url: str) -> Engine:
+    url = normalise_url(url)
+    kwargs: dict[str, Any] = {}
+    if url.startswith("postgresql"):
+        # Who holds the write lock is read from pg_stat_activity: name the process.
+        import os
+        import socket
+
+        kwargs["connect_args"] = {"application_name": f"xmr pid {os.getpid()} on {socket.gethostname()}"[:63]}
+    try:
+        engine = create_engine(url, **kwargs)
+    except ModuleNotFoundError as e:
+        raise LibraryError(f"cannot use database {url!r}: its driver is not installed ({e.name}); "
+                           "for PostgreSQL: pip install 'xmr[postgres]'") from None
+    except Exception as e:  # bad URL or another missing driver
         raise LibraryError(f"cannot use database {url!r}: {e}") from e
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
@@ -170,8 +217,9 @@ def schema_version(conn: Connection) -> int | None:
     return None if value is None else int(json.loads(value))
 
 
-def init_schema(engine: Engine, create: bool) -> None:
-    """Create the tables in an empty database, or migrate an older one step by step."""
+def init_schema(engine: Engine, create: bool) -> bool:
+    """Create the tables in an empty database, or migrate an older one step by step. True when
+    it created them."""
     try:
         with engine.begin() as conn:
             version = schema_version(conn)
@@ -180,7 +228,7 @@ def init_schema(engine: Engine, create: bool) -> None:
                     raise LibraryError("no xmr library here yet; run `xmr index PATH` first")
                 Base.metadata.create_all(conn)
                 conn.execute(Meta.__table__.insert().values(key="schema_version", value=json.dumps(SCHEMA_VERSION)))
-                return
+                return True
             if version > SCHEMA_VERSION:
                 raise SchemaVersionError(
                     f"this library was written by a newer xmr (schema {version}, this xmr reads up to "
@@ -192,6 +240,7 @@ def init_schema(engine: Engine, create: bool) -> None:
                 conn.execute(
                     Meta.__table__.update().where(Meta.key == "schema_version").values(value=json.dumps(version))
                 )
+        return False
     except (LibraryError, SchemaVersionError):
         raise
     except Exception as e:

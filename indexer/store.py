@@ -12,7 +12,6 @@ writer (holding the write lock) removes them.
 
 from __future__ import annotations
 
-import os
 import re
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -21,11 +20,12 @@ from typing import Any, Callable, Iterator, Sequence
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from indexer import locks, ownership
 from indexer.catalog import File, Item, Meta, drop_files, get_meta, init_schema, make_engine, set_meta
 from indexer.kinds import all_kinds
 from indexer.vectors import DEFAULT_FACTORY, MMAP_MIN_BYTES, VectorIndex, full_factory, is_ivf
-from retrieval.errors import LibraryError, LibraryLockedError
-from retrieval.paths import BRIDGE_FILE, DB_FILE, INDEX_FILE, LOCK_FILE, THUMBNAIL_DIR
+from retrieval.errors import LibraryError
+from retrieval.paths import BRIDGE_FILE, DB_FILE, INDEX_FILE, THUMBNAIL_DIR
 
 _THUMBNAIL_NAME = re.compile(r"([0-9a-f]{40})-\d+\.jpg")
 # Anything else matching these is left over from a run that died before its commit.
@@ -56,22 +56,30 @@ class Store:
     def __init__(self, path: Path, *, db: str | None = None, create: bool = False, device: str = "auto",
                  factory: str | None = None) -> None:
         self.path = path
+        self.created_folder = create and not path.exists()
         if create:
             path.mkdir(parents=True, exist_ok=True)
         elif not path.is_dir():
             raise LibraryError(f"no library at {path}; run `xmr index PATH` to create one")
         self.db_url = db or f"sqlite:///{path / DB_FILE}"
         self.engine = make_engine(self.db_url)
-        init_schema(self.engine, create=create)
-        self.Session = sessionmaker(self.engine, expire_on_commit=False)
+        self.created = False  # this view made the catalog: a failed first command removes it
+        self.commits = 0
         self.device = device
         self._vectors: VectorIndex | None = None
         self._pending_bridge_file: str | None = None
         self._superseded: list[Path] = []  # files to delete once the next commit is done
-        with self.Session() as s:
-            self._read_file_names(s)
-            self.factory: str = get_meta(s, "factory") or full_factory(factory or DEFAULT_FACTORY)
-            self.tuning: dict[str, Any] | None = get_meta(s, "index_tuning")
+        try:
+            self.created = init_schema(self.engine, create=create)
+            self.Session = sessionmaker(self.engine, expire_on_commit=False)
+            with self.Session() as s:
+                ownership.check_owner(s, self.engine, path)
+                self._read_file_names(s)
+                self.factory: str = get_meta(s, "factory") or full_factory(factory or DEFAULT_FACTORY)
+                self.tuning: dict[str, Any] | None = get_meta(s, "index_tuning")
+        except BaseException:
+            self.discard_if_unused()
+            raise
 
     # -- which files are current -----------------------------------------------------------
 
@@ -208,38 +216,21 @@ class Store:
 
     @contextmanager
     def write_lock(self, wait: bool = False, on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
-        """One writer at a time; a second gets LibraryLockedError instead of corrupting anything,
-        or with `wait` queues behind the first (`on_wait` hears why it waits).
-        The holder starts from the latest commit (`begin_write`)."""
-        fd = os.open(self.path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            try:
-                import fcntl
-
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except ImportError:  # pragma: no cover - not POSIX
-                pass
-            except BlockingIOError:
-                other = os.pread(fd, 32, 0).decode(errors="replace").strip()
-                who = f"another xmr process{f' (pid {other})' if other else ''}"
-                if not wait:
-                    raise LibraryLockedError(f"{who} is writing to {self.path}; wait for it to finish") from None
-                if on_wait is not None:
-                    on_wait(f"waiting for {who} to finish writing to {self.path}")
-                # The kernel queues us and hands the lock over when the holder exits, even by
-                # SIGKILL; Ctrl-C still interrupts the wait.
-                fcntl.flock(fd, fcntl.LOCK_EX)
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, str(os.getpid()).encode(), 0)
+        """One writer per catalog (indexer.locks); a second gets LibraryLockedError instead of
+        corrupting anything, or with `wait` queues behind the first (`on_wait` hears why it
+        waits). The holder starts from the latest commit (`begin_write`)."""
+        with locks.write_lock(self.engine, self.path, wait, on_wait):
             self.begin_write()
             yield
-        finally:
-            os.close(fd)
 
     def begin_write(self) -> None:
         """Under the write lock, before changing anything: catch up with what other writers
         committed since this view was opened, and remove files left by runs that died before
         their commit (only the lock holder may: no other process writes them)."""
+        with self.Session() as s:  # the catalog is this folder's (checked again under the lock)
+            ownership.check_owner(s, self.engine, self.path)
+            ownership.claim(s, self.path)
+            s.commit()
         loaded = self._vectors
         self.refresh()
         if loaded is not None and loaded.disk_signature != file_signature(self.index_path):
@@ -272,6 +263,7 @@ class Store:
             set_meta(session, "index_file", new_index)
             set_meta(session, "vectors_total", vecs.ntotal)  # lets `xmr stats` skip loading FAISS
         session.commit()
+        self.commits += 1
         if new_index is not None and vecs is not None:
             if new_index != self._index_file:
                 self._superseded.append(self.index_path)
@@ -285,6 +277,15 @@ class Store:
             if p not in current:
                 p.unlink(missing_ok=True)
         self._superseded.clear()
+
+    def discard_if_unused(self) -> None:
+        """After a failed first command: remove the library this view created, if nothing was
+        committed to it (see indexer.ownership)."""
+        if self.created and self.commits == 0:
+            ownership.discard(self.engine, self.path, created_folder=self.created_folder)
+            self.created = False
+        elif self.created_folder and not any(self.path.iterdir()):
+            self.path.rmdir()
 
     def forget_uncommitted(self) -> None:
         """After a rollback: drop the in-memory index and the staged bridge, so the next use reads

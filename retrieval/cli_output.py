@@ -47,7 +47,7 @@ def print_stats(st: dict[str, Any], as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(st, indent=2))
         return
-    enc = st["encoder"]
+    enc = st["encoder"] or {}
     click.echo(f"library    {st['library']}")
     click.echo(f"database   {st['database']}")
     click.echo(f"files      {st['files']}  " + ", ".join(f"{k}: {v}" for k, v in sorted(st["files_by_modality"].items())))
@@ -60,8 +60,11 @@ def print_stats(st: dict[str, Any], as_json: bool) -> None:
             f"tuning     {probe}recall@10 {t['recall_at_10']:.3f} (target {t['target']}), single query {t['p50_ms']:.2f} ms p50, "
             f"measured on {t['queries']} held-out queries" + (f"; {t['note']}, raise --max-memory" if t.get("note") else "")
         )
-    encoder = enc["model"] + (f"  pretrained: {enc['pretrained']}" if enc.get("pretrained") else "")
-    click.echo(f"encoder    {encoder}" + (f"  sha256: {enc['weights_sha256'][:12]}" if enc.get("weights_sha256") else ""))
+    if not enc:
+        click.echo("encoder    none recorded yet: no index run has finished (`xmr index PATH` records it)")
+    else:
+        encoder = enc["model"] + (f"  pretrained: {enc['pretrained']}" if enc.get("pretrained") else "")
+        click.echo(f"encoder    {encoder}" + (f"  sha256: {enc['weights_sha256'][:12]}" if enc.get("weights_sha256") else ""))
     if st.get("audio_encoder"):
         a = st["audio_encoder"]
         pin = f"  sha256: {a['weights_sha256'][:12]}" if a.get("weights_sha256") else (f"  revision: {a['revision'][:12]}" if a.get("revision") else "")

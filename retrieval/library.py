@@ -61,8 +61,20 @@ class Library:
         self.path = Path(path).expanduser() if path else default_library_dir()
         self.device = device
         store = Store(self.path, db=db, create=create, device=device, factory=factory)
-        self._compose(store, model=model, pretrained=pretrained, encoder=encoder, audio_model=audio_model,
-                      factory=factory, recall=recall, max_memory=max_memory)
+        with self._undone_if_first_fails(store):
+            self._compose(store, model=model, pretrained=pretrained, encoder=encoder, audio_model=audio_model,
+                          factory=factory, recall=recall, max_memory=max_memory)
+
+    @staticmethod
+    @contextmanager
+    def _undone_if_first_fails(store: Store) -> Iterator[None]:
+        """A first command that fails before anything was committed (a usage error, weights that
+        cannot be loaded, Ctrl-C) leaves no library behind."""
+        try:
+            yield
+        except BaseException:
+            store.discard_if_unused()
+            raise
 
     def _compose(self, store: Store, *, audio_encoder: Any = None, factory: str | None = None,
                  recall: float | None = None, max_memory: int | None = None, **models: Any) -> None:
@@ -148,7 +160,8 @@ class Library:
         """Index `paths` (or every root indexed before); see indexer.pipeline.run_index."""
         from indexer.pipeline import run_index
 
-        return run_index(self.store, self.models, self.audio, self.policy, [str(p) for p in paths], **options)
+        with self._undone_if_first_fails(self.store):
+            return run_index(self.store, self.models, self.audio, self.policy, [str(p) for p in paths], **options)
 
     def fit_bridge(self, session: Session, **options: Any) -> Any:
         """Fit and stage a new audio bridge (see AudioBridge.fit); the caller holds the write
@@ -158,7 +171,7 @@ class Library:
     def refit_bridge(self, *, captions: str | os.PathLike[str] | None = None, method: str = "auto",
                      progress: bool | None = None) -> Any:
         """Fit the audio bridge anew and make it the library's (`xmr bridge fit`)."""
-        with self.write_lock(), self.Session() as s:
+        with self._undone_if_first_fails(self.store), self.write_lock(), self.Session() as s:
             bridge = self.audio.fit(s, captions=captions, method=method, progress=progress)
             self.store.commit(s)
         return bridge
@@ -226,7 +239,7 @@ class Library:
             "library": str(self.path),
             "database": self.engine.url.render_as_string(hide_password=True),
             **st,
-            "encoder": self.recorded_identity or {**self.spec.to_dict(), "note": "not recorded yet"},
+            "encoder": self.recorded_identity,  # None: no index run has recorded one yet
             "index_type": self.store.factory,
             "index_tuning": self.store.tuning,
             "index_policy": self.policy.settings,

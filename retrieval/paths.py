@@ -11,6 +11,7 @@ LOCK_FILE = "write.lock"
 BRIDGE_FILE = "bridge.safetensors"
 SERVER_FILE = "server.json"  # a running `xmr serve` for this library: host, port, pid
 THUMBNAIL_DIR = "thumbnails"
+ID_FILE = "library-id"  # which catalog this folder's files belong to (its `library_id`)
 
 
 def default_library_dir() -> Path:

@@ -46,6 +46,20 @@ from scripts.churn import WORDS, Corpus, random_model  # noqa: E402
 K = 1000
 
 
+def holds_lock(lib: Any, pid: int) -> bool:
+    """Does process `pid` hold the library's write lock (indexer.locks) yet?"""
+    if lib.engine.dialect.name == "postgresql":
+        from sqlalchemy import text
+
+        with lib.engine.connect() as conn:
+            return bool(conn.execute(text(
+                "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+                "WHERE l.locktype = 'advisory' AND l.granted AND a.application_name LIKE :name"
+            ), {"name": f"xmr pid {pid} on %"}).scalar())
+    lock = lib.path / "write.lock"
+    return lock.exists() and lock.read_text().strip() == str(pid)
+
+
 def xmr(*args: str, **kw: Any) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "retrieval.cli", *args], capture_output=True, text=True,
                           cwd=ROOT, stdin=subprocess.DEVNULL, **kw)
@@ -91,6 +105,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--model", help="open_clip spec [default: a tiny random-weights model made here]")
     ap.add_argument("--max-block", type=float, default=1.0, help="target: the longest answer, seconds")
     ap.add_argument("--work", help="working folder [default: a temporary one, removed]")
+    ap.add_argument("--db", metavar="URL", help="the library's catalog (an empty database, e.g. "
+                    "postgresql://USER@HOST/DB) [default: its own SQLite catalog]")
     args = ap.parse_args(argv)
 
     import numpy as np
@@ -106,16 +122,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for i in range(args.images + args.texts):
         corpus.add_image() if i < args.images else corpus.add_text()
     lib = work / "lib"
-    index_cmd = ["--library", str(lib), "index", str(corpus.folder), "--model", model, "--no-progress",
+    on = ["--library", str(lib), *(["--db", args.db] if args.db else [])]
+    index_cmd = [*on, "index", str(corpus.folder), "--model", model, "--no-progress",
                  "--batch-size", "8", "--checkpoint-every", "0"]
     first = xmr(*index_cmd)
     if first.returncode != 0:
         raise SystemExit(f"the first index run failed:\n{first.stderr}")
 
-    server = subprocess.Popen([sys.executable, "-m", "retrieval.cli", "--library", str(lib), "serve", "--port", "0"],
+    server = subprocess.Popen([sys.executable, "-m", "retrieval.cli", *on, "serve", "--port", "0"],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
     deadline = time.monotonic() + 180
-    while (info := discovery.find(lib)) is None or info["pid"] != server.pid:
+    while (info := discovery.find(lib, db=args.db)) is None or info["pid"] != server.pid:
         if server.poll() is not None or time.monotonic() > deadline:
             raise SystemExit(f"xmr serve did not start: {server.stderr.read() if server.poll() is not None else 'timeout'}")
         time.sleep(0.2)
@@ -128,13 +145,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     def cli(*extra: str) -> Callable[[str], list[str]]:
         def ask(word: str) -> list[str]:
-            proc = xmr("--library", str(lib), "search", word, "--json", "-k", str(K), *extra, timeout=300)
+            proc = xmr(*on, "search", word, "--json", "-k", str(K), *extra, timeout=300)
             if proc.returncode != 0 or "Traceback" in proc.stderr:
                 raise RuntimeError(f"exit {proc.returncode}: {proc.stderr[-300:]}")
             return [h["path"] for h in json.loads(proc.stdout)]
         return ask
 
-    view = {"lib": Library(lib)}
+    view = {"lib": Library(lib, db=args.db)}
     view["sig"] = view["lib"].disk_signature()
     vrng = np.random.default_rng(0)
 
@@ -171,8 +188,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             writer = subprocess.Popen([sys.executable, "-m", "retrieval.cli", *index_cmd], stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE, text=True, cwd=ROOT)
             if r == 0:  # a second writer, once the first holds the lock
-                lock = lib / "write.lock"
-                while writer.poll() is None and not (lock.exists() and lock.read_text().strip() == str(writer.pid)):
+                while writer.poll() is None and not holds_lock(view["lib"], writer.pid):
                     time.sleep(0.05)
                 t1 = time.time()
                 other = xmr(*index_cmd)
@@ -208,9 +224,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 bad = sorted(set(paths) & done[-1])
                 if bad:
                     result["stale"].append({"reader": reader.name, "paths": bad[:3]})
-    check = xmr("--library", str(lib), "check")
+    check = xmr(*on, "check")
     result["check"] = (check.stdout + check.stderr).strip()
-    result["items"] = Library(lib).stats()["items"]
+    result["items"] = Library(lib, db=args.db).stats()["items"]
+    result["catalog"] = view["lib"].engine.dialect.name
     # Waiting is measured where a search itself is timed: the server's answers and the in-process
     # reader. A CLI process's own time adds starting Python on a machine the writer, the server
     # and four readers share (reported, not a target).

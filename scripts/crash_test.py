@@ -128,7 +128,7 @@ class Runner:
         return code, out.read_text(errors="replace"), err.read_text(errors="replace")
 
 
-def snapshot(library: Path) -> dict[tuple, Any]:
+def snapshot(library: Path, db: str | None = None) -> dict[tuple, Any]:
     """(path, modality, chunk, char_start, char_end) -> vector, for every item of a library."""
     import numpy as np
     from sqlalchemy import select
@@ -136,7 +136,7 @@ def snapshot(library: Path) -> dict[tuple, Any]:
     from indexer.catalog import File, Item
     from retrieval.library import Library
 
-    lib = Library(library)
+    lib = Library(library, db=db)
     with lib.Session() as s:
         rows = s.execute(select(File.path, Item.modality, Item.chunk, Item.char_start, Item.char_end, Item.id).join(Item)).all()
     vecs = lib.vectors()
@@ -159,6 +159,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     help="share of kills aimed at the narrowest windows: just before a commit or a rename (fork mode)")
     ap.add_argument("--exec", dest="exec_mode", action="store_true", help="start each run as `python -m retrieval.cli`")
     ap.add_argument("--work", help="working folder [default: a temporary one, removed]")
+    ap.add_argument("--db", metavar="URL", help="the catalog of the library under test (an empty database, "
+                    "e.g. postgresql://USER@HOST/DB) [default: its own SQLite catalog]")
     args = ap.parse_args(argv)
 
     rng = random.Random(args.seed)
@@ -173,8 +175,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     runner = Runner(args.exec_mode, logs)
     lib = work / "lib"
 
+    def on(library: Path) -> list[str]:
+        """The library under test uses --db; the calibration and reference builds their own SQLite."""
+        return ["--library", str(library), *(["--db", args.db] if args.db and library == lib else [])]
+
     def index(library: Path) -> list[str]:
-        return ["--library", str(library), "index", str(corpus.folder), "--model", model, "--no-progress",
+        return [*on(library), "index", str(corpus.folder), "--model", model, "--no-progress",
                 "--batch-size", str(args.batch_size), "--checkpoint-every", "0"]
 
     # How long one uninterrupted run of the whole folder takes: kills are spread over that.
@@ -189,6 +195,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "kills": 0, "sigints": 0, "sigint_clean": 0, "completed_runs": 0, "signals_after_finish": 0,
         "kills_targeted": 0, "checks_passed": 0, "checks_failed": [], "uncommitted_files_seen": 0, "mutations": 0,
         "items_start": args.images + args.texts, "full_run_s": round(full_run_s, 2), "mode": "exec" if args.exec_mode else "fork",
+        "catalog": "postgresql" if args.db and args.db.startswith("postgres") else "sqlite",
     }
     changes = {"added": 0, "edited": 0, "deleted": 0, "renamed": 0}
     signals = 0
@@ -229,11 +236,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if lib.exists():
             from retrieval.library import Library
 
-            probe = Library(lib)
+            probe = Library(lib, db=args.db)
             if probe.store.stray_files():
                 result["uncommitted_files_seen"] += 1
             probe.engine.dispose()
-            code, out_text, err_text = runner.run("--library", str(lib), "check")
+            code, out_text, err_text = runner.run(*on(lib), "check")
             if code == 0:
                 result["checks_passed"] += 1
             else:
@@ -249,14 +256,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     # Finish, check, and compare with one uninterrupted build of the final folder.
     code, _, err = runner.run(*index(lib))
     result["final_run_exit"] = code
-    code, out_text, err_text = runner.run("--library", str(lib), "check")
+    code, out_text, err_text = runner.run(*on(lib), "check")
     result["final_check"] = (out_text + err_text).strip()
     code_ref, _, err_ref = runner.run(*index(work / "reference"))
     if code_ref != 0:
         raise SystemExit(f"the reference run failed ({code_ref}):\n{err_ref}")
     import numpy as np
 
-    got, want = snapshot(lib), snapshot(work / "reference")
+    got, want = snapshot(lib, args.db), snapshot(work / "reference")
     result["items_final"] = len(want)
     result["same_items"] = got.keys() == want.keys()
     common = got.keys() & want.keys()

@@ -120,9 +120,10 @@ def caption_notes_and_pictures(samples) -> tuple[Path, dict[str, str], dict[str,
     return folder, notes, pictures
 
 
-def index_pictures_and_note(base: Path, model: str, pictures: int, note: str):
+def index_pictures_and_note(base: Path, model: str, pictures: int, note: str, db: str | None = None):
     """`pictures` drawn pictures (0.png, 1.png, ...) and note.txt holding `note` in base/media,
-    indexed into a new library at base/lib. Returns the Library and the media folder."""
+    indexed into a new library at base/lib (catalog `db`, or its own SQLite). Returns the
+    Library and the media folder."""
     import random
 
     from retrieval import Library
@@ -134,7 +135,7 @@ def index_pictures_and_note(base: Path, model: str, pictures: int, note: str):
     for i in range(pictures):
         draw(CONCEPTS[i], rng).save(media / f"{i}.png")
     (media / "note.txt").write_text(note, encoding="utf-8")
-    lib = Library(base / "lib", model=model, create=True)
+    lib = Library(base / "lib", model=model, create=True, db=db)
     lib.index([media], progress=False)
     return lib, media
 
@@ -199,3 +200,40 @@ def live_server(library: Path, *args: str, db: str | None = None, timeout: float
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory):
+    """A PostgreSQL server of this test session (tests/pg.py). Skipped where PostgreSQL or
+    psycopg is missing, except where XMR_REQUIRE_POSTGRES=1 (CI): there that fails."""
+    from tests.pg import PostgresServer, pg_bin
+
+    missing = None
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        missing = "psycopg is not installed (pip install 'xmr[postgres]')"
+    if pg_bin() is None:
+        missing = "PostgreSQL is not installed (apt-get install postgresql)"
+    if missing:
+        if os.environ.get("XMR_REQUIRE_POSTGRES") == "1":
+            pytest.fail(missing)
+        pytest.skip(missing)
+    import shutil
+    import tempfile
+
+    # Not under pytest's own tmp folder: that is root's alone, and the server runs as another user.
+    base = Path(tempfile.mkdtemp(prefix="xmr-test-postgres-"))
+    server = PostgresServer(base)
+    yield server
+    server.stop()
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def catalog_db(request) -> str | None:
+    """Run the test against both catalogs: None (the library's own SQLite catalog) or the
+    URL of a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return None
+    return request.getfixturevalue("postgres").new_database()

@@ -11,9 +11,9 @@ from retrieval import Library
 from tests.conftest import index_pictures_and_note, run_xmr
 
 
-def test_check_detects_and_repairs(tmp_path, random_model):
-    lib, media = index_pictures_and_note(tmp_path, random_model, pictures=5, note="a green star")
-    libdir = ["--library", str(lib.path)]
+def test_check_detects_and_repairs(tmp_path, catalog_db, random_model):
+    lib, media = index_pictures_and_note(tmp_path, random_model, pictures=5, note="a green star", db=catalog_db)
+    libdir = ["--library", str(lib.path), *(["--db", catalog_db] if catalog_db else [])]
     assert run_xmr(*libdir, "check").returncode == 0
 
     # Plant: one row loses its vector, one vector has no row, one indexed file is deleted.
@@ -39,20 +39,20 @@ def test_check_detects_and_repairs(tmp_path, random_model):
     assert again.returncode == 0 and again.stdout.strip().endswith("ok"), again.stdout
 
     # The file whose vector was lost is indexed again by the next run.
-    lib2 = Library(lib.path)
+    lib2 = Library(lib.path, db=catalog_db)
     report = lib2.index([], progress=False)
     assert report.new == 1 and report.removed == 0
     assert lib2.check().ok
     assert lib2.vectors().ntotal == 5
 
 
-def test_orphan_vectors_are_removed_when_a_writer_opens(tmp_path, random_model):
+def test_orphan_vectors_are_removed_when_a_writer_opens(tmp_path, catalog_db, random_model):
     """A crash after the index file was replaced but before the SQL commit leaves vectors without rows."""
-    lib, media = index_pictures_and_note(tmp_path, random_model, pictures=5, note="a green star")
+    lib, media = index_pictures_and_note(tmp_path, random_model, pictures=5, note="a green star", db=catalog_db)
     vecs = lib.vectors()
     vecs.add(np.ones((2, vecs.d), np.float32) / np.sqrt(vecs.d), [10**6, 10**6 + 1])
     vecs.save(lib.index_path)
-    fresh = Library(lib.path)
+    fresh = Library(lib.path, db=catalog_db)
     assert not fresh.check().ok
     report = fresh.index([], progress=False)
     assert report.unchanged == 6

@@ -53,8 +53,8 @@ def _count_encodes(lib: Library, monkeypatch) -> dict[str, int]:
     return calls
 
 
-def test_second_run_encodes_nothing(tmp_path, media, random_model, monkeypatch):
-    lib = Library(tmp_path / "lib", model=random_model, create=True)
+def test_second_run_encodes_nothing(tmp_path, catalog_db, media, random_model, monkeypatch):
+    lib = Library(tmp_path / "lib", db=catalog_db, model=random_model, create=True)
     first = lib.index([media], progress=False)
     assert (first.new, first.skipped) == (8, 0)
     before = _items(lib)
@@ -68,12 +68,12 @@ def test_second_run_encodes_nothing(tmp_path, media, random_model, monkeypatch):
     assert lib.index_path.read_bytes() == index_bytes
 
     # `xmr index` with no paths refreshes the folders indexed before.
-    third = Library(tmp_path / "lib").index([], progress=False)
+    third = Library(tmp_path / "lib", db=catalog_db).index([], progress=False)
     assert third.unchanged == 8
 
 
-def test_modified_moved_deleted(tmp_path, media, random_model, monkeypatch):
-    lib = Library(tmp_path / "lib", model=random_model, create=True)
+def test_modified_moved_deleted(tmp_path, catalog_db, media, random_model, monkeypatch):
+    lib = Library(tmp_path / "lib", db=catalog_db, model=random_model, create=True)
     lib.index([media], progress=False)
     before = _items(lib)
     vec_before = {p: lib.vectors().reconstruct(ids[0]) for p, ids in before.items()}
@@ -108,24 +108,24 @@ def test_modified_moved_deleted(tmp_path, media, random_model, monkeypatch):
     assert lib.check().ok
 
 
-def test_hidden_files_and_folders_are_skipped(tmp_path, media, random_model):
+def test_hidden_files_and_folders_are_skipped(tmp_path, catalog_db, media, random_model):
     (media / ".hidden").mkdir()
     draw(CONCEPTS[0], random.Random(0)).save(media / ".hidden" / "x.png")
     draw(CONCEPTS[0], random.Random(0)).save(media / ".y.png")
     (media / "script.py").write_text("print('not media')")
-    lib = Library(tmp_path / "lib", model=random_model, create=True)
+    lib = Library(tmp_path / "lib", db=catalog_db, model=random_model, create=True)
     r = lib.index([media], progress=False)
     assert r.new == 8 and r.skipped == 0
     rel = {os.path.relpath(p, media) for p in _items(lib)}
     assert not any(r.startswith(".") for r in rel) and "script.py" not in rel and len(rel) == 8
 
 
-def test_a_missing_root_is_left_alone(tmp_path, media, random_model):
+def test_a_missing_root_is_left_alone(tmp_path, catalog_db, media, random_model):
     """An unmounted drive must not empty the library of everything that was on it."""
     other = tmp_path / "drive"
     other.mkdir()
     (other / "x.txt").write_text("a green star on a disk", encoding="utf-8")
-    lib = Library(tmp_path / "lib", model=random_model, create=True)
+    lib = Library(tmp_path / "lib", db=catalog_db, model=random_model, create=True)
     lib.index([media, other], progress=False)
     other.rename(tmp_path / "unplugged")
     skipped = []

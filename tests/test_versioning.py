@@ -84,3 +84,31 @@ def test_a_library_from_a_newer_xmr_is_refused(v1_library, command):
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "upgrade xmr" in proc.stderr and "Traceback" not in proc.stderr
     assert _dump(v1_library) == before  # refused, not touched
+
+
+def test_a_postgres_catalog_of_schema_3_gets_64_bit_columns(tmp_path, postgres, random_model):
+    """Schema 3 made `size` and `mtime_ns` 32-bit on Postgres, where a file's mtime in
+    nanoseconds does not fit: migration 3 -> 4 widens them, and indexing works."""
+    from sqlalchemy import create_engine, inspect, text
+
+    from indexer.catalog import _WIDE_COLUMNS, Base, normalise_url
+
+    url = postgres.new_database()
+    engine = create_engine(normalise_url(url))
+    Base.metadata.create_all(engine)
+    with engine.begin() as conn:  # what schema 3 created there
+        for table, column in _WIDE_COLUMNS:
+            conn.execute(text(f"ALTER TABLE {table} ALTER COLUMN {column} TYPE INTEGER"))
+        conn.execute(text("INSERT INTO meta (key, value) VALUES ('schema_version', '3')"))
+    with pytest.raises(Exception, match="out of range"), engine.begin() as conn:
+        conn.execute(text("INSERT INTO files (path, modality, size, mtime_ns, phash, indexed_at) "
+                          "VALUES ('/x', 'image', 1, 1732960000000000000, '0', 0)"))
+    media = tmp_path / "media"
+    media.mkdir()
+    (media / "note.txt").write_text("a red circle", encoding="utf-8")
+    lib = Library(tmp_path / "lib", db=url, model=random_model, create=True)
+    columns = {(t, c["name"]): str(c["type"]) for t in ("files", "items") for c in inspect(engine).get_columns(t)}
+    assert columns[("files", "mtime_ns")] == columns[("files", "size")] == columns[("items", "id")] == "BIGINT"
+    assert lib.index([media], progress=False).new == 1
+    assert lib.check().ok and lib.stats()["files"] == 1
+    engine.dispose()
