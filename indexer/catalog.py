@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 from sqlalchemy import (
     BigInteger,
@@ -196,17 +196,28 @@ def set_meta(session: Session, key: str, value: Any) -> None:
         row.value = json.dumps(value)
 
 
-def drop_files(session: Session, vectors: Any, file_ids: list[int]) -> None:
+# Ids per `IN (...)` list: SQLite allows 32,766 bound variables a statement (999 in older
+# builds), and other databases have limits of their own.
+IN_CHUNK = 500
+
+
+def chunked(values: Sequence[int], size: int = IN_CHUNK) -> Iterator[list[int]]:
+    values = list(values)
+    for i in range(0, len(values), size):
+        yield values[i : i + size]
+
+
+def drop_files(session: Session, vectors: Any, file_ids: Sequence[int]) -> None:
     """Remove files, their items and the items' vectors (`vectors` may be None: no index yet)."""
-    if not file_ids:
-        return
-    if vectors is not None:
-        vectors.remove(list(session.scalars(select(Item.id).where(Item.file_id.in_(file_ids)))))
-    # Explicit rather than ON DELETE CASCADE, which other databases may not be set up for.
-    item_ids = select(Item.id).where(Item.file_id.in_(file_ids))
-    session.execute(delete(AudioRaw).where(AudioRaw.item_id.in_(item_ids)))
-    session.execute(delete(Item).where(Item.file_id.in_(file_ids)))
-    session.execute(delete(File).where(File.id.in_(file_ids)))
+    for part in chunked(file_ids):
+        item_ids = list(session.scalars(select(Item.id).where(Item.file_id.in_(part))))
+        if vectors is not None:
+            vectors.remove(item_ids)
+        # Explicit rather than ON DELETE CASCADE, which other databases may not be set up for.
+        for items in chunked(item_ids):
+            session.execute(delete(AudioRaw).where(AudioRaw.item_id.in_(items)))
+        session.execute(delete(Item).where(Item.file_id.in_(part)))
+        session.execute(delete(File).where(File.id.in_(part)))
 
 
 def schema_version(conn: Connection) -> int | None:

@@ -21,7 +21,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from indexer import locks, ownership
-from indexer.catalog import File, Item, Meta, drop_files, get_meta, init_schema, make_engine, set_meta
+from indexer.catalog import File, Item, Meta, chunked, drop_files, get_meta, init_schema, make_engine, set_meta
 from indexer.kinds import all_kinds
 from indexer.vectors import DEFAULT_FACTORY, MMAP_MIN_BYTES, VectorIndex, full_factory, is_ivf
 from retrieval.errors import LibraryError
@@ -311,7 +311,8 @@ class Store:
         file_ids: list[int] = []
         if missing:
             # Whole files go, so their other vectors do not become orphans.
-            file_ids = list(set(session.scalars(select(Item.file_id).where(Item.id.in_(list(missing))))))
+            file_ids = list({f for part in chunked(sorted(missing))
+                             for f in session.scalars(select(Item.file_id).where(Item.id.in_(part)))})
             self.drop_files(session, file_ids)
         return len(orphans), len(file_ids)
 

@@ -8,17 +8,15 @@ unit norm; similarity is inner product (cosine).
 
 from __future__ import annotations
 
-import logging
 import os
-import sys
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
+from indexer.gpu import GpuCopy, _NoGpu
+from indexer.topk import blas_top_k, top_k
 from retrieval.errors import FaissMissingError, LibraryError, UsageError
-
-log = logging.getLogger(__name__)
 
 DEFAULT_FACTORY = "Flat"
 
@@ -53,6 +51,9 @@ def full_factory(factory: str) -> str:
     return factory if factory.startswith("IDMap") or is_ivf(factory) else f"IDMap2,{factory}"
 
 
+SUBSET_EXACT_MAX = 20_000  # a subset this small is searched exactly from its stored vectors (<= 40 MB at d=512)
+
+
 # An exact flat search is one BLAS product over FAISS's own storage (no copy) while the score
 # matrix stays small: FAISS runs a single query on one core, about 4x slower than sgemv on both
 # cores at 10k vectors here, and is no faster on batches. Larger products go to FAISS.
@@ -75,13 +76,14 @@ class VectorIndex:
         self.index = index
         self.factory = factory
         self.mmapped = mmapped  # read-only: a writer loads its own copy
-        self._gpu: Any = None
-        self._gpu_device: int | None = None
-        self._gpu_stale = True
+        self._gpu: GpuCopy | None = None  # searches run on it when set (use_gpu)
         self._ivf = self._find_ivf(index)
         self._id_cache: np.ndarray | None = None
+        self._id_order: tuple[np.ndarray, np.ndarray] | None = None  # (argsort of ids, sorted ids)
+        self._subsets: dict[bytes, np.ndarray] = {}  # vectors of small id subsets, by their ids
         self.disk_signature: Any = None  # (inode, size, mtime) of the file it was read from
         self.dirty = True  # changed since it was read or last saved
+        self.version = 0  # counts changes: what caches of this index's contents key on
 
     def _find_ivf(self, index: Any) -> Any:
         try:
@@ -101,7 +103,8 @@ class VectorIndex:
     def nprobe(self, value: int) -> None:
         if self._ivf is not None:
             self._ivf.nprobe = int(value)
-            self._gpu_stale = True
+            if self._gpu is not None:
+                self._gpu.set_nprobe(value)  # a search setting, not new vectors: no new upload
 
     @property
     def nlist(self) -> int | None:
@@ -202,9 +205,7 @@ class VectorIndex:
             raise ValueError(f"{len(xb)} vectors but {len(ids_arr)} ids")
         if len(xb):
             self.index.add_with_ids(xb, ids_arr)
-            self.dirty = True
-            self._gpu_stale = True
-            self._id_cache = None
+            self._changed()
 
     def remove(self, ids: Sequence[int]) -> int:
         ids_arr = np.ascontiguousarray(ids, dtype=np.int64)
@@ -212,10 +213,16 @@ class VectorIndex:
             return 0
         removed = int(self.index.remove_ids(ids_arr))
         if removed:
-            self.dirty = True
-            self._gpu_stale = True
-            self._id_cache = None
+            self._changed()
         return removed
+
+    def _changed(self) -> None:
+        self.dirty = True
+        if self._gpu is not None:
+            self._gpu.stale = True
+        self._id_cache = self._id_order = None
+        self._subsets.clear()
+        self.version += 1
 
     def reconstruct(self, item_id: int) -> np.ndarray:
         """The stored vector of one id (decoded: approximate for compressed indexes)."""
@@ -264,73 +271,97 @@ class VectorIndex:
 
     def use_gpu(self, device: int = 0) -> bool:
         """Search on a GPU copy from now on, when faiss has GPUs; returns whether it will."""
-        faiss = self.faiss
-        # faiss-cpu has no GPU symbols, and StandardGpuResources constructs even with no GPU.
-        if not hasattr(faiss, "StandardGpuResources") or faiss.get_num_gpus() <= 0:
+        if not GpuCopy.available(self.faiss):
             return False
-        self._gpu_device = device
-        self._gpu_stale = True
+        self._gpu = GpuCopy(self.faiss, device)
         return True
 
-    def _searcher(self) -> Any:
-        if self._gpu_device is None:
-            return self.index
-        if self._gpu_stale:
-            try:
-                res = getattr(self, "_gpu_res", None) or self.faiss.StandardGpuResources()
-                self._gpu_res = res
-                self._gpu = self.faiss.index_cpu_to_gpu(res, self._gpu_device, self.index)
-                self._gpu_stale = False
-            except RuntimeError as e:  # index type without a GPU implementation
-                log.warning("FAISS GPU copy failed (%s); searching on the CPU", e)
-                self._gpu_device = None
-                return self.index
-        return self._gpu
-
     def search(self, xq: np.ndarray, k: int, nprobe: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k by inner product: D (nq, k) float32 scores, I (nq, k) ids, -1 where fewer exist."""
+        """Top-k by inner product: D (nq, k) float32 scores, I (nq, k) ids, -1 where fewer exist.
+        `nprobe` overrides the IVF index's own for this search."""
         xq = _as_xb(xq, self.d)
         k = max(1, min(int(k), self.ntotal)) if self.ntotal else 1
-        if nprobe is not None and self._ivf is not None and nprobe != self._ivf.nprobe:
-            base = self._ivf.nprobe
-            self.nprobe = min(int(nprobe), self._ivf.nlist)
-            try:
-                return self.search(xq, k)
-            finally:
-                self.nprobe = base
         if self.ntotal == 0:
             return np.zeros((len(xq), 0), np.float32), np.zeros((len(xq), 0), np.int64)
-        if self._gpu_device is None and len(xq) * self.ntotal <= BLAS_MAX_SIMS:
+        probe = min(int(nprobe), self._ivf.nlist) if nprobe is not None and self._ivf is not None else None
+        if self._gpu is not None:
+            try:
+                got = self._gpu.search(self.index, xq, k, probe if probe is not None else self.nprobe)
+            except _NoGpu:
+                self._gpu, got = None, None
+            if got is not None:
+                return got
+        if self._gpu is None and len(xq) * self.ntotal <= BLAS_MAX_SIMS:
             xb = self._flat_matrix()
             if xb is not None:
                 return self._blas_search(xb, xq, k)
-        if self._ivf is not None and len(xq) == 1 and self._gpu_device is None:
-            # one query: spread its inverted lists over the cores instead of queries
+        if self._ivf is None:
+            return self.index.search(xq, k)
+        params = self.faiss.SearchParametersIVF(nprobe=probe if probe is not None else self._ivf.nprobe)
+        if len(xq) == 1:  # one query: spread its inverted lists over the cores instead of queries
             self._ivf.parallel_mode = 1
             try:
-                return self.index.search(xq, k)
+                return self.index.search(xq, k, params=params)
             finally:
                 self._ivf.parallel_mode = 0
-        return self._searcher().search(xq, k)
+        return self.index.search(xq, k, params=params)
+
+    def present(self, ids: np.ndarray) -> np.ndarray:
+        """The ones of `ids` (int64) that this index holds, in their order."""
+        order, sorted_ids = self._order()
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        at = np.minimum(np.searchsorted(sorted_ids, ids), max(len(sorted_ids) - 1, 0))
+        return ids[sorted_ids[at] == ids] if len(sorted_ids) else ids[:0]
+
+    def _order(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._id_order is None:
+            ids = self.ids()
+            order = np.argsort(ids, kind="stable")
+            self._id_order = (order, ids[order])
+        return self._id_order
+
+    def search_subset(self, xq: np.ndarray, k: int, ids: np.ndarray, nprobe: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k among `ids` only (the items of one modality, say), all of which the index holds
+        (see `present`): D, I as `search` gives them. The work is proportional to the subset
+        when it is small: a rare modality is not found by ranking the whole library.
+
+        Flat: inner products with the subset's own rows (or all rows, then picked, for a large
+        subset). Other indexes: exact over the subset's stored vectors when there are at most
+        SUBSET_EXACT_MAX (cached until the index changes); otherwise FAISS with an ID selector,
+        probing more lists the rarer the subset is (`nprobe` scaled by ntotal / len(ids)).
+        """
+        xq = _as_xb(xq, self.d)
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        k = min(int(k), len(ids))
+        if k <= 0:
+            return np.zeros((len(xq), 0), np.float32), np.zeros((len(xq), 0), np.int64)
+        xb = self._flat_matrix()
+        if xb is not None:
+            order, sorted_ids = self._order()
+            rows = order[np.searchsorted(sorted_ids, ids)]
+            if 4 * len(rows) >= self.ntotal:
+                return top_k(xq @ xb.T, k, rows, ids)
+            sims = np.concatenate([xq @ xb[rows[i : i + 8192]].T for i in range(0, len(rows), 8192)], axis=1)
+            return top_k(sims, k, None, ids)
+        if len(ids) <= SUBSET_EXACT_MAX:
+            key = ids.tobytes()
+            sub = self._subsets.get(key)
+            if sub is None:
+                if len(self._subsets) >= 8:
+                    self._subsets.clear()
+                sub = self._subsets[key] = self.reconstruct_many(ids)
+            return top_k(xq @ sub.T, k, None, ids)
+        faiss = self.faiss
+        sel = faiss.IDSelectorBatch(ids)
+        if self._ivf is not None:
+            probe = min(self._ivf.nlist, (nprobe or self._ivf.nprobe) * -(-self.ntotal // len(ids)))
+            params = faiss.SearchParametersIVF(sel=sel, nprobe=int(probe))
+        else:
+            params = faiss.SearchParameters(sel=sel)
+        return self.index.search(xq, k, params=params)
 
     def _blas_search(self, xb: np.ndarray, xq: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        torch = sys.modules.get("torch")
-        if torch is not None:
-            # In a process that also runs the text encoder, use torch's BLAS: a second BLAS
-            # (numpy's OpenBLAS) leaves its threads spinning after each call and slowed the
-            # next encode 2-3x in scripts/bench_query.py.
-            with torch.inference_mode():
-                top, rows = torch.topk(torch.from_numpy(xq) @ torch.from_numpy(xb).T, k, dim=1)
-            return top.numpy().astype(np.float32), self.ids()[rows.numpy()]
-        sims = xq @ xb.T
-        if k < sims.shape[1]:
-            part = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-        else:
-            part = np.tile(np.arange(sims.shape[1]), (len(xq), 1))
-        top = np.take_along_axis(sims, part, 1)
-        order = np.argsort(-top, axis=1, kind="stable")
-        rows = np.take_along_axis(part, order, 1)
-        return np.take_along_axis(top, order, 1).astype(np.float32), self.ids()[rows]
+        return blas_top_k(xq, xb, k, self.ids())
 
     def save(self, path: Path) -> None:
         """Write to a temporary name, fsync, then os.replace: readers see the old or the new file."""

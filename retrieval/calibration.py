@@ -3,7 +3,8 @@
 Raw cosines are not comparable across modalities (CLIP text->text runs far higher than
 text->image, bridged sounds sit elsewhere again); "how far above this modality's usual score
 for this query" is. So a hit's calibrated score is the z-score of its cosine among the cosines
-of the same query to a fixed random sample of up to 512 items of its modality.
+of the same query to a fixed random sample of up to 512 items of its modality (see `calibrate`
+for modalities too small to have a spread of their own).
 """
 
 from __future__ import annotations
@@ -18,42 +19,51 @@ from indexer.catalog import Item
 from indexer.vectors import VectorIndex
 
 SAMPLE = 512
-MIN_SAMPLE = 8  # fewer items than this: measured against the whole library instead
+MIN_SAMPLE = 8  # a modality with fewer items has no spread of its own: it borrows one
 
 
 class Calibrator:
-    """Keeps each modality's sample (its vectors) for as long as the index size is unchanged."""
+    """Keeps each modality's sample (ids and vectors) until the index changes."""
 
     def __init__(self) -> None:
-        self._cache: dict[tuple[str, int], np.ndarray] = {}
+        self._cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._of: tuple[VectorIndex, int] | None = None
 
-    @staticmethod
-    def _sample_ids(s: Session, modality: str | None) -> list[int]:
-        stmt = select(Item.id).order_by(func.random()).limit(SAMPLE)
-        return list(s.scalars(stmt if modality is None else stmt.where(Item.modality == modality)))
+    def sample(self, s: Session, vecs: VectorIndex, modality: str) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, vectors) of up to SAMPLE random items of `modality` that this index holds."""
+        if self._of != (vecs, vecs.version):  # keyed on the index's contents, not just its size
+            self._cache, self._of = {}, (vecs, vecs.version)
+        got = self._cache.get(modality)
+        if got is None:
+            stmt = select(Item.id).where(Item.modality == modality).order_by(func.random()).limit(SAMPLE)
+            # A long-lived reader's index can be older than the rows it reads (a writer has
+            # committed since): sample only what this index holds.
+            ids = vecs.present(np.sort(np.fromiter(s.scalars(stmt), np.int64)))
+            got = self._cache[modality] = (ids, vecs.reconstruct_many(ids))
+        return got
 
-    def sample(self, s: Session, vecs: VectorIndex, modality: str, d: int) -> np.ndarray:
-        key = (modality, vecs.ntotal)
-        sample = self._cache.get(key)
-        if sample is None:
-            ids = self._sample_ids(s, modality)
-            if len(ids) < MIN_SAMPLE:
-                ids = self._sample_ids(s, None)
-            ids_arr = np.array(ids, np.int64)
-            if len(ids_arr):
-                # A long-lived reader's index can be older than the rows it reads (a writer has
-                # committed since): sample only what this index holds.
-                ids_arr = ids_arr[np.isin(ids_arr, vecs.ids())]
-            sample = vecs.reconstruct_many(ids_arr) if len(ids_arr) else np.zeros((0, d), np.float32)
-            self._cache[key] = sample
-        return sample
+    def calibrate(self, s: Session, vecs: VectorIndex, vector: np.ndarray,
+                  scores: dict[str, Sequence[float]]) -> dict[str, list[float]]:
+        """Calibrated scores for each modality's cosines (`scores[modality]`) to the query `vector`.
 
-    def calibrate(self, s: Session, vecs: VectorIndex, modality: str, vector: np.ndarray,
-                  scores: Sequence[float]) -> list[float]:
-        """The calibrated scores of items of `modality` whose cosines to the query `vector` are `scores`."""
-        sample = self.sample(s, vecs, modality, len(vector))
-        if len(sample) < 2:
-            return list(scores)
-        sims = sample @ vector
-        mu, sd = float(sims.mean()), max(float(sims.std()), 1e-3)
-        return [(score - mu) / sd for score in scores]
+        A modality with at least MIN_SAMPLE items: (score - mean) / sd of the query's cosines to
+        its sample. A smaller one is centred on the mean of its own few items and takes its
+        spread from the other modalities (their median sd for this query): its best item is not
+        ranked first merely because it was compared with a library of another kind.
+        """
+        stats: dict[str, tuple[float, float, int]] = {}
+        for m in scores:
+            _, sample = self.sample(s, vecs, m)
+            sims = sample @ vector if len(sample) else np.zeros(0, np.float32)
+            stats[m] = (float(sims.mean()) if len(sims) else 0.0, float(sims.std()) if len(sims) > 1 else 0.0, len(sims))
+        spreads = [sd for _, sd, n in stats.values() if n >= MIN_SAMPLE]
+        borrowed = float(np.median(spreads)) if spreads else max((sd for _, sd, _ in stats.values()), default=0.0)
+        out: dict[str, list[float]] = {}
+        for m, values in scores.items():
+            mu, sd, n = stats[m]
+            if n == 0:
+                out[m] = list(values)
+                continue
+            sd = max(sd if n >= MIN_SAMPLE else borrowed, 1e-3)
+            out[m] = [(v - mu) / sd for v in values]
+        return out

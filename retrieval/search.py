@@ -10,11 +10,11 @@ from dataclasses import asdict, dataclass
 from typing import Any, Iterable
 
 import numpy as np
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from indexer.audio_bridge import AudioBridge
-from indexer.catalog import File, Item
+from indexer.catalog import File, Item, chunked
 from indexer.kinds import get_kind, kind_names
 from indexer.models import Models
 from indexer.store import Store
@@ -23,7 +23,6 @@ from retrieval.calibration import Calibrator
 from retrieval.errors import NotFoundError, UsageError
 from retrieval.query import Query
 
-_SQL_CHUNK = 900  # stay below SQLite's bound-parameter limit on old builds
 
 
 def modalities() -> tuple[str, ...]:
@@ -63,52 +62,39 @@ def location(item: Item) -> dict[str, Any]:
 
 
 def _rows(session: Session, ids: Iterable[int]) -> dict[int, tuple[Item, str]]:
-    ids = list(ids)
     out: dict[int, tuple[Item, str]] = {}
-    for i in range(0, len(ids), _SQL_CHUNK):
-        stmt = select(Item, File.path).join(File).where(Item.id.in_(ids[i : i + _SQL_CHUNK]))
+    for part in chunked(ids):
+        stmt = select(Item, File.path).join(File).where(Item.id.in_(part))
         for item, path in session.execute(stmt):
             out[item.id] = (item, path)
     return out
 
 
-def search_vectors(
-    session: Session, vectors: VectorIndex, xq: np.ndarray, k: int, modality: str | None = None
-) -> list[Hit]:
-    """Top-k items for one query vector, optionally of one modality.
+def _hits(session: Session, D: np.ndarray, I: np.ndarray) -> list[Hit]:
+    """Hits for one query's FAISS answer, best first; vectors whose row is gone are never shown."""
+    pairs = [(int(i), float(d)) for d, i in zip(D[0], I[0]) if i != -1]
+    rows = _rows(session, [i for i, _ in pairs])
+    hits = []
+    for item_id, score in pairs:
+        row = rows.get(item_id)
+        if row is None:  # a vector whose row is gone (crash before commit)
+            continue
+        item, path = row
+        hits.append(Hit(path=path, modality=item.modality, score=score, item_id=item.id, **location(item)))
+    return hits
 
-    A modality filter must not shrink k: ask FAISS for more neighbours until k of the wanted
-    modality are found or the whole index has been ranked.
-    """
+
+def search_vectors(session: Session, vectors: VectorIndex, xq: np.ndarray, k: int,
+                   among: np.ndarray | None = None) -> list[Hit]:
+    """Top-k items for one query vector; with `among` (ids the index holds, e.g. one modality's),
+    only those are ranked: the work and the rows loaded follow the subset, not the library."""
     if k <= 0 or vectors.ntotal == 0:
         return []
-    want = k if modality is None else min(vectors.ntotal, k * 4)
-    nprobe = None
-    if modality is not None and vectors.is_ivf:
-        # An approximate index only looks in a few lists; a rare modality has few items there.
-        # Probe proportionally more lists so that k of them are still found.
-        n_mod = session.scalar(select(func.count(Item.id)).where(Item.modality == modality)) or 0
-        if n_mod == 0:
-            return []
-        nprobe = min(vectors.nlist, vectors.nprobe * -(-vectors.ntotal // n_mod))
-    while True:
-        D, I = vectors.search(xq.reshape(1, -1), want, nprobe=nprobe)
-        pairs = [(int(i), float(d)) for d, i in zip(D[0], I[0]) if i != -1]
-        rows = _rows(session, [i for i, _ in pairs])
-        hits = []
-        for item_id, score in pairs:
-            row = rows.get(item_id)
-            if row is None:  # a vector whose row is gone (crash before commit): never shown
-                continue
-            item, path = row
-            if modality is not None and item.modality != modality:
-                continue
-            hits.append(Hit(path=path, modality=item.modality, score=score, item_id=item.id, **location(item)))
-            if len(hits) == k:
-                return hits
-        if want >= vectors.ntotal:
-            return hits
-        want = min(vectors.ntotal, want * 4)
+    if among is not None:
+        D, I = vectors.search_subset(xq.reshape(1, -1), k, among)
+    else:
+        D, I = vectors.search(xq.reshape(1, -1), k)
+    return _hits(session, D, I)
 
 
 class Searcher:
@@ -117,6 +103,30 @@ class Searcher:
     def __init__(self, store: Store, models: Models, bridge: AudioBridge) -> None:
         self.store, self.models, self.bridge = store, models, bridge
         self.calibrator = Calibrator()
+        self._ids: dict[str, np.ndarray] = {}
+        self._present: list[str] | None = None
+        self._ids_of: tuple[VectorIndex, int] | None = None  # the index (and its version) they belong to
+
+    def _follow(self, vecs: VectorIndex) -> None:
+        if self._ids_of != (vecs, vecs.version):
+            self._ids, self._present, self._ids_of = {}, None, (vecs, vecs.version)
+
+    def present(self, s: Session, vecs: VectorIndex) -> list[str]:
+        """The modalities of the library's items, sorted (kept like `modality_ids`)."""
+        self._follow(vecs)
+        if self._present is None:
+            self._present = sorted(s.scalars(select(Item.modality).distinct()))
+        return self._present
+
+    def modality_ids(self, s: Session, vecs: VectorIndex, modality: str) -> np.ndarray:
+        """The ids of a modality's items that this index holds, sorted; kept until the index
+        changes (a long-lived reader's index can be older than the rows it reads)."""
+        self._follow(vecs)
+        ids = self._ids.get(modality)
+        if ids is None:
+            rows = np.fromiter(s.scalars(select(Item.id).where(Item.modality == modality).order_by(Item.id)), np.int64)
+            ids = self._ids[modality] = vecs.present(rows)
+        return ids
 
     def search(self, query: Query | str | None = None, *, k: int = 10, modality: str | None = None,
                vector: np.ndarray | None = None) -> list[Hit]:
@@ -140,15 +150,18 @@ class Searcher:
         if vecs is None:
             return []
         with self.store.Session() as s:
-            present = list(s.scalars(select(Item.modality).distinct()))
-            if modality is not None or len(present) < 2:
-                return search_vectors(s, vecs, vector, k, modality)
+            if modality is not None:
+                return search_vectors(s, vecs, vector, k, self.modality_ids(s, vecs, modality))
+            present = self.present(s, vecs)
+            if len(present) < 2:
+                return search_vectors(s, vecs, vector, k)
+            found = {m: search_vectors(s, vecs, vector, k, self.modality_ids(s, vecs, m)) for m in present}
+            calibrated = self.calibrator.calibrate(s, vecs, vector, {m: [h.score for h in f] for m, f in found.items()})
             hits: list[Hit] = []
-            for m in sorted(present):
-                found = search_vectors(s, vecs, vector, k, m)
-                for h, c in zip(found, self.calibrator.calibrate(s, vecs, m, vector, [h.score for h in found])):
+            for m, f in found.items():
+                for h, c in zip(f, calibrated[m]):
                     h.calibrated = c
-                hits += found
+                hits += f
         hits.sort(key=lambda h: h.calibrated if h.calibrated is not None else h.score, reverse=True)
         return hits[:k]
 

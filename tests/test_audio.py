@@ -314,3 +314,34 @@ def test_a_first_schema_library_gains_the_audio_table(tmp_path, random_model, me
     with again.Session() as s:
         assert get_meta(s, "schema_version") == SCHEMA_VERSION == 4
     assert again.check().ok
+
+
+def test_ffmpeg_that_talks_a_lot_does_not_hang(tmp_path, monkeypatch):
+    """ffmpeg may write far more than a pipe holds to stderr (warnings on every frame of a damaged
+    file) before any samples: xmr must keep reading, not wait on a full pipe forever."""
+    import stat
+    import sys
+    import threading
+
+    import indexer.kinds.audio
+    from indexer.kinds.audio import audio_windows
+
+    fake = tmp_path / "ffmpeg"
+    fake.write_text(
+        f"#!{sys.executable}\n"
+        "import sys\n"
+        "for i in range(4000):\n"  # ~200 KiB of warnings first
+        "    sys.stderr.write(f'[aac] warning {i}: damaged frame, concealing the error\\n')\n"
+        "sys.stderr.flush()\n"
+        "sys.stdout.buffer.write(b'\\x00' * 4 * 48000 * 3)\n"  # then 3 s of silence, f32le
+    )
+    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setattr(indexer.kinds.audio, "ffmpeg_path", lambda: str(fake))
+    noisy = tmp_path / "noisy.m4a"
+    noisy.write_bytes(b"\x00not a container soundfile reads\x00" * 100)
+    got: list = []
+    reader = threading.Thread(target=lambda: got.extend(audio_windows(str(noisy), 48000, 480000)), daemon=True)
+    reader.start()
+    reader.join(60)
+    assert not reader.is_alive(), "reading ffmpeg's output hung: its stderr pipe filled up"
+    assert len(got) == 1 and got[0].end == pytest.approx(3.0)

@@ -132,3 +132,24 @@ def test_a_missing_root_is_left_alone(tmp_path, catalog_db, media, random_model)
     r = lib.index([], progress=False, on_skip=lambda p, why: skipped.append((p, why)))
     assert skipped == [(str(other), "no such file or folder")]
     assert r.removed == 0 and str(other / "x.txt") in _items(lib)
+
+
+def test_removing_more_files_than_a_statement_may_name(tmp_path, random_model):
+    """SQLite allows 32,766 bound variables a statement; removing 40,000 files must not put them
+    all in one `IN (...)`. Shown with the limit lowered to 600 and 700 files removed at once."""
+    import sqlite3
+
+    from sqlalchemy import event
+
+    media = tmp_path / "media"
+    media.mkdir()
+    for i in range(700):
+        (media / f"{i:03d}.txt").write_text(f"note number {i}", encoding="utf-8")
+    lib = Library(tmp_path / "lib", model=random_model, create=True)
+    event.listen(lib.engine, "connect", lambda conn, _: conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 600))
+    lib.engine.dispose()  # pooled connections reopen with the limit
+    assert lib.index([media], progress=False).new == 700
+    for p in media.iterdir():
+        p.unlink()
+    report = lib.index([media], progress=False)
+    assert report.removed == 700 and lib.stats()["files"] == 0 and lib.check().ok

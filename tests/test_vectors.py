@@ -84,3 +84,78 @@ def test_missing_faiss_names_both_extras(monkeypatch):
     monkeypatch.setitem(sys.modules, "faiss", None)  # import faiss -> ImportError
     with pytest.raises(FaissMissingError, match=r"xmr\[cpu\].*faiss-cpu.*xmr\[gpu\].*faiss-gpu"):
         import_faiss()
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf-exact", "ivf-selector"])
+def test_subset_search_equals_brute_force_over_the_subset(kind, monkeypatch):
+    """search_subset ranks only the given ids, exactly as numpy would over those rows (the IVF
+    selector path with every list probed)."""
+    import indexer.vectors
+
+    rng = np.random.default_rng(3)
+    d, n = 16, 3000
+    xb, xq = _unit(rng, n, d), _unit(rng, 5, d)
+    ids = np.arange(100, 100 + n, dtype=np.int64)
+    if kind == "flat":
+        vi = VectorIndex.create(d)
+        vi.add(xb, ids)
+    else:
+        vi = VectorIndex.build("IVF16,Flat", xb, ids)
+        vi.nprobe = 16  # every list: the selector path is then exact too
+        if kind == "ivf-selector":
+            monkeypatch.setattr(indexer.vectors, "SUBSET_EXACT_MAX", 10)
+    for size in (7, 900, 2500):  # rare, some, most
+        subset = np.sort(rng.choice(ids, size, replace=False))
+        D, I = vi.search_subset(xq, 10, vi.present(subset))
+        rows = subset - 100
+        sims = xq @ xb[rows].T
+        ref = np.argsort(-sims, axis=1)[:, : min(10, size)]
+        assert (I == subset[ref]).all(), (kind, size)
+        assert np.allclose(D, np.take_along_axis(sims, ref, 1), atol=1e-5)
+    assert vi.present(np.array([5, 100, 99999, 3099], np.int64)).tolist() == [100, 3099]
+    version = vi.version
+    vi.remove([100])
+    assert vi.version > version and vi.present(np.array([100], np.int64)).tolist() == []
+
+
+def test_gpu_copy_limits_and_uploads(monkeypatch):
+    """With a GPU (here a stand-in for faiss's GPU calls, which this machine cannot run): k and
+    nprobe stay within what GPU indexes accept (a larger k is answered on the CPU), and changing
+    nprobe sets it on the copy instead of uploading the index again; new vectors re-upload."""
+    import faiss
+
+    uploads, searched, nprobes = [], [], []
+
+    class FakeGpuIndex:
+        def __init__(self, cpu):
+            self.cpu = faiss.clone_index(cpu)
+
+        def search(self, xq, k):
+            searched.append(k)
+            return self.cpu.search(xq, k)
+
+    class FakeParameterSpace:
+        def set_index_parameter(self, index, name, value):
+            assert name == "nprobe"
+            nprobes.append(value)
+            faiss.extract_index_ivf(index.cpu).nprobe = value
+
+    monkeypatch.setattr(faiss, "StandardGpuResources", lambda: object(), raising=False)
+    monkeypatch.setattr(faiss, "get_num_gpus", lambda: 1)
+    monkeypatch.setattr(faiss, "index_cpu_to_gpu", lambda res, dev, index: uploads.append(dev) or FakeGpuIndex(index), raising=False)
+    monkeypatch.setattr(faiss, "GpuParameterSpace", FakeParameterSpace, raising=False)
+
+    rng = np.random.default_rng(4)
+    xb = _unit(rng, 5000, 16)
+    vi = VectorIndex.build("IVF64,Flat", xb, np.arange(5000))
+    assert vi.use_gpu(0)
+    D, I = vi.search(xb[:1], 10)
+    assert I[0, 0] == 0 and uploads == [0] and searched == [10]
+    vi.nprobe = 4000  # more than a GPU index takes
+    vi.search(xb[:1], 10, nprobe=8)
+    assert uploads == [0] and nprobes[-1] == 8 and 4000 not in nprobes and max(nprobes) <= 2048
+    D, I = vi.search(xb[:1], 3000)  # over the GPU's k: the CPU answers
+    assert searched == [10, 10] and I.shape == (1, 3000) and I[0, 0] == 0
+    vi.add(_unit(rng, 1, 16), [5000])
+    vi.search(xb[:1], 10)
+    assert uploads == [0, 0]  # new vectors: one new upload

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterator
 
@@ -86,25 +87,30 @@ def _soundfile_blocks(path: str) -> tuple[int, Iterator[np.ndarray]]:
 
 def _ffmpeg_blocks(path: str, rate: int) -> tuple[int, Iterator[np.ndarray]]:
     exe = ffmpeg_path()
-    assert exe
+    if exe is None:
+        raise DecodeError("ffmpeg is not installed")
     cmd = [exe, "-nostdin", "-v", "error", "-i", path, "-vn", "-f", "f32le", "-ac", "1", "-ar", str(rate), "pipe:1"]
 
     import numpy as np
 
     def blocks() -> Iterator[np.ndarray]:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        assert proc.stdout and proc.stderr
-        got = False
-        try:
-            while chunk := proc.stdout.read(rate * _BLOCK_S * 4):
-                usable = len(chunk) - len(chunk) % 4
-                got = True
-                yield np.frombuffer(chunk[:usable], dtype="<f4").astype(np.float32)
-        finally:
-            proc.stdout.close()
-            err = proc.stderr.read().decode(errors="replace").strip()
-            proc.stderr.close()
-            code = proc.wait()
+        # ffmpeg's messages go to a file, not a pipe: a pipe nobody reads while stdout is read
+        # fills at 64 KiB and stops ffmpeg (and us, waiting for its samples) for good.
+        with tempfile.TemporaryFile() as log:
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log)
+            if proc.stdout is None:  # pragma: no cover - PIPE always gives one
+                raise DecodeError("ffmpeg gave no output stream")
+            got = False
+            try:
+                while chunk := proc.stdout.read(rate * _BLOCK_S * 4):
+                    usable = len(chunk) - len(chunk) % 4
+                    got = True
+                    yield np.frombuffer(chunk[:usable], dtype="<f4").astype(np.float32)
+            finally:
+                proc.stdout.close()
+                code = proc.wait()
+                log.seek(max(0, log.seek(0, os.SEEK_END) - 4096))
+                err = log.read().decode(errors="replace").strip()
         if code != 0 and not got:
             raise DecodeError(f"ffmpeg cannot decode it ({err.splitlines()[-1] if err else f'exit {code}'})")
 

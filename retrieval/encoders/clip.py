@@ -180,7 +180,7 @@ class OpenClipEncoder:
 
         try:
             self._query_transformer = pack_fp16(self.model.transformer)
-        except (AttributeError, RuntimeError, AssertionError) as e:  # no fbgemm, or another block layout
+        except (AttributeError, RuntimeError) as e:  # no fbgemm, or another block layout (UnsupportedLayout)
             log.info("fast query encoding unavailable: %s", e)
             return False
         return True

@@ -15,6 +15,10 @@ import torch
 import torch.nn.functional as F
 
 
+class UnsupportedLayout(RuntimeError):
+    """A text transformer built differently from the ones this packs (then queries use fp32)."""
+
+
 class PackedLinear(torch.nn.Module):
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
         super().__init__()
@@ -30,7 +34,8 @@ class PackedAttention(torch.nn.Module):
 
     def __init__(self, mha: torch.nn.MultiheadAttention) -> None:
         super().__init__()
-        assert mha.batch_first and mha._qkv_same_embed_dim, "unsupported attention layout"
+        if not (mha.batch_first and mha._qkv_same_embed_dim):
+            raise UnsupportedLayout("unsupported attention layout (not batch-first, or separate q/k/v sizes)")
         self.heads = mha.num_heads
         self.qkv = PackedLinear(mha.in_proj_weight, mha.in_proj_bias)
         self.out = PackedLinear(mha.out_proj.weight, mha.out_proj.bias)
@@ -48,7 +53,8 @@ def pack_fp16(transformer: torch.nn.Module) -> torch.nn.Module:
     cast = transformer.get_cast_dtype()
     fast = copy.deepcopy(transformer)
     for block in fast.resblocks:
-        assert isinstance(block.attn, torch.nn.MultiheadAttention), "unsupported block"
+        if not isinstance(block.attn, torch.nn.MultiheadAttention):
+            raise UnsupportedLayout(f"unsupported block: attention is {type(block.attn).__name__}")
         block.attn = PackedAttention(block.attn)
         block.mlp.c_fc = PackedLinear(block.mlp.c_fc.weight, block.mlp.c_fc.bias)
         block.mlp.c_proj = PackedLinear(block.mlp.c_proj.weight, block.mlp.c_proj.bias)
