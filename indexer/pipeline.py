@@ -119,32 +119,48 @@ def _write_rows(session: Session, store: Store, decoded: list[_Decoded], known: 
         report.items += len(items)
 
 
-@contextmanager
-def signals_deferred() -> Iterator[None]:
-    """Hold Ctrl-C / SIGTERM until the block is done, then raise KeyboardInterrupt.
+class Signals:
+    """Ctrl-C / SIGTERM caught while a block runs: recorded by the handler, raised as
+    KeyboardInterrupt where the code asks (`check`), and at the end of the block."""
 
-    A checkpoint is short, and a signal landing inside SQLAlchemy's commit can leave its
-    transaction half closed (seen as ResourceClosedError instead of a clean stop). Signal
-    handlers can only be swapped in the main thread; elsewhere this does nothing.
+    def __init__(self) -> None:
+        self.caught: list[int] = []
+
+    def check(self) -> None:
+        if self.caught:
+            self.caught.clear()
+            raise KeyboardInterrupt
+
+
+@contextmanager
+def signals_deferred() -> Iterator[Signals]:
+    """Hold Ctrl-C / SIGTERM until the block is done (or calls `check()`), then raise
+    KeyboardInterrupt.
+
+    A KeyboardInterrupt raised by a signal handler lands between any two bytecodes: inside
+    SQLAlchemy's commit it left a transaction half closed (seen as ResourceClosedError), and
+    inside a lock's acquire-release it can leave the lock held (logging's: decode threads then
+    wait for it forever). So during an index run signals are only noted, and the run stops at
+    the next safe point. Signal handlers can only be swapped in the main thread; elsewhere this
+    does nothing.
     """
     import signal
     import threading
 
+    signals = Signals()
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield signals
         return
-    caught: list[int] = []
     kinds = [signal.SIGINT] + ([signal.SIGTERM] if hasattr(signal, "SIGTERM") else [])
     previous = {k: signal.getsignal(k) for k in kinds}
     for k in kinds:
-        signal.signal(k, lambda signum, frame: caught.append(signum))
+        signal.signal(k, lambda signum, frame: signals.caught.append(signum))
     try:
-        yield
+        yield signals
     finally:
         for k, handler in previous.items():
             signal.signal(k, handler)
-    if caught:
-        raise KeyboardInterrupt
+    signals.check()
 
 
 def run_index(
@@ -247,8 +263,10 @@ def run_index(
         jobs = iter(todo.jobs)
         bar = tqdm(total=len(todo.jobs), unit="file", desc="indexing", disable=(not progress) if progress is not None else None,
                    file=sys.stderr)
-        try:
+
+        def decode_and_encode(signals: Signals) -> None:
             while True:
+                signals.check()  # a safe point: no write under way
                 while len(queue) < window and (mf := next(jobs, None)) is not None:
                     queue.append((mf, pool.submit(_decode, mf, embedders)))
                 if not queue:
@@ -273,19 +291,24 @@ def run_index(
                         if time.perf_counter() - last_checkpoint >= checkpoint_seconds:
                             checkpoint()
             flush()
-            with writing():
-                policy.maybe_reindex(s, progress)
-            checkpoint()
+
+        try:
+            with signals_deferred() as signals:  # a Ctrl-C stops the run at the next file, not mid-write
+                decode_and_encode(signals)
+                with writing():
+                    policy.maybe_reindex(s, progress)
+                checkpoint()
             store.prune_thumbnails()  # also those a run killed before its pruning left behind
         except BaseException:
             report.interrupted = True
             pool.shutdown(wait=True, cancel_futures=True)
-            if mutating:  # rows and vectors may disagree: go back to the last checkpoint
-                s.rollback()
-                store.forget_uncommitted()
-            else:  # keep the work done so far; pending decoded files are simply redone next time
-                pending.clear()
-                store.commit(s)
+            with signals_deferred():  # a second Ctrl-C must not cut the rollback or last commit short
+                if mutating:  # rows and vectors may disagree: go back to the last checkpoint
+                    s.rollback()
+                    store.forget_uncommitted()
+                else:  # keep the work done so far; pending decoded files are simply redone next time
+                    pending.clear()
+                    store.commit(s)
             raise
         finally:
             bar.close()

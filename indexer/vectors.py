@@ -15,7 +15,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from indexer.gpu import GpuCopy, _NoGpu
-from indexer.topk import blas_top_k, top_k
+from indexer.subsets import SubsetSearch
+from indexer.topk import blas_top_k
 from retrieval.errors import FaissMissingError, LibraryError, UsageError
 
 DEFAULT_FACTORY = "Flat"
@@ -51,9 +52,6 @@ def full_factory(factory: str) -> str:
     return factory if factory.startswith("IDMap") or is_ivf(factory) else f"IDMap2,{factory}"
 
 
-SUBSET_EXACT_MAX = 20_000  # a subset this small is searched exactly from its stored vectors (<= 40 MB at d=512)
-
-
 # An exact flat search is one BLAS product over FAISS's own storage (no copy) while the score
 # matrix stays small: FAISS runs a single query on one core, about 4x slower than sgemv on both
 # cores at 10k vectors here, and is no faster on batches. Larger products go to FAISS.
@@ -80,7 +78,7 @@ class VectorIndex:
         self._ivf = self._find_ivf(index)
         self._id_cache: np.ndarray | None = None
         self._id_order: tuple[np.ndarray, np.ndarray] | None = None  # (argsort of ids, sorted ids)
-        self._subsets: dict[bytes, np.ndarray] = {}  # vectors of small id subsets, by their ids
+        self.subsets = SubsetSearch(self)  # searches of part of the index, and their caches
         self.disk_signature: Any = None  # (inode, size, mtime) of the file it was read from
         self.dirty = True  # changed since it was read or last saved
         self.version = 0  # counts changes: what caches of this index's contents key on
@@ -221,7 +219,7 @@ class VectorIndex:
         if self._gpu is not None:
             self._gpu.stale = True
         self._id_cache = self._id_order = None
-        self._subsets.clear()
+        self.subsets.clear()
         self.version += 1
 
     def reconstruct(self, item_id: int) -> np.ndarray:
@@ -239,7 +237,7 @@ class VectorIndex:
     def all_vectors(self) -> tuple[np.ndarray, np.ndarray]:
         """Every (id, vector): what a rebuild starts from."""
         ids = self.ids().copy()
-        xb = self._flat_matrix()
+        xb = self.flat_matrix()
         if xb is not None:  # rows are in id_map order
             return ids, xb.copy()
         return ids, self.reconstruct_many(ids)
@@ -260,7 +258,7 @@ class VectorIndex:
             self._ivf.set_direct_map_type(self.faiss.DirectMap.NoMap)
         return out
 
-    def _flat_matrix(self) -> np.ndarray | None:
+    def flat_matrix(self) -> np.ndarray | None:
         """FAISS's own flat storage as an (n, d) numpy view (no copy), or None for other kinds."""
         if self._ivf is not None or not hasattr(self.index, "index"):
             return None
@@ -292,13 +290,16 @@ class VectorIndex:
             if got is not None:
                 return got
         if self._gpu is None and len(xq) * self.ntotal <= BLAS_MAX_SIMS:
-            xb = self._flat_matrix()
+            xb = self.flat_matrix()
             if xb is not None:
                 return self._blas_search(xb, xq, k)
         if self._ivf is None:
             return self.index.search(xq, k)
-        params = self.faiss.SearchParametersIVF(nprobe=probe if probe is not None else self._ivf.nprobe)
-        if len(xq) == 1:  # one query: spread its inverted lists over the cores instead of queries
+        return self.ivf_search(xq, k, self.faiss.SearchParametersIVF(nprobe=probe if probe is not None else self._ivf.nprobe))
+
+    def ivf_search(self, xq: np.ndarray, k: int, params: Any) -> tuple[np.ndarray, np.ndarray]:
+        """An IVF search with these parameters (nprobe, selector) on the CPU index."""
+        if len(xq) == 1 and self._ivf is not None:  # one query: spread its inverted lists over the cores
             self._ivf.parallel_mode = 1
             try:
                 return self.index.search(xq, k, params=params)
@@ -308,12 +309,12 @@ class VectorIndex:
 
     def present(self, ids: np.ndarray) -> np.ndarray:
         """The ones of `ids` (int64) that this index holds, in their order."""
-        order, sorted_ids = self._order()
+        order, sorted_ids = self.id_order()
         ids = np.ascontiguousarray(ids, dtype=np.int64)
         at = np.minimum(np.searchsorted(sorted_ids, ids), max(len(sorted_ids) - 1, 0))
         return ids[sorted_ids[at] == ids] if len(sorted_ids) else ids[:0]
 
-    def _order(self) -> tuple[np.ndarray, np.ndarray]:
+    def id_order(self) -> tuple[np.ndarray, np.ndarray]:
         if self._id_order is None:
             ids = self.ids()
             order = np.argsort(ids, kind="stable")
@@ -321,44 +322,12 @@ class VectorIndex:
         return self._id_order
 
     def search_subset(self, xq: np.ndarray, k: int, ids: np.ndarray, nprobe: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k among `ids` only (the items of one modality, say), all of which the index holds
-        (see `present`): D, I as `search` gives them. The work is proportional to the subset
-        when it is small: a rare modality is not found by ranking the whole library.
+        """Top-k among `ids` only (see indexer.subsets)."""
+        return self.subsets.search(xq, k, ids, nprobe)
 
-        Flat: inner products with the subset's own rows (or all rows, then picked, for a large
-        subset). Other indexes: exact over the subset's stored vectors when there are at most
-        SUBSET_EXACT_MAX (cached until the index changes); otherwise FAISS with an ID selector,
-        probing more lists the rarer the subset is (`nprobe` scaled by ntotal / len(ids)).
-        """
-        xq = _as_xb(xq, self.d)
-        ids = np.ascontiguousarray(ids, dtype=np.int64)
-        k = min(int(k), len(ids))
-        if k <= 0:
-            return np.zeros((len(xq), 0), np.float32), np.zeros((len(xq), 0), np.int64)
-        xb = self._flat_matrix()
-        if xb is not None:
-            order, sorted_ids = self._order()
-            rows = order[np.searchsorted(sorted_ids, ids)]
-            if 4 * len(rows) >= self.ntotal:
-                return top_k(xq @ xb.T, k, rows, ids)
-            sims = np.concatenate([xq @ xb[rows[i : i + 8192]].T for i in range(0, len(rows), 8192)], axis=1)
-            return top_k(sims, k, None, ids)
-        if len(ids) <= SUBSET_EXACT_MAX:
-            key = ids.tobytes()
-            sub = self._subsets.get(key)
-            if sub is None:
-                if len(self._subsets) >= 8:
-                    self._subsets.clear()
-                sub = self._subsets[key] = self.reconstruct_many(ids)
-            return top_k(xq @ sub.T, k, None, ids)
-        faiss = self.faiss
-        sel = faiss.IDSelectorBatch(ids)
-        if self._ivf is not None:
-            probe = min(self._ivf.nlist, (nprobe or self._ivf.nprobe) * -(-self.ntotal // len(ids)))
-            params = faiss.SearchParametersIVF(sel=sel, nprobe=int(probe))
-        else:
-            params = faiss.SearchParameters(sel=sel)
-        return self.index.search(xq, k, params=params)
+    def search_subsets(self, xq: np.ndarray, k: int, subsets: Sequence[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """`search_subset` for several subsets at once (see indexer.subsets)."""
+        return self.subsets.search_many(xq, k, subsets)
 
     def _blas_search(self, xb: np.ndarray, xq: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         return blas_top_k(xq, xb, k, self.ids())

@@ -16,7 +16,8 @@ import click
 
 from indexer.kinds import kind_names
 from retrieval.cli_output import print_hits, print_stats
-from retrieval.errors import LibraryLockedError, UsageError, XmrError
+from retrieval.cli_types import ByteSize, Count, Device, shared_options
+from retrieval.errors import LibraryLockedError, NotFoundError, UsageError, XmrError
 
 MODEL_HELP = "open_clip model: registry name (ViT-B-32), hf-hub:ORG/REPO or local-dir:PATH [default: ViT-B-32, or the library's]"
 AUDIO_MODEL_HELP = "CLAP model for sounds: Hugging Face id or a save_pretrained folder [default: laion/clap-htsat-unfused, or the library's]"
@@ -24,6 +25,10 @@ PRETRAINED_HELP = "open_clip pretrained tag, a checkpoint file, or 'none' for ra
 
 
 class XmrCommand(click.Command):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.params.extend(shared_options())
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
@@ -69,20 +74,6 @@ def _interrupted(ctx: click.Context) -> None:
     ctx.exit(130)
 
 
-class Device(click.ParamType):
-    """auto, cpu, cuda, cuda:N or mps: checked here, so a typo is a usage error, not a model-load failure."""
-
-    name = "device"
-
-    def convert(self, value: Any, param: Any, ctx: Any) -> str:
-        import re
-
-        text = str(value).strip().lower()
-        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", text):
-            self.fail(f"{value!r} is not one of auto, cpu, cuda, cuda:N, mps", param, ctx)
-        return text
-
-
 @click.group(cls=XmrGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--library", "library", envvar="XMR_LIBRARY", type=click.Path(file_okay=False), help="Library directory [env XMR_LIBRARY; default: the user data dir]")
 @click.option("--db", envvar="XMR_DB", metavar="URL", help="SQLAlchemy URL of the catalog [env XMR_DB; default: SQLite in the library]")
@@ -101,26 +92,6 @@ def _open(ctx: click.Context, create: bool = False, **kw: Any):
 
     o = ctx.obj
     return Library(o["library"], db=o["db"], device=o["device"], create=create, **kw)
-
-
-class ByteSize(click.ParamType):
-    """512M, 2G, 1.5GB, or plain bytes."""
-
-    name = "size"
-    _UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
-
-    def convert(self, value: Any, param: Any, ctx: Any) -> int:
-        if isinstance(value, int):
-            return value
-        text = str(value).strip().upper().removesuffix("B").removesuffix("I")
-        unit = text[-1:] if text[-1:] in self._UNITS and not text[-1:].isdigit() else ""
-        try:
-            number = float(text[: len(text) - len(unit)])
-        except ValueError:
-            self.fail(f"{value!r} is not a size like 512M or 2G", param, ctx)
-        if number <= 0:
-            self.fail("size must be positive", param, ctx)
-        return int(number * self._UNITS[unit])
 
 
 @cli.command()
@@ -170,7 +141,7 @@ def index(ctx: click.Context, paths: tuple[str, ...], model: str | None, pretrai
 @click.option("--not-weight", default=0.5, show_default=True, type=click.FloatRange(0, 1), help="Strength of the --not terms.")
 @click.option("--type", "modality", type=click.Choice(["any", *kind_names()]), default="any", show_default=True,
               help="Only results of this kind; 'any' mixes them by calibrated score.")
-@click.option("-k", "k", default=10, show_default=True, type=click.IntRange(min=1), help="Number of results.")
+@click.option("-k", "k", default=10, show_default=True, type=Count(), help="Number of results.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array of hits.")
 @click.option("--model", envvar="XMR_MODEL", help="Must match the library's model (checked).")
 @click.option("--pretrained", envvar="XMR_PRETRAINED", help="Must match the library's weights (checked).")
@@ -205,13 +176,14 @@ def search(ctx: click.Context, query: str | None, texts: tuple[str, ...], images
         answer = _via_server(ctx, lambda client, info: client.search(
             info, texts=q.texts, negatives=q.negatives, images=q.images, audios=q.audios,
             weight=q.media_weight, not_weight=q.negative_weight, modality=modality, k=k))
+    by_kind = None  # items of each kind in the library: asked only when nothing was found
     if answer is not None:
-        hits, items = answer["hits"], answer.get("items")
+        hits, by_kind = answer["hits"], answer.get("items_by_modality")
     else:
         lib = _open(ctx, model=model, pretrained=pretrained)
         hits = [h.to_dict() for h in lib.search(q, k=k, modality=modality)]
-        items = None if hits else lib.stats()["items"]
-    print_hits(hits, items, as_json)
+        by_kind = None if hits else lib.stats()["items_by_modality"]
+    print_hits(hits, by_kind, as_json, modality)
 
 
 def _via_server(ctx: click.Context, ask: Any) -> dict[str, Any] | None:
@@ -337,7 +309,8 @@ def bridge_show(ctx: click.Context, as_json: bool) -> None:
     lib = _open(ctx)
     b = lib.bridge()
     if b is None:
-        raise click.ClickException("this library has no bridge yet (it is fitted when the first sounds are indexed)")
+        raise NotFoundError("this library has no bridge yet: it is fitted when the first sounds are indexed "
+                            "(or by `xmr bridge fit`)")
     if as_json:
         click.echo(json.dumps(b.manifest, indent=2))
         return

@@ -10,15 +10,34 @@ from typing import Any
 import click
 
 
-def print_hits(hits: list[dict[str, Any]], items: int | None, as_json: bool) -> None:
-    """`xmr search`: hits as JSON, or as a table (snippets under text hits, windows after sounds)."""
+def no_results(by_kind: dict[str, int] | None, modality: str = "any") -> str:
+    """Why a search found nothing, when the library can say: it is empty, or has none of that kind."""
+    if by_kind is None:
+        return "no results"
+    if not sum(by_kind.values()):
+        return "no results (the library is empty; run `xmr index PATH`)"
+    if modality != "any" and not by_kind.get(modality):
+        from indexer.kinds import get_kind
+
+        try:
+            noun = get_kind(modality).noun
+        except KeyError:
+            noun = modality
+        has = ", ".join(f"{n} {m}" for m, n in sorted(by_kind.items()))
+        return f"no results: this library has no {noun}s (it has {has}); index some with `xmr index PATH`"
+    return "no results"
+
+
+def print_hits(hits: list[dict[str, Any]], by_kind: dict[str, int] | None, as_json: bool, modality: str = "any") -> None:
+    """`xmr search`: hits as JSON, or as a table (snippets under text hits, windows after sounds).
+    `by_kind`: the library's items of each kind, to say why nothing was found."""
     from retrieval.paths import display_path
 
     if as_json:
         click.echo(json.dumps(hits, indent=2, ensure_ascii=False))
         return
     if not hits:
-        click.echo("no results" + ("" if items else " (the library is empty; run `xmr index PATH`)"))
+        click.echo(no_results(by_kind, modality))
         return
     width = max(60, min(os.get_terminal_size(sys.stdout.fileno()).columns if sys.stdout.isatty() else 100, 160))
     mixed = any(h.get("calibrated") is not None for h in hits)

@@ -38,7 +38,9 @@ class Query:
     names: dict[str, str] = field(default_factory=dict)
 
     def _label(self, flag: str, path: str) -> str:
-        return self.names.get(path) or f"{flag} {path}"
+        """How a query file is named in messages: "image 'cat.png'", in-process as through the
+        server (which sees uploads by their file names)."""
+        return self.names.get(path) or f"{flag.lstrip('-')} {os.path.basename(path)!r}"
 
     def validate(self) -> None:
         texts = [t for t in self.texts if t.strip()]

@@ -155,7 +155,8 @@ class Searcher:
             present = self.present(s, vecs)
             if len(present) < 2:
                 return search_vectors(s, vecs, vector, k)
-            found = {m: search_vectors(s, vecs, vector, k, self.modality_ids(s, vecs, m)) for m in present}
+            answers = vecs.search_subsets(vector.reshape(1, -1), k, [self.modality_ids(s, vecs, m) for m in present])
+            found = {m: _hits(s, D, I) for m, (D, I) in zip(present, answers)}
             calibrated = self.calibrator.calibrate(s, vecs, vector, {m: [h.score for h in f] for m, f in found.items()})
             hits: list[Hit] = []
             for m, f in found.items():

@@ -70,7 +70,8 @@ def choose_model() -> tuple[list[str], str]:
         )
     folder = demo_model_dir()
     if not (folder / "open_clip_model.safetensors").is_file():
-        print(f"training the demo model into {folder} (seeded, about a minute on 2 cores; cached afterwards)")
+        print(f"training the demo model into {folder} (seeded; 70 s on 2 idle cores, several minutes on a "
+              "busy machine; cached afterwards)")
         tmp = folder.with_name(folder.name + ".partial")
         shutil.rmtree(tmp, ignore_errors=True)
         train_demo_model.train(tmp)

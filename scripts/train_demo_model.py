@@ -94,7 +94,10 @@ def train(out_dir: str | Path, steps: int = STEPS, seed: int = 0, log_every: int
         with torch.no_grad():
             model.logit_scale.clamp_(0, 4.6052)
         if verbose and (step % log_every == 0 or step == steps - 1):
-            print(f"step {step:4d}  loss {loss.item():.3f}  {time.perf_counter() - t0:.0f} s", flush=True)
+            spent = time.perf_counter() - t0
+            left = spent / (step + 1) * (steps - step - 1)  # at the pace so far (a busy machine is slower)
+            print(f"training the demo model: step {step + 1}/{steps}  loss {loss.item():.3f}  "
+                  f"{spent:.0f} s, about {left:.0f} s left", flush=True)
     model.eval()
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out / "open_clip_model.safetensors"))
     (out / "open_clip_config.json").write_text(

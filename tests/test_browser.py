@@ -228,3 +228,66 @@ def test_sounds_play_from_their_window_and_can_be_dropped_on_the_page(tmp_path, 
         card = page.locator(".result.audio", has=page.locator("audio[src$='#t=10,20']"))
         expect(card.locator(".when")).to_have_text("0:10.0 – 0:20.0")
         page.screenshot(path=str(tmp_path / "sounds.png"))
+
+
+EVIL_PAGE = """<!doctype html><html><body><p id="log">working</p><script>
+const X = "%(xmr)s";
+const form = new FormData();
+form.append("q", "evil-upload");
+form.append("image", new Blob([new Uint8Array(%(png)s)], {type: "image/png"}), "x.png");
+const tries = [
+  fetch(X + "/api/search/upload", {method: "POST", mode: "no-cors", body: form}),
+  fetch(X + "/api/search?q=evil-get", {mode: "no-cors"}),
+  fetch(X + "/api/search", {method: "POST", mode: "no-cors", headers: {"Content-Type": "text/plain"},
+                            body: JSON.stringify({q: ["evil-json"]})}),
+  new Promise((done) => { const img = new Image(); img.onload = img.onerror = done; img.src = X + "/api/search?q=evil-img"; }),
+];
+Promise.allSettled(tries).then(() => { document.getElementById("log").textContent = "sent"; });
+</script>
+<form id="f" method="post" action="%(xmr)s/api/search/upload" enctype="multipart/form-data">
+<input name="q" value="evil-form"></form></body></html>"""
+
+
+def test_a_page_of_another_origin_cannot_use_the_api(tmp_path, browser, random_model):
+    """A web page on another origin (here another port of 127.0.0.1) makes the browser send
+    searches and an upload to `xmr serve`: every one is refused (403), none runs."""
+    import http.server
+    import io
+    import threading
+
+    from PIL import Image
+    from playwright.sync_api import expect
+
+    media = tmp_path / "media"
+    media.mkdir()
+    (media / "note.txt").write_text("a note", encoding="utf-8")
+    lib = Library(tmp_path / "lib", model=random_model, create=True)
+    lib.index([media], progress=False)
+    picture = io.BytesIO()
+    Image.new("RGB", (16, 16), (200, 30, 30)).save(picture, "PNG")
+    site = tmp_path / "evil"
+    site.mkdir()
+    with live_server(lib.path, "-v") as (proc, info):
+        (site / "index.html").write_text(EVIL_PAGE % {"xmr": info["url"].rstrip("/"), "png": list(picture.getvalue())})
+        handler = lambda *a, **kw: http.server.SimpleHTTPRequestHandler(*a, directory=str(site), **kw)  # noqa: E731
+        evil = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=evil.serve_forever, daemon=True).start()
+        try:
+            page = browser.new_page()
+            page.goto(f"http://127.0.0.1:{evil.server_address[1]}/index.html")
+            expect(page.locator("#log")).to_have_text("sent")
+            with page.expect_navigation():
+                page.evaluate("document.getElementById('f').submit()")  # a plain form post, too
+            # The server's own page still works from its own origin.
+            page.goto(info["url"] + "/")
+            page.fill("#q", "a note")
+            page.press("#q", "Enter")
+            settled(page)
+            expect(page.locator(".result")).to_have_count(1)
+        finally:
+            evil.shutdown()
+    log = proc.stdout.read()  # uvicorn's access log
+    answers = [line for line in log.splitlines() if '"' in line and "/api/search" in line]
+    refused = [line for line in answers if " 403" in line]
+    assert len(refused) >= 5, log  # the upload, GET, JSON POST, <img> and form post
+    assert [line for line in answers if " 403" not in line] == [line for line in answers if "q=a+note" in line], log

@@ -97,6 +97,34 @@ def test_offline_default_weights_explain_what_to_do(tmp_path):
     assert "ViT-B-32 (laion2b_s34b_b79k)" in err and "--pretrained" in err and "local-dir:" in err
 
 
+def test_offline_without_the_offline_switch_fails_fast(tmp_path, random_model):
+    """No network and an empty cache, and HF_HUB_OFFLINE not set: the default model fails at
+    once with xmr's message (not after a minute of hub retries and warnings with URLs), and so
+    does the default CLAP model when sounds are met, while the rest is indexed."""
+    import subprocess
+    import sys
+
+    from scripts.synthetic_audio import synth, write_sound
+
+    media = tmp_path / "media"
+    media.mkdir()
+    (media / "a.txt").write_text("hello", encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    env.update(HF_HOME=str(tmp_path / "hf"), HF_ENDPOINT="https://hub.invalid")  # cannot be reached, anywhere
+
+    def xmr(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "retrieval.cli", *args], capture_output=True, text=True, env=env,
+                              cwd=Path(__file__).parent.parent, timeout=45)  # the retries took 53-86 s
+
+    clip = xmr("--library", str(tmp_path / "lib"), "index", str(media))
+    assert clip.returncode == 1 and clip.stderr.startswith("error: could not load the weights for ViT-B-32"), clip.stderr
+    assert "model hub cannot be reached" in clip.stderr and "http" not in clip.stderr.replace("https://hub.invalid", "")
+    write_sound(media / "tone.wav", synth("tone", 2.0, 16000, 440.0, seed=0), 16000)
+    clap = xmr("--library", str(tmp_path / "lib"), "index", str(media), "--model", random_model, "--no-progress")
+    assert clap.returncode == 0 and "1 new" in clap.stdout, clap.stderr
+    assert "skipping" in clap.stderr and "no audio model: could not load the audio model laion/clap-htsat-unfused" in clap.stderr
+
+
 def test_stats_loads_neither_sqlalchemy_faiss_nor_torch(tmp_path, random_model, samples):
     from retrieval import Library
 
@@ -117,6 +145,61 @@ def test_stats_loads_neither_sqlalchemy_faiss_nor_torch(tmp_path, random_model, 
     assert "vectors" in out
 
 
+def test_stats_on_postgres_loads_neither_faiss_nor_torch(tmp_path, random_model, postgres):
+    """On a PostgreSQL catalog `xmr stats` needs SQLAlchemy, but neither FAISS nor torch; a
+    catalog whose first run never got to record an encoder says so instead of naming one."""
+    import subprocess
+    import sys
+
+    from retrieval import Library
+    from tests.conftest import ROOT
+
+    url = postgres.new_database()
+    media = tmp_path / "media"
+    media.mkdir()
+    (media / "a.txt").write_text("a red circle", encoding="utf-8")
+    Library(tmp_path / "lib", model=random_model, db=url, create=True).index([media], progress=False)
+    probe = (
+        "import sys; from retrieval.cli import main; sys.argv=['xmr','--library',%r,'--db',%r,'stats']\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "print('LOADED', 'faiss' in sys.modules, 'torch' in sys.modules)"
+    ) % (str(tmp_path / "lib"), url)
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, check=True).stdout
+    assert "LOADED False False" in out and "items      1" in out, out
+    empty = postgres.new_database()
+    Library(tmp_path / "lib2", model=random_model, db=empty, create=True)  # made, never indexed
+    said = run_xmr("--library", str(tmp_path / "lib2"), "--db", empty, "stats", check=True).stdout
+    assert "encoder    none recorded yet" in said and "ViT-B-32" not in said
+
+
+def test_what_a_new_user_tripped_over(tmp_path, random_model):
+    """Options after the command, a search of a kind the library has none of, `bridge show`
+    without sounds, the API's validation errors: each says plainly what is wrong."""
+    from fastapi.testclient import TestClient
+
+    from retrieval.server.app import create_app
+    from retrieval.server.state import LibraryState
+
+    media = tmp_path / "media"
+    media.mkdir()
+    (media / "note.txt").write_text("a red circle", encoding="utf-8")
+    lib = str(tmp_path / "lib")
+    run_xmr("index", str(media), "--library", lib, "--model", random_model, "--no-progress", check=True)
+    after = run_xmr("search", "a red circle", "--library", lib, "--json", "--no-server", check=True)
+    assert json.loads(after.stdout)[0]["path"].endswith("note.txt")  # --library after the command
+    assert run_xmr("stats", "--library", lib, check=True).stdout.startswith(f"library    {lib}")
+    sounds = run_xmr("search", "rain", "--type", "audio", "--library", lib, "--no-server", check=True)
+    assert "this library has no sounds (it has 1 text)" in sounds.stdout
+    with live_server(tmp_path / "lib"):
+        assert "this library has no sounds" in run_xmr("search", "rain", "--type", "audio", "--library", lib, check=True).stdout
+    bridge = run_xmr("bridge", "show", "--library", lib)
+    assert bridge.returncode == 1 and bridge.stderr.startswith("error: this library has no bridge yet"), bridge.stderr
+    client = TestClient(create_app(LibraryState(lib, fast_queries=False)), base_url="http://127.0.0.1:8765")
+    answer = client.get("/api/search", params={"q": "x", "k": 0})
+    assert answer.status_code == 422 and answer.json() == {"detail": "k: Input should be greater than or equal to 1"}
+    assert client.get("/api/search", params={"q": "rain", "type": "audio"}).json()["items_by_modality"] == {"text": 1}
+
+
 def test_bad_queries_get_clear_usage_errors(tmp_path, random_model):
     """The bad inputs a search meets, each on a real library: exit 2, the search command's usage
     line and a message saying what is wrong; the longest allowed query and a huge k just work."""
@@ -130,12 +213,13 @@ def test_bad_queries_get_clear_usage_errors(tmp_path, random_model):
     cases = {
         ("",): "empty text in query",
         ("x" * 10_001,): "longer than 10000 characters",
-        ("x", "-k", "0"): "0 is not in the range x>=1",
-        ("x", "-k", "-7"): "-7 is not in the range x>=1",
-        ("x", "-k", "many"): "'many' is not a valid integer",
+        ("x", "-k", "0"): "0 is not a number of results: give 1 or more",
+        ("x", "-k", "-7"): "-7 is not a number of results: give 1 or more",
+        ("x", "-k", "many"): "'many' is not a whole number",
         ("--image", str(tmp_path / "missing.jpg")): "does not exist",
-        ("--image", str(media / "0.txt")): "not an image",
-        ("--image", str(media / "photo.png")): "not an image",
+        # worded alike in-process and through the server, which sees uploads by their names
+        ("--image", str(media / "0.txt")): "image '0.txt': not an image PIL can read",
+        ("--image", str(media / "photo.png")): "image 'photo.png': not an image",
         ("x", "--type", "video"): "'video' is not one of",
         ("x", "--weight", "nan"): "--weight must be between 0 and 1",
         ("--not", "x"): "nothing to search for",

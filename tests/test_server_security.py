@@ -61,6 +61,33 @@ def test_loopback_without_token_refuses_foreign_host_names(small_lib):
     assert client.get("/api/health", headers={"host": "[::1]:8765"}).status_code == 200
 
 
+def test_other_web_sites_cannot_use_the_api(small_lib):
+    """A page of another origin may not run searches or make the server decode uploads, even as a
+    "simple" request a browser sends without asking first; the page's own requests still work."""
+    _, lib = small_lib
+    client, _ = make_client(lib.path)
+    import io
+
+    from PIL import Image
+
+    own = {"origin": "http://127.0.0.1:8765", "sec-fetch-site": "same-origin"}
+    picture = io.BytesIO()
+    Image.new("RGB", (16, 16), (200, 30, 30)).save(picture, "PNG")
+    png = {"image": ("x.png", picture.getvalue(), "image/png")}
+    for headers in ({"origin": "http://evil.example"}, {"sec-fetch-site": "cross-site"},
+                    {"sec-fetch-site": "same-site", "origin": "http://127.0.0.1:9999"}, {"origin": "null"}):
+        assert client.get("/api/search", params={"q": "red"}, headers=headers).status_code == 403, headers
+        assert client.post("/api/search", json={"q": ["red"]}, headers=headers).status_code == 403, headers
+        r = client.post("/api/search/upload", files=png, headers=headers)
+        assert r.status_code == 403 and "cross-site" in r.json()["detail"], headers
+    assert client.get("/api/search", params={"q": "red"}, headers=own).status_code == 200
+    assert client.post("/api/search/upload", files=png, data={"type": "image"}, headers=own).status_code == 200
+    assert client.get("/api/search", params={"q": "red"}, headers={"sec-fetch-site": "none"}).status_code == 200
+    assert client.get("/api/search", params={"q": "red"}).status_code == 200  # a program: no browser headers
+    # The page itself may be opened from a link on another site.
+    assert client.get("/", headers={"sec-fetch-site": "cross-site"}).status_code == 200
+
+
 def test_binding_beyond_loopback_needs_a_token(small_lib):
     _, lib = small_lib
     r = run_xmr("--library", str(lib.path), "serve", "--host", "0.0.0.0", "--port", "0", timeout=60)

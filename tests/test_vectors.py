@@ -90,7 +90,7 @@ def test_missing_faiss_names_both_extras(monkeypatch):
 def test_subset_search_equals_brute_force_over_the_subset(kind, monkeypatch):
     """search_subset ranks only the given ids, exactly as numpy would over those rows (the IVF
     selector path with every list probed)."""
-    import indexer.vectors
+    import indexer.subsets
 
     rng = np.random.default_rng(3)
     d, n = 16, 3000
@@ -103,8 +103,8 @@ def test_subset_search_equals_brute_force_over_the_subset(kind, monkeypatch):
         vi = VectorIndex.build("IVF16,Flat", xb, ids)
         vi.nprobe = 16  # every list: the selector path is then exact too
         if kind == "ivf-selector":
-            monkeypatch.setattr(indexer.vectors, "SUBSET_EXACT_MAX", 10)
-    for size in (7, 900, 2500):  # rare, some, most
+            monkeypatch.setattr(indexer.subsets, "SUBSET_EXACT_MAX", 10)
+    for size in (7, 900, 2500, 2500):  # rare, some, most (twice: the kept selector)
         subset = np.sort(rng.choice(ids, size, replace=False))
         D, I = vi.search_subset(xq, 10, vi.present(subset))
         rows = subset - 100
@@ -159,3 +159,16 @@ def test_gpu_copy_limits_and_uploads(monkeypatch):
     vi.add(_unit(rng, 1, 16), [5000])
     vi.search(xb[:1], 10)
     assert uploads == [0, 0]  # new vectors: one new upload
+
+
+def test_several_subsets_at_once_equal_one_at_a_time():
+    rng = np.random.default_rng(5)
+    xb, xq = _unit(rng, 2000, 16), _unit(rng, 1, 16)
+    vi = VectorIndex.create(16)
+    vi.add(xb, np.arange(2000) * 7)
+    ids = vi.ids()
+    parts = [np.sort(ids[:3]), np.sort(ids[3:400]), np.sort(ids[400:]), ids[:0]]
+    together = vi.search_subsets(xq, 10, parts)
+    for part, (D, I) in zip(parts, together):
+        D1, I1 = vi.search_subset(xq, 10, part)
+        assert (I == I1).all() and np.allclose(D, D1)

@@ -55,7 +55,7 @@ def test_a_first_schema_library_is_migrated_and_keeps_its_items(v1_library):
 
     # Its stored vectors answer: the copy of a picture is its nearest neighbour.
     red = next(h for h in lib.search(vector=lib.item_vector(1), k=8) if h.path.endswith("red-circle.png"))
-    hits = lib.similar(red.item_id, k=3)
+    hits = lib.similar(red.item_id, k=3, modality="image")
     assert hits[0].path.endswith("red-circle-copy.png") and hits[0].score > 0.999
 
     cli = run_xmr("--library", str(v1_library), "stats")

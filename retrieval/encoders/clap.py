@@ -53,11 +53,20 @@ class ClapAudioEncoder:
     modalities = frozenset({AUDIO})
 
     def __init__(self, model: str, device: str = "auto") -> None:
+        self.model_id = resolve_audio_model(model)
+        if not os.path.isdir(self.model_id):
+            # A hub model not on disk, and the hub out of reach: say so now, not after importing
+            # transformers and a minute of retries.
+            from retrieval.encoders.hub import unavailable
+
+            if unavailable(self.model_id):
+                raise ModelLoadError(
+                    f"could not load the audio model {self.model_id}: it is not in the local cache and the model hub "
+                    f"cannot be reached. {LOCAL_AUDIO_HELP}")
         import torch
         from transformers import ClapModel, ClapProcessor
 
         _quiet_transformers()
-        self.model_id = resolve_audio_model(model)
         self.device = resolve_device(device)
         try:
             net = ClapModel.from_pretrained(self.model_id)

@@ -87,11 +87,21 @@ class OpenClipEncoder:
     modalities = frozenset({IMAGE, TEXT})
 
     def __init__(self, spec: EncoderSpec, device: str = "auto") -> None:
+        self.spec = spec
+        if not spec.model.startswith("local-dir:") and not (spec.pretrained and os.path.isfile(spec.pretrained)):
+            # Weights from the hub: when they are not on disk and the hub is out of reach, say so
+            # now, not after importing open_clip and a minute of retries.
+            from retrieval.encoders.hub import KNOWN_REPOS, go_offline_unless_reachable, unavailable
+
+            repo = spec.model[len("hf-hub:"):] if spec.model.startswith("hf-hub:") else KNOWN_REPOS.get((spec.model, spec.pretrained))
+            if unavailable(repo):
+                raise ModelLoadError(self._load_failure(OSError(
+                    f"they are not in the local cache, and the model hub cannot be reached to fetch {repo}"), who=""))
+            go_offline_unless_reachable()
         import open_clip
         import torch
 
         _check_spec(spec)
-        self.spec = spec
         self.device = resolve_device(device)
         try:
             model, _, preprocess = open_clip.create_model_and_transforms(
@@ -122,11 +132,11 @@ class OpenClipEncoder:
         """Images per model call: large batches keep a GPU busy; on CPU 32 is past the knee."""
         return 256 if self.device.startswith("cuda") else 32
 
-    def _load_failure(self, e: Exception) -> str:
+    def _load_failure(self, e: Exception, who: str = "open_clip said: ") -> str:
         what = self.spec.describe()
         reason = (str(e).splitlines()[0] if str(e) else type(e).__name__).rstrip(".")
         return (
-            f"could not load the weights for {what} (open_clip said: {reason}). "
+            f"could not load the weights for {what} ({who}{reason}). "
             f"If this machine is offline or cannot reach the model hub, the weights must already be "
             f"on disk. {LOCAL_WEIGHTS_HELP}"
         )

@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Annotated, Any, Callable, Literal, Optional
 
 from fastapi import FastAPI, File, Form, Query as Param, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from indexer.kinds import get_kind, kind_names
 from retrieval.errors import (
@@ -55,11 +56,19 @@ class SearchRequest(BaseModel):
     not_: list[str] = Field(default_factory=list, alias="not", description="Texts to steer away from")
     weight: Optional[float] = Field(None, ge=0, le=1, description="Share of the items in a query that also has text")
     not_weight: float = Field(0.5, ge=0, le=1)
-    type: Modality = "any"
+    type: str = Field("any", description="'any', or a kind of item: " + ", ".join(kind_names()))
     k: int = Field(10, ge=1, le=MAX_RESULTS)
     offset: int = Field(0, ge=0, lt=MAX_RESULTS)
 
     model_config = {"populate_by_name": True}
+
+    @field_validator("type")
+    @classmethod
+    def _known_type(cls, value: str) -> str:
+        # Checked against the kinds registered when the request comes (indexer.kinds).
+        if value != "any" and value not in kind_names():
+            raise ValueError(f"Input should be 'any' or one of {', '.join(repr(k) for k in kind_names())}")
+        return value
 
 
 _STATUS = [(UsageError, 400), (NotFoundError, 404), (DecodeError, 422), (EncoderMismatchError, 503),
@@ -71,11 +80,19 @@ def create_app(state: LibraryState, *, token: str | None = None, max_upload: int
     """The ASGI app: FastAPI behind the Guard (host check or token, upload limit, headers).
     The OpenAPI schema is at /openapi.json; the interactive /docs page is off because it loads
     its scripts from a CDN, and nothing here leaves the machine."""
-    global Modality  # the kinds registered now (routes below and SearchRequest resolve it by name)
+    global Modality  # the kinds registered now (the routes below resolve it by name)
     Modality = _modality_enum()
-    SearchRequest.model_rebuild(force=True)
     app = FastAPI(title="xmr", summary="Search your photos, sounds and documents by meaning",
                   docs_url=None, redoc_url=None)
+
+    @app.exception_handler(RequestValidationError)
+    def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        """422 with one message, as every other error answers ({"detail": message})."""
+        parts = []
+        for e in exc.errors():
+            where = ".".join(str(p) for p in e.get("loc", ())[1:]) or "request"
+            parts.append(f"{where}: {e.get('msg', 'invalid')}")
+        return JSONResponse({"detail": "; ".join(parts) or "invalid request"}, status_code=422)
 
     @app.exception_handler(XmrError)
     def xmr_error(request: Request, exc: XmrError) -> JSONResponse:
@@ -97,8 +114,9 @@ def create_app(state: LibraryState, *, token: str | None = None, max_upload: int
             "more": len(hits) == k + offset,
             "took_ms": round((time.perf_counter() - t0) * 1000, 2),
         }
-        if not hits:  # is the library empty, or was nothing like it? (a few SQL counts: only when needed)
-            answer["items"] = describe(lib)["items"]
+        if not hits:  # is the library empty, or without that kind? (a few SQL counts: only when needed)
+            facts = describe(lib)
+            answer["items"], answer["items_by_modality"] = facts["items"], facts["items_by_modality"]
         return answer
 
     def search(lib: Any, q: Query, modality: str, k: int, offset: int) -> dict[str, Any]:

@@ -5,6 +5,11 @@ that keep the browser from doing anything the page did not mean.
   web page elsewhere from reaching the server through DNS rebinding.
 - With a token (required to bind anywhere else), every request carries it: `Authorization:
   Bearer TOKEN`, the `xmr_token` cookie, or `?token=` once (which sets the cookie, as Jupyter does).
+- The API answers only its own page and programs, not other web sites: a browser request to
+  /api/ (or any request that is not a GET) from another origin is refused (403), told by the
+  browser's `Sec-Fetch-Site` or `Origin` header. A page elsewhere could otherwise make the
+  server run searches or decode uploaded bytes (a "simple" cross-site POST needs no preflight).
+  Programs (curl, `xmr search`) send neither header; bound beyond loopback they need the token.
 - Request bodies over `max_upload` bytes get 413, whether announced by Content-Length or not.
 - Responses forbid framing, sniffing and any script or media from elsewhere (CSP).
 """
@@ -14,7 +19,7 @@ from __future__ import annotations
 import hmac
 import json
 from typing import Any, Awaitable, Callable
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 from starlette.exceptions import HTTPException
 
@@ -72,7 +77,7 @@ class Guard:
             await send(message)
 
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-        refusal = self._refuse(headers, query)
+        refusal = self._refuse(headers, query) or _cross_site(scope, headers)
         if refusal is not None:
             await _json(send_guarded, *refusal)
             return
@@ -126,6 +131,21 @@ class Guard:
         if any(o and hmac.compare_digest(o.encode(), self.token.encode()) for o in offered):
             return None
         return 401, "this server needs its token: open the address `xmr serve` printed (with ?token=...), or send Authorization: Bearer TOKEN"
+
+
+def _cross_site(scope: Scope, headers: dict[str, str]) -> tuple[int, str] | None:
+    """Refuse a browser's request to the API (or any non-GET request) made by a page of another
+    origin. Navigating to the page itself from a link elsewhere stays possible."""
+    if scope.get("method", "GET") in ("GET", "HEAD") and not scope["path"].startswith("/api/"):
+        return None
+    site = headers.get("sec-fetch-site")
+    origin = headers.get("origin")
+    refused = (403, "cross-site request refused: the xmr API answers its own page and programs, not other web sites")
+    if site is not None and site not in ("same-origin", "none"):
+        return refused
+    if origin is not None and (origin == "null" or urlsplit(origin).netloc.lower() != headers.get("host", "").lower()):
+        return refused
+    return None
 
 
 def _cookies(header: str) -> dict[str, list[str]]:

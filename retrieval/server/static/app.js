@@ -126,6 +126,13 @@ function render(answer, append) {
   const shown = results.querySelectorAll(".result").length;
   if (!shown) {
     if (state.items === 0) return showEmptyLibrary();
+    const kind = state.kinds[state.type];
+    if (kind && answer.items_by_modality && !answer.items_by_modality[state.type]) {
+      showEmpty(`This library has no ${kind.noun}s`, [`Index a folder with some, then search here: \`xmr index PATH\``,
+        "Or look in the All tab."]);
+      setStatus("");
+      return;
+    }
     const what = state.like ? "items like this one" : state.text ? `“${state.text}”` : "this query";
     const tab = state.type === "any" ? "" : " or the All tab";
     showEmpty(`No results for ${what}`, [`Try other words${tab}, or drop a picture or a sound on the page.`]);
