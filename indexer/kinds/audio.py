@@ -1,7 +1,7 @@
 """Sounds: files -> fixed windows of mono float32 samples at the audio model's rate.
 
 soundfile (libsndfile: WAV, FLAC, OGG/Vorbis/Opus, MP3, AIFF, ...) decodes; soxr resamples.
-Other formats (m4a, aac, wma, ...) go through ffmpeg when it is installed. Files are read in
+Other formats (m4a, aac, wma, ...) go through FFmpeg's libraries (PyAV, indexer.kinds.avfile). Files are read in
 blocks and resampled as a stream, so a long recording never sits in memory whole.
 
 Windows are deterministic (never CLAP's random crop): [0, W), [W, 2W), ... and, when the
@@ -11,10 +11,6 @@ A file shorter than one window is a single window, padded later the way CLAP exp
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import tempfile
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterator
 
@@ -27,7 +23,7 @@ if TYPE_CHECKING:
 AUDIO_EXTS = frozenset(
     {".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".aifc", ".au", ".caf", ".w64"}
 )
-FFMPEG_EXTS = frozenset({".m4a", ".aac", ".wma", ".alac", ".amr", ".ac3", ".mka", ".weba"})
+AV_EXTS = frozenset({".m4a", ".aac", ".wma", ".alac", ".amr", ".ac3", ".mka", ".weba"})
 MIN_TAIL_S = 1.0
 MAX_AUDIO_S = 4 * 3600  # beyond this only the beginning is indexed
 _BLOCK_S = 10
@@ -41,15 +37,13 @@ class Window:
     samples: np.ndarray  # mono float32 at the target rate, at most one window long
 
 
-def ffmpeg_path() -> str | None:
-    return shutil.which("ffmpeg")
-
-
 def sniff_audio(head: bytes, ext: str) -> bool:
     """Audio by magic bytes; MP3 frame sync alone is too weak a sign without the extension."""
     if head[:4] == b"RIFF" and head[8:12] in (b"WAVE", b"RF64"):
         return True
     if head[:4] in (b"fLaC", b"OggS") or head[:3] == b"ID3":
+        return True
+    if head[4:8] == b"ftyp" and head[8:12] in (b"M4A ", b"M4B ", b"M4P "):  # MPEG-4 sound only
         return True
     if head[:4] == b"FORM" and head[8:12] in (b"AIFF", b"AIFC"):
         return True
@@ -85,40 +79,8 @@ def _soundfile_blocks(path: str) -> tuple[int, Iterator[np.ndarray]]:
     return f.samplerate, blocks()
 
 
-def _ffmpeg_blocks(path: str, rate: int) -> tuple[int, Iterator[np.ndarray]]:
-    exe = ffmpeg_path()
-    if exe is None:
-        raise DecodeError("ffmpeg is not installed")
-    cmd = [exe, "-nostdin", "-v", "error", "-i", path, "-vn", "-f", "f32le", "-ac", "1", "-ar", str(rate), "pipe:1"]
-
-    import numpy as np
-
-    def blocks() -> Iterator[np.ndarray]:
-        # ffmpeg's messages go to a file, not a pipe: a pipe nobody reads while stdout is read
-        # fills at 64 KiB and stops ffmpeg (and us, waiting for its samples) for good.
-        with tempfile.TemporaryFile() as log:
-            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log)
-            if proc.stdout is None:  # pragma: no cover - PIPE always gives one
-                raise DecodeError("ffmpeg gave no output stream")
-            got = False
-            try:
-                while chunk := proc.stdout.read(rate * _BLOCK_S * 4):
-                    usable = len(chunk) - len(chunk) % 4
-                    got = True
-                    yield np.frombuffer(chunk[:usable], dtype="<f4").astype(np.float32)
-            finally:
-                proc.stdout.close()
-                code = proc.wait()
-                log.seek(max(0, log.seek(0, os.SEEK_END) - 4096))
-                err = log.read().decode(errors="replace").strip()
-        if code != 0 and not got:
-            raise DecodeError(f"ffmpeg cannot decode it ({err.splitlines()[-1] if err else f'exit {code}'})")
-
-    return rate, blocks()
-
-
 class _Unsupported(Exception):
-    """soundfile cannot open the file; ffmpeg may."""
+    """soundfile cannot open the file; FFmpeg (PyAV) may."""
 
 
 def _resampled(rate_in: int, rate: int, blocks: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
@@ -141,42 +103,92 @@ def _resampled(rate_in: int, rate: int, blocks: Iterator[np.ndarray]) -> Iterato
 
 def audio_windows(path: str, rate: int, window: int) -> Iterator[Window]:
     """Decode `path` into windows of `window` samples at `rate` Hz (see the module doc)."""
-    import numpy as np
-
-    ext = os.path.splitext(path)[1].lower()
     try:
         rate_in, blocks = _soundfile_blocks(path)
     except _Unsupported as e:
-        if ffmpeg_path() is None:
-            hint = "; install ffmpeg to index this format" if ext in FFMPEG_EXTS else ""
-            raise DecodeError(f"not a sound file soundfile can read ({e}){hint}") from None
-        rate_in, blocks = _ffmpeg_blocks(path, rate)
-    limit = MAX_AUDIO_S * rate
-    buf = np.zeros(0, np.float32)
-    last_full: np.ndarray | None = None
-    emitted = 0  # samples covered by full windows
-    index = 0
-    for chunk in _resampled(rate_in, rate, blocks):
-        chunk = np.nan_to_num(chunk, nan=0.0, posinf=0.0, neginf=0.0)
-        buf = np.concatenate([buf, chunk]) if len(buf) else chunk
-        while len(buf) >= window and emitted < limit:
-            last_full = buf[:window].copy()
-            yield Window(index, emitted / rate, (emitted + window) / rate, last_full)
-            buf = buf[window:]
-            emitted += window
-            index += 1
-        if emitted >= limit:
-            return
-    tail = len(buf)
-    if index == 0:
-        if tail == 0:
-            raise DecodeError("no audio samples")
-        yield Window(0, 0.0, tail / rate, buf.copy())
-    elif tail >= MIN_TAIL_S * rate and last_full is not None:
-        # A full-length last window ending at the end: no padding, a little overlap.
-        samples = np.concatenate([last_full[tail:], buf])
-        end = emitted + tail
-        yield Window(index, (end - window) / rate, end / rate, samples)
+        yield from _pyav_windows(path, rate, window, str(e))
+        return
+    yield from windows(_resampled(rate_in, rate, blocks), rate, window)
+
+
+def _pyav_windows(path: str, rate: int, window: int, soundfile_said: str) -> Iterator[Window]:
+    from indexer.kinds.avfile import audio_blocks
+
+    blocks = audio_blocks(path, rate)
+    try:
+        first = next(blocks)
+    except DecodeError as e:
+        raise DecodeError(f"not a sound file soundfile or FFmpeg can read ({soundfile_said}; {e})") from None
+    except StopIteration:  # pragma: no cover - audio_blocks raises when it has nothing
+        raise DecodeError("no audio samples") from None
+
+    def all_blocks() -> Iterator[np.ndarray]:
+        yield first
+        yield from blocks
+
+    yield from windows(all_blocks(), rate, window)
+
+
+def windows(blocks: Iterator[np.ndarray], rate: int, window: int, limit_s: float = MAX_AUDIO_S) -> Iterator[Window]:
+    """Mono blocks at `rate` Hz -> the windows described in the module doc, as they fill."""
+    cutter = Windower(rate, window, limit_s)
+    for block in blocks:
+        yield from cutter.feed(block)
+        if cutter.full:
+            break
+    yield from cutter.finish()
+
+
+class Windower:
+    """Cuts a stream of mono blocks into windows (push side: `feed` each block, then `finish`)."""
+
+    def __init__(self, rate: int, window: int, limit_s: float = MAX_AUDIO_S) -> None:
+        import numpy as np
+
+        self.rate, self.window, self.limit = rate, window, int(limit_s * rate)
+        self._buf = np.zeros(0, np.float32)
+        self._last_full: np.ndarray | None = None
+        self._emitted = 0  # samples covered by full windows
+        self._index = 0
+
+    @property
+    def full(self) -> bool:
+        return self._emitted >= self.limit
+
+    def feed(self, block: np.ndarray) -> list[Window]:
+        import numpy as np
+
+        if self.full:
+            return []
+        block = np.nan_to_num(block, nan=0.0, posinf=0.0, neginf=0.0)
+        buf = np.concatenate([self._buf, block]) if len(self._buf) else block
+        out = []
+        while len(buf) >= self.window and not self.full:
+            self._last_full = buf[: self.window].copy()
+            out.append(Window(self._index, self._emitted / self.rate, (self._emitted + self.window) / self.rate, self._last_full))
+            buf = buf[self.window :]
+            self._emitted += self.window
+            self._index += 1
+        self._buf = buf
+        return out
+
+    def finish(self) -> list[Window]:
+        """The last window; DecodeError when there were no samples at all."""
+        import numpy as np
+
+        tail = len(self._buf)
+        if self.full:
+            return []
+        if self._index == 0:
+            if tail == 0:
+                raise DecodeError("no audio samples")
+            return [Window(0, 0.0, tail / self.rate, self._buf.copy())]
+        if tail >= MIN_TAIL_S * self.rate and self._last_full is not None:
+            # A full-length last window ending at the end: no padding, a little overlap.
+            samples = np.concatenate([self._last_full[tail:], self._buf])
+            end = self._emitted + tail
+            return [Window(self._index, (end - self.window) / self.rate, end / self.rate, samples)]
+        return []
 
 
 class AudioKind(MediaKind):
@@ -186,7 +198,7 @@ class AudioKind(MediaKind):
     name = "audio"
     label = "Sounds"
     noun = "sound"
-    extensions = AUDIO_EXTS | FFMPEG_EXTS
+    extensions = AUDIO_EXTS | AV_EXTS
     location = ("chunk", "start", "end")
     view = "player"
 
