@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
     from retrieval.encoders.bridge import Bridge
 
-AUDIO = "audio"
+AUDIO = "audio"  # the embedder of bridged sound windows (sound files and videos' sound)
 
 
 def unpack(blobs: Sequence[bytes]) -> np.ndarray:
@@ -160,9 +160,9 @@ class AudioBridge:
     def check(self, session: Session, problems: list[str]) -> None:
         """Every audio item has its CLAP vector, every CLAP vector its item, and the stored sounds
         were projected with the bridge on disk."""
-        n_audio = session.scalar(select(func.count(Item.id)).where(Item.modality == AUDIO)) or 0
+        n_audio = session.scalar(select(func.count(Item.id)).where(Item.embedder == AUDIO)) or 0
         no_raw = session.scalar(
-            select(func.count(Item.id)).where(Item.modality == AUDIO, ~Item.id.in_(select(AudioRaw.item_id)))
+            select(func.count(Item.id)).where(Item.embedder == AUDIO, ~Item.id.in_(select(AudioRaw.item_id)))
         ) or 0
         if no_raw:
             problems.append(f"{no_raw} audio items have no stored CLAP vector")
@@ -187,7 +187,7 @@ class AudioBridge:
         stray = session.execute(delete(AudioRaw).where(~AudioRaw.item_id.in_(select(Item.id)))).rowcount
         if stray:
             repaired.append(f"removed {stray} stored CLAP vectors without items")
-        missing = set(session.scalars(select(Item.file_id).where(Item.modality == AUDIO, ~Item.id.in_(select(AudioRaw.item_id)))))
+        missing = set(session.scalars(select(Item.file_id).where(Item.embedder == AUDIO, ~Item.id.in_(select(AudioRaw.item_id)))))
         if missing:
             self.store.drop_files(session, list(missing))
             repaired.append(f"dropped {len(missing)} sound files without CLAP vectors (the next `xmr index` re-encodes them)")

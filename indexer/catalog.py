@@ -98,6 +98,9 @@ class Item(Base):
     snippet: Mapped[Optional[str]] = mapped_column(Text, nullable=True)
     start: Mapped[Optional[float]] = mapped_column(Float, nullable=True)
     end: Mapped[Optional[float]] = mapped_column(Float, nullable=True)
+    # What made its vector ("image", "text", "audio"): a video has items of two embedders, whose
+    # scores are calibrated apart (retrieval.calibration).
+    embedder: Mapped[str] = mapped_column(String(16), index=True)
     file: Mapped[File] = relationship(back_populates="items")
 
 
@@ -136,6 +139,16 @@ def _wide_integers(conn: Connection) -> None:
         conn.exec_driver_sql(f"ALTER TABLE {table} ALTER COLUMN {column} TYPE BIGINT")
     for table in ("roots", "files", "items"):
         conn.exec_driver_sql(f"ALTER SEQUENCE IF EXISTS {table}_id_seq AS BIGINT")
+
+
+@migration(4)
+def _item_embedders(conn: Connection) -> None:
+    """Version 5: each item names its embedder (a video's shots and sound windows share a
+    modality). Before videos, an item's embedder was its modality."""
+    if "embedder" not in {c["name"] for c in inspect(conn).get_columns("items")}:
+        conn.exec_driver_sql("ALTER TABLE items ADD COLUMN embedder VARCHAR(16)")
+    conn.exec_driver_sql("UPDATE items SET embedder = modality WHERE embedder IS NULL")
+    conn.exec_driver_sql("CREATE INDEX IF NOT EXISTS ix_items_embedder ON items (embedder)")
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -94,8 +94,9 @@ class Embedders:
     """The embedders of one index run, by name; also what kinds may ask while decoding
     (indexer.kinds.base.DecodeContext)."""
 
-    def __init__(self, models: Models, bridge_for: Callable[[np.ndarray], Bridge]) -> None:
+    def __init__(self, models: Models, bridge_for: Callable[[np.ndarray], Bridge], segment_max: float = 10.0) -> None:
         self.encoder = models.encoder
+        self.segment_max = segment_max
         self.sound = SoundEmbedder(models, bridge_for)
         self._by_name: dict[str, Embedder] = {
             "image": ImageEmbedder(self.encoder),

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
@@ -20,12 +21,12 @@ from sqlalchemy.orm import Session
 
 from indexer.audio_bridge import AudioBridge
 from indexer.catalog import AudioRaw, File, Item
-from indexer.decode import decode_file, partial_hash
+from indexer.decode import Stream
 from indexer.diff import plan, roots_to_index
 from indexer.embedders import Embedders
 from indexer.index_policy import IndexPolicy
-from indexer.kinds import MediaKind, Segment, sniff_kind
-from indexer.kinds.base import read_failure
+from indexer.kinds import MediaKind, Segment
+from indexer.kinds.video import SEGMENT_MAX_S, SEGMENT_MIN_S
 from indexer.models import Models
 from indexer.scan import MediaFile, scan
 from indexer.store import Store
@@ -65,23 +66,15 @@ class _Decoded:
     mf: MediaFile
     kind: MediaKind
     phash: str
-    segments: list[Segment]  # payloads prepared for their embedders
+    segments: list[Segment] = field(default_factory=list)  # payloads dropped once embedded
     vectors: list[Any] = field(default_factory=list)  # one per segment, once encoded
     raw: list[Any] = field(default_factory=list)  # the embedder's own vector, where it keeps one
 
-
-def _decode(mf: MediaFile, embedders: Embedders) -> _Decoded | None:
-    """Runs in a worker thread. None: not a media file after all."""
-    try:
-        kind = sniff_kind(mf.path)
-        if kind is None:
-            return None
-        phash = partial_hash(mf.path, mf.size)
-    except OSError as e:
-        raise read_failure(e) from None
-    segments = decode_file(kind, mf.path, embedders,
-                           lambda seg: replace(seg, payload=embedders.get(seg.embedder).prepare(seg.payload)))
-    return _Decoded(mf, kind, phash, segments)
+    def add(self, seg: Segment) -> int:
+        self.segments.append(seg)
+        self.vectors.append(None)
+        self.raw.append(None)
+        return len(self.segments) - 1
 
 
 def _default_on_skip(path: str, reason: str) -> None:
@@ -107,7 +100,7 @@ def _write_rows(session: Session, store: Store, decoded: list[_Decoded], known: 
         session.flush()
         items = [
             Item(file_id=f.id, modality=d.kind.name, chunk=s.chunk, char_start=s.char_start, char_end=s.char_end,
-                 snippet=s.snippet, start=s.start, end=s.end)
+                 snippet=s.snippet, start=s.start, end=s.end, embedder=s.embedder)
             for s in d.segments
         ]
         session.add_all(items)
@@ -177,6 +170,7 @@ def run_index(
     checkpoint_seconds: float = 30.0,
     wait: bool = False,
     on_wait: Callable[[str], None] | None = None,
+    segment_max: float = SEGMENT_MAX_S,
 ) -> IndexReport:
     """Bring the library up to date with `paths` (or every root indexed before).
 
@@ -189,6 +183,8 @@ def run_index(
     """
     if batch_size is not None and batch_size <= 0:
         raise UsageError("batch size must be positive")
+    if not SEGMENT_MIN_S <= segment_max <= 3600:
+        raise UsageError(f"--segment-max must be between {SEGMENT_MIN_S:g} and 3600 seconds, got {segment_max:g}")
     from tqdm import tqdm
 
     on_skip = on_skip or _default_on_skip
@@ -216,7 +212,8 @@ def run_index(
         store.drop_files(s, [f.id for f in todo.gone])
         s.flush()
 
-        pending: list[_Decoded] = []
+        todo_segments: list[tuple[_Decoded, int]] = []  # decoded, not yet embedded
+        complete: list[_Decoded] = []  # every segment decoded: rows written once all are embedded
         mutating = False
         last_checkpoint = time.perf_counter()
 
@@ -232,7 +229,7 @@ def run_index(
             with writing():  # the first sounds of a library fit its bridge (it re-projects stored ones)
                 return bridge.bridge_for(s, raw, progress)
 
-        embedders = Embedders(models, bridge_for)
+        embedders = Embedders(models, bridge_for, segment_max=segment_max)
 
         def checkpoint() -> None:
             nonlocal last_checkpoint
@@ -240,53 +237,78 @@ def run_index(
                 store.commit(s)
             last_checkpoint = time.perf_counter()
 
-        def flush() -> None:
-            if not pending:
-                return
+        def embed_pending() -> None:
             groups: dict[str, list[tuple[_Decoded, int]]] = {}
-            for d in pending:
-                d.vectors, d.raw = [None] * len(d.segments), [None] * len(d.segments)
-                for i, seg in enumerate(d.segments):
-                    groups.setdefault(seg.embedder, []).append((d, i))
+            for d, i in todo_segments:
+                groups.setdefault(d.segments[i].embedder, []).append((d, i))
+            todo_segments.clear()
             for name, members in groups.items():
                 out = embedders.get(name).embed([d.segments[i].payload for d, i in members], batch_size)
                 for j, (d, i) in enumerate(members):
                     d.vectors[i] = out.vectors[j]
                     d.raw[i] = out.raw[j] if out.raw is not None else None
-            with writing():
-                _write_rows(s, store, pending, known, report)
-            pending.clear()
+                    d.segments[i] = replace(d.segments[i], payload=None)  # memory follows the batch, not the file
 
-        window = max(4 * (workers or os.cpu_count() or 2), 2 * batch_size)
-        pool = ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 2, thread_name_prefix="xmr-decode")
-        queue: deque[tuple[MediaFile, Future]] = deque()
+        def flush() -> None:
+            embed_pending()
+            if complete:
+                with writing():
+                    _write_rows(s, store, complete, known, report)
+                complete.clear()
+
+        workers = workers or os.cpu_count() or 2
+        window = max(4 * workers, 2 * batch_size)
+        depth = max(2, batch_size // 2)  # segments a file's worker may have waiting
+        stop = threading.Event()
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="xmr-decode")
+        queue: deque[tuple[MediaFile, Stream]] = deque()
         jobs = iter(todo.jobs)
         bar = tqdm(total=len(todo.jobs), unit="file", desc="indexing", disable=(not progress) if progress is not None else None,
                    file=sys.stderr)
+
+        def prepare(seg: Segment) -> Segment:
+            return replace(seg, payload=embedders.get(seg.embedder).prepare(seg.payload))
+
+        def next_file(signals: Signals) -> _Decoded | None:
+            """The next file's segments, embedded as they come; None when it was skipped."""
+            mf, stream = queue.popleft()
+            d: _Decoded | None = None
+            try:
+                kind = stream.open(signals.check)
+                if kind is None:
+                    return None
+                d = _Decoded(mf, kind, stream.phash)
+                for seg in stream.segments(signals.check):
+                    todo_segments.append((d, d.add(seg)))
+                    if len(todo_segments) >= batch_size:
+                        embed_pending()
+            except DecodeError as e:
+                todo_segments[:] = [(x, i) for x, i in todo_segments if x is not d]
+                skip(stream.path, str(e))
+                if stream.path in known:  # its old vectors describe content that is gone
+                    with writing():
+                        store.drop_files(s, [known.pop(stream.path).id])
+                return None
+            finally:
+                bar.update(1)
+            if not d.segments:
+                skip(stream.path, "nothing to index in it")
+                return None
+            return d
 
         def decode_and_encode(signals: Signals) -> None:
             while True:
                 signals.check()  # a safe point: no write under way
                 while len(queue) < window and (mf := next(jobs, None)) is not None:
-                    queue.append((mf, pool.submit(_decode, mf, embedders)))
+                    stream = Stream(mf.path, mf.size, depth, stop)
+                    pool.submit(stream.produce, embedders, prepare)
+                    queue.append((mf, stream))
                 if not queue:
                     break
-                mf, fut = queue.popleft()
-                try:
-                    dec = fut.result()
-                except DecodeError as e:
-                    skip(mf.path, str(e))
-                    if mf.path in known:  # its old vectors describe content that is gone
-                        with writing():
-                            store.drop_files(s, [known.pop(mf.path).id])
-                    dec = None
-                bar.update(1)
-                if dec is not None and not dec.segments:
-                    skip(mf.path, "nothing to index in it")
-                    dec = None
-                if dec is not None:
-                    pending.append(dec)
-                    if sum(len(d.segments) for d in pending) >= batch_size:
+                d = next_file(signals)
+                if d is not None:
+                    complete.append(d)
+                    if sum(len(x.segments) for x in complete) >= batch_size:
                         flush()
                         if time.perf_counter() - last_checkpoint >= checkpoint_seconds:
                             checkpoint()
@@ -301,17 +323,19 @@ def run_index(
             store.prune_thumbnails()  # also those a run killed before its pruning left behind
         except BaseException:
             report.interrupted = True
+            stop.set()  # workers waiting to hand over segments give up
             pool.shutdown(wait=True, cancel_futures=True)
             with signals_deferred():  # a second Ctrl-C must not cut the rollback or last commit short
                 if mutating:  # rows and vectors may disagree: go back to the last checkpoint
                     s.rollback()
                     store.forget_uncommitted()
                 else:  # keep the work done so far; pending decoded files are simply redone next time
-                    pending.clear()
+                    complete.clear()
                     store.commit(s)
             raise
         finally:
             bar.close()
+            stop.set()
             pool.shutdown(wait=False, cancel_futures=True)
             report.seconds = time.perf_counter() - t0
     return report

@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 from retrieval.paths import BRIDGE_FILE, INDEX_FILE
 
-SCHEMA_VERSION = 4  # indexer.catalog takes it from here
+SCHEMA_VERSION = 5  # indexer.catalog takes it from here
 
 Execute = Callable[[str], list[tuple]]
 
@@ -33,6 +33,10 @@ def read_stats(execute: Execute) -> dict[str, Any]:
         "files_by_modality": dict(execute("SELECT modality, count(id) FROM files GROUP BY modality")),
         "items": sum(items.values()),
         "items_by_modality": items,
+        # the length of what is indexed on a timeline (sounds, videos): each file's last window's end
+        "hours_by_modality": {m: round(float(h) / 3600, 4) for m, h in execute(
+            'SELECT modality, sum(d) FROM (SELECT modality, max("end") AS d FROM items WHERE "end" IS NOT NULL '
+            "GROUP BY file_id, modality) AS f GROUP BY modality")},
         "vectors": meta.get("vectors_total"),
         "encoder": meta.get("encoder"),
         "index_type": meta.get("factory"),

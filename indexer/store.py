@@ -27,7 +27,7 @@ from indexer.vectors import DEFAULT_FACTORY, MMAP_MIN_BYTES, VectorIndex, full_f
 from retrieval.errors import LibraryError
 from retrieval.paths import BRIDGE_FILE, DB_FILE, INDEX_FILE, THUMBNAIL_DIR
 
-_THUMBNAIL_NAME = re.compile(r"([0-9a-f]{40})-\d+\.jpg")
+_THUMBNAIL_NAME = re.compile(r"([0-9a-f]{40})(?:-t\d+)?-\d+\.jpg")  # hash, a video moment in ms, size
 # Anything else matching these is left over from a run that died before its commit.
 _INDEX_NAME = re.compile(r"vectors(?:-(\d+))?\.faiss")
 _BRIDGE_NAME = re.compile(r"bridge(?:-[0-9a-f]+)?\.safetensors")

@@ -108,13 +108,16 @@ def _open(ctx: click.Context, create: bool = False, **kw: Any):
               metavar="SECONDS", help="Save progress this often; an interrupted run resumes from there.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar [default: when stderr is a terminal]")
 @click.option("--wait", is_flag=True, help="If another xmr is writing to the library, wait for it instead of stopping (for cron jobs).")
+@click.option("--segment-max", default=10.0, show_default=True, type=click.FloatRange(1, 3600), metavar="SECONDS",
+              help="Longest video segment; a longer shot is split.")
 @click.pass_context
 def index(ctx: click.Context, paths: tuple[str, ...], model: str | None, pretrained: str | None, audio_model: str | None,
           factory: str | None, recall: float | None, max_memory: int | None, batch_size: int | None, workers: int | None,
-          checkpoint_seconds: float, progress: bool | None, wait: bool) -> None:
+          checkpoint_seconds: float, progress: bool | None, wait: bool, segment_max: float) -> None:
     """Index PATHS (folders or files); with none, refresh every folder indexed before.
 
-    Pictures, text files and sounds (wav, flac, ogg/opus, mp3; more with ffmpeg). Incremental:
+    Pictures, text files, sounds and videos (cut into shots of at most --segment-max seconds,
+    their sound windowed like a sound file). Incremental:
     unchanged files are skipped, moved files keep their vectors, deleted files are removed.
     Unreadable files are reported as "skipping PATH: reason" and the run goes on. The first
     sounds in a library fit its audio bridge (see `xmr bridge fit`).
@@ -125,7 +128,8 @@ def index(ctx: click.Context, paths: tuple[str, ...], model: str | None, pretrai
                 recall=recall, max_memory=max_memory)
     try:
         report = lib.index(paths, batch_size=batch_size, workers=workers, progress=progress, checkpoint_seconds=checkpoint_seconds,
-                           wait=wait, on_wait=lambda message: click.echo(f"{message} ...", err=True))
+                           wait=wait, on_wait=lambda message: click.echo(f"{message} ...", err=True),
+                           segment_max=segment_max)
     except LibraryLockedError as e:
         raise LibraryLockedError(f"{e}, or add --wait to queue behind it") from None
     click.echo(f"indexed {lib.path}: {report.summary()}")
@@ -136,6 +140,7 @@ def index(ctx: click.Context, paths: tuple[str, ...], model: str | None, pretrai
 @click.option("--text", "texts", multiple=True, help="Text to search for (repeatable; combined with QUERY).")
 @click.option("--image", "images", multiple=True, type=click.Path(exists=True, dir_okay=False), help="Search by this picture (repeatable).")
 @click.option("--audio", "audios", multiple=True, type=click.Path(exists=True, dir_okay=False), help="Search by this sound file (repeatable).")
+@click.option("--video", "videos", multiple=True, type=click.Path(exists=True, dir_okay=False), help="Search by this video: the mean of its shots (repeatable).")
 @click.option("--weight", type=click.FloatRange(0, 1), help="Share of the picture(s)/sound(s) in a query that also has text [default: 0.5]")
 @click.option("--not", "negatives", multiple=True, help="Text to steer away from (repeatable).")
 @click.option("--not-weight", default=0.5, show_default=True, type=click.FloatRange(0, 1), help="Strength of the --not terms.")
@@ -143,14 +148,15 @@ def index(ctx: click.Context, paths: tuple[str, ...], model: str | None, pretrai
               help="Only results of this kind; 'any' mixes them by calibrated score.")
 @click.option("-k", "k", default=10, show_default=True, type=Count(), help="Number of results.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array of hits.")
+@click.option("--group", is_flag=True, help="One hit per file (a video's best segments listed under it).")
 @click.option("--model", envvar="XMR_MODEL", help="Must match the library's model (checked).")
 @click.option("--pretrained", envvar="XMR_PRETRAINED", help="Must match the library's weights (checked).")
 @click.option("--server/--no-server", "use_server", default=True, show_default=True,
               help="Ask a running `xmr serve` for this library when there is one (much faster: the model is loaded).")
 @click.pass_context
-def search(ctx: click.Context, query: str | None, texts: tuple[str, ...], images: tuple[str, ...], audios: tuple[str, ...], weight: float | None,
-           negatives: tuple[str, ...], not_weight: float, modality: str, k: int, as_json: bool,
-           model: str | None, pretrained: str | None, use_server: bool) -> None:
+def search(ctx: click.Context, query: str | None, texts: tuple[str, ...], images: tuple[str, ...], audios: tuple[str, ...],
+           videos: tuple[str, ...], weight: float | None, negatives: tuple[str, ...], not_weight: float, modality: str, k: int,
+           as_json: bool, group: bool, model: str | None, pretrained: str | None, use_server: bool) -> None:
     """Search the library by text, picture, sound, or a mix.
 
     \b
@@ -158,6 +164,8 @@ def search(ctx: click.Context, query: str | None, texts: tuple[str, ...], images
     xmr search --image cat.jpg --type text
     xmr search "rain on a roof" --type audio
     xmr search --audio birds.wav --type image
+    xmr search "a goal is scored" --type video --group
+    xmr search --video clip.mp4
     xmr search "red car" --image street.jpg --weight 0.5 --not "night"
     """
     from retrieval.query import Query
@@ -166,22 +174,24 @@ def search(ctx: click.Context, query: str | None, texts: tuple[str, ...], images
         texts=[t for t in ([query] if query is not None else []) + list(texts)],
         images=list(images),
         audios=list(audios),
+        videos=list(videos),
         negatives=list(negatives),
         media_weight=weight,
         negative_weight=not_weight,
     )
     q.validate()  # usage errors before the model loads
     answer = None
-    if use_server and model is None and pretrained is None:
+    # A video query is decoded here: a video can be far larger than what a server takes in.
+    if use_server and model is None and pretrained is None and not videos:
         answer = _via_server(ctx, lambda client, info: client.search(
             info, texts=q.texts, negatives=q.negatives, images=q.images, audios=q.audios,
-            weight=q.media_weight, not_weight=q.negative_weight, modality=modality, k=k))
+            weight=q.media_weight, not_weight=q.negative_weight, modality=modality, k=k, group=group))
     by_kind = None  # items of each kind in the library: asked only when nothing was found
     if answer is not None:
         hits, by_kind = answer["hits"], answer.get("items_by_modality")
     else:
         lib = _open(ctx, model=model, pretrained=pretrained)
-        hits = [h.to_dict() for h in lib.search(q, k=k, modality=modality)]
+        hits = [h.to_dict() for h in lib.search(q, k=k, modality=modality, group=group)]
         by_kind = None if hits else lib.stats()["items_by_modality"]
     print_hits(hits, by_kind, as_json, modality)
 

@@ -49,6 +49,10 @@ def print_hits(hits: list[dict[str, Any]], by_kind: dict[str, int] | None, as_js
         calib = f"{h['calibrated']:+6.2f}  " if mixed and h.get("calibrated") is not None else ("        " if mixed else "")
         line = f"{rank:>3}  {h['score']:6.3f}  {calib}{h['modality']:<5}  {display_path(h['path'])}{where}"
         click.echo(line)
+        if len(h.get("segments") or []) > 1:  # grouped: the file's other good moments or chunks
+            more = [f"{_clock(g['start'])}-{_clock(g['end'])}" if g.get("start") is not None else f"chunk {g['chunk']}"
+                    for g in h["segments"][1:]]
+            click.echo(" " * (28 if mixed else 20) + "also " + ", ".join(more))
         if h.get("snippet"):
             snippet = " ".join(h["snippet"].split())
             indent = 28 if mixed else 20
@@ -71,6 +75,8 @@ def print_stats(st: dict[str, Any], as_json: bool) -> None:
     click.echo(f"database   {st['database']}")
     click.echo(f"files      {st['files']}  " + ", ".join(f"{k}: {v}" for k, v in sorted(st["files_by_modality"].items())))
     click.echo(f"items      {st['items']}  " + ", ".join(f"{k}: {v}" for k, v in sorted(st["items_by_modality"].items())))
+    if st.get("hours_by_modality"):
+        click.echo("length     " + ", ".join(f"{k}: {v:.2f} h" for k, v in sorted(st["hours_by_modality"].items())))
     click.echo(f"vectors    {st['vectors']}  ({st['index_type']}, dim {enc.get('dim', '?')})")
     t = st.get("index_tuning")
     if t:

@@ -179,13 +179,14 @@ class Library:
     # -- reading ------------------------------------------------------------------------------
 
     def search(self, query: Query | str | None = None, *, k: int = 10, modality: str | None = None,
-               vector: np.ndarray | None = None) -> list[Hit]:
+               vector: np.ndarray | None = None, group: bool = False) -> list[Hit]:
         """Nearest items to a Query (or plain text, or a ready unit vector), best first.
 
         With several modalities in the library and no `modality` filter, each modality is
-        searched on its own and the lists are merged by calibrated score.
+        searched on its own and the lists are merged by calibrated score. With `group`, one
+        hit per file carrying its best segments.
         """
-        return self.searcher.search(query, k=k, modality=modality, vector=vector)
+        return self.searcher.search(query, k=k, modality=modality, vector=vector, group=group)
 
     def item(self, item_id: int) -> dict[str, Any]:
         """One item with its file: what a result links to. NotFoundError when it is not there."""

@@ -21,7 +21,7 @@ class Query:
     """What to look for.
 
     The vector is  (1 - w) * mean(texts) + w * mean(media) - n * mean(negatives), normalised,
-    where media are the pictures and sounds (each one a unit vector, sounds bridged into the
+    where media are the pictures, sounds and videos (each one a unit vector, sounds bridged into the
     CLIP space), w = `media_weight` (default 0.5 when both texts and media are given; otherwise
     the side that is present counts fully) and n = `negative_weight`.
     """
@@ -32,6 +32,7 @@ class Query:
     media_weight: float | None = None
     negative_weight: float = 0.5
     audios: Sequence[str] = field(default_factory=list)
+    videos: Sequence[str] = field(default_factory=list)  # each counts as the mean of its shots
     # Ready unit vectors that count as media (e.g. the vector of a library item: "more like this").
     vectors: Sequence[np.ndarray] = field(default_factory=list)
     # How to name a file in error messages (uploads are temp files with a user-given name).
@@ -46,19 +47,19 @@ class Query:
         texts = [t for t in self.texts if t.strip()]
         if len(texts) != len(self.texts) or any(not t.strip() for t in self.negatives):
             raise UsageError("empty text in query")
-        if not texts and not self.images and not self.audios and not len(self.vectors):
-            raise UsageError("nothing to search for: give a text query, --text, --image or --audio")
+        if not texts and not self.images and not self.audios and not self.videos and not len(self.vectors):
+            raise UsageError("nothing to search for: give a text query, --text, --image, --audio or --video")
         for t in [*self.texts, *self.negatives]:
             if len(t) > MAX_QUERY_CHARS:
                 raise UsageError(f"query text longer than {MAX_QUERY_CHARS} characters")
         if self.media_weight is not None:
             if not (0.0 <= self.media_weight <= 1.0):
                 raise UsageError(f"--weight must be between 0 and 1, got {self.media_weight}")
-            if not (self.texts and (self.images or self.audios or len(self.vectors))):
+            if not (self.texts and (self.images or self.audios or self.videos or len(self.vectors))):
                 raise UsageError("--weight sets the picture/sound share of a text + picture/sound query; give both")
         if not (0.0 <= self.negative_weight <= 1.0):
             raise UsageError(f"negative weight must be between 0 and 1, got {self.negative_weight}")
-        for flag, paths in (("--image", self.images), ("--audio", self.audios)):
+        for flag, paths in (("--image", self.images), ("--audio", self.audios), ("--video", self.videos)):
             for p in paths:
                 if not os.path.isfile(p):
                     raise UsageError(f"{self._label(flag, p)}: no such file")
@@ -96,6 +97,11 @@ class Query:
                     media.append(audio(p))
                 except DecodeError as e:
                     raise UsageError(f"{self._label('--audio', p)}: {e}") from None
+        for p in self.videos:
+            try:
+                media.append(video_vector(enc(), p))
+            except DecodeError as e:
+                raise UsageError(f"{self._label('--video', p)}: {e}") from None
         media.extend(np.asarray(v, np.float32) for v in self.vectors)
         def text_vectors(texts: Sequence[str]) -> np.ndarray:
             e = enc()
@@ -112,3 +118,23 @@ class Query:
         if not np.isfinite(norm) or norm < 1e-6:
             raise UsageError("the query parts cancel out; change the weights or drop a --not term")
         return np.ascontiguousarray(v / norm, dtype=np.float32)
+
+
+def video_vector(encoder: Encoder, path: str) -> np.ndarray:
+    """A video as one unit vector: the mean of its shots' vectors (what is seen; its sound is
+    left out, so a video query never needs the sound model)."""
+    import numpy as np
+
+    from indexer.kinds.video import video_segments
+
+    size = getattr(encoder, "input_size", None) or 224
+    try:
+        tensors = [encoder.preprocess_image(seg.payload) for seg in video_segments(path, size)]
+    except DecodeError:
+        raise
+    except Exception as e:  # the decoder's own failures, worded like the indexer's
+        raise DecodeError(f"{type(e).__name__}: {e}") from None
+    if not tensors:
+        raise DecodeError("no shot in it")
+    v = encoder.encode_images(tensors).mean(0)
+    return v / max(float(np.linalg.norm(v)), 1e-12)

@@ -19,7 +19,7 @@ from indexer.kinds import get_kind, kind_names
 from indexer.models import Models
 from indexer.store import Store
 from indexer.vectors import VectorIndex
-from retrieval.calibration import Calibrator
+from retrieval.calibration import Calibrator, Channel
 from retrieval.errors import NotFoundError, UsageError
 from retrieval.query import Query
 
@@ -47,10 +47,33 @@ class Hit:
     char_end: int | None = None
     start: float | None = None
     end: float | None = None
+    track: str | None = None  # a video's: "picture" (a shot) or "sound" (a window of its sound)
     calibrated: float | None = None
+    segments: list[dict[str, Any]] | None = None  # grouped: the file's best items, best first
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+GROUP_DEPTH = 10  # grouped search looks this many times deeper, so k files can be filled
+MAX_GROUPED = 2000
+GROUP_SEGMENTS = 5
+
+
+def group_hits(hits: list[Hit], k: int) -> list[Hit]:
+    """One hit per file, in the order of each file's best hit; each keeps its file's best
+    GROUP_SEGMENTS items (where, score, track) in `segments`."""
+    groups: dict[str, Hit] = {}
+    for h in hits:
+        head = groups.get(h.path)
+        if head is None:
+            if len(groups) == k:
+                continue
+            head = groups[h.path] = Hit(**{**asdict(h), "segments": []})
+        if head.segments is not None and len(head.segments) < GROUP_SEGMENTS:
+            head.segments.append({"item_id": h.item_id, "score": h.score, "calibrated": h.calibrated,
+                                  "chunk": h.chunk, "start": h.start, "end": h.end, "track": h.track})
+    return list(groups.values())
 
 
 def location(item: Item) -> dict[str, Any]:
@@ -103,34 +126,38 @@ class Searcher:
     def __init__(self, store: Store, models: Models, bridge: AudioBridge) -> None:
         self.store, self.models, self.bridge = store, models, bridge
         self.calibrator = Calibrator()
-        self._ids: dict[str, np.ndarray] = {}
-        self._present: list[str] | None = None
+        self._ids: dict[Channel, np.ndarray] = {}
+        self._present: list[Channel] | None = None
         self._ids_of: tuple[VectorIndex, int] | None = None  # the index (and its version) they belong to
 
     def _follow(self, vecs: VectorIndex) -> None:
         if self._ids_of != (vecs, vecs.version):
             self._ids, self._present, self._ids_of = {}, None, (vecs, vecs.version)
 
-    def present(self, s: Session, vecs: VectorIndex) -> list[str]:
-        """The modalities of the library's items, sorted (kept like `modality_ids`)."""
+    def present(self, s: Session, vecs: VectorIndex) -> list[Channel]:
+        """The (modality, embedder) pairs of the library's items, sorted (kept like `channel_ids`).
+        Scores are calibrated per pair: a video's shots and its sound windows score apart."""
         self._follow(vecs)
         if self._present is None:
-            self._present = sorted(s.scalars(select(Item.modality).distinct()))
+            rows = s.execute(select(Item.modality, Item.embedder).distinct())
+            self._present = sorted((m, e or m) for m, e in rows)
         return self._present
 
-    def modality_ids(self, s: Session, vecs: VectorIndex, modality: str) -> np.ndarray:
-        """The ids of a modality's items that this index holds, sorted; kept until the index
+    def channel_ids(self, s: Session, vecs: VectorIndex, channel: Channel) -> np.ndarray:
+        """The ids of a channel's items that this index holds, sorted; kept until the index
         changes (a long-lived reader's index can be older than the rows it reads)."""
         self._follow(vecs)
-        ids = self._ids.get(modality)
+        ids = self._ids.get(channel)
         if ids is None:
-            rows = np.fromiter(s.scalars(select(Item.id).where(Item.modality == modality).order_by(Item.id)), np.int64)
-            ids = self._ids[modality] = vecs.present(rows)
+            modality, embedder = channel
+            stmt = select(Item.id).where(Item.modality == modality, Item.embedder == embedder).order_by(Item.id)
+            ids = self._ids[channel] = vecs.present(np.fromiter(s.scalars(stmt), np.int64))
         return ids
 
     def search(self, query: Query | str | None = None, *, k: int = 10, modality: str | None = None,
-               vector: np.ndarray | None = None) -> list[Hit]:
-        """Nearest items to a Query (or plain text, or a ready unit vector), best first."""
+               vector: np.ndarray | None = None, group: bool = False) -> list[Hit]:
+        """Nearest items to a Query (or plain text, or a ready unit vector), best first. With
+        `group`, one hit per file: its best item, carrying its best few items in `segments`."""
         if k <= 0:
             raise UsageError(f"k must be positive, got {k}")
         if modality in (None, "any"):
@@ -146,22 +173,29 @@ class Searcher:
             if vecs is None or vecs.ntotal == 0:
                 return []
             vector = q.embed(lambda: self.models.encoder, audio=self.bridge.embed_file)
+        if group:
+            return group_hits(self._search(vector, min(MAX_GROUPED, k * GROUP_DEPTH), modality), k)
+        return self._search(vector, k, modality)
+
+    def _search(self, vector: np.ndarray, k: int, modality: str | None) -> list[Hit]:
         vecs = self.store.vectors()
         if vecs is None:
             return []
         with self.store.Session() as s:
-            if modality is not None:
-                return search_vectors(s, vecs, vector, k, self.modality_ids(s, vecs, modality))
             present = self.present(s, vecs)
-            if len(present) < 2:
-                return search_vectors(s, vecs, vector, k)
-            answers = vecs.search_subsets(vector.reshape(1, -1), k, [self.modality_ids(s, vecs, m) for m in present])
-            found = {m: _hits(s, D, I) for m, (D, I) in zip(present, answers)}
-            calibrated = self.calibrator.calibrate(s, vecs, vector, {m: [h.score for h in f] for m, f in found.items()})
+            channels = [c for c in present if modality is None or c[0] == modality]
+            if not channels:
+                return []
+            if len(channels) == 1:
+                among = None if len(present) == 1 else self.channel_ids(s, vecs, channels[0])
+                return search_vectors(s, vecs, vector, k, among)
+            answers = vecs.search_subsets(vector.reshape(1, -1), k, [self.channel_ids(s, vecs, c) for c in channels])
+            found = {c: _hits(s, D, I) for c, (D, I) in zip(channels, answers)}
+            calibrated = self.calibrator.calibrate(s, vecs, vector, {c: [h.score for h in f] for c, f in found.items()})
             hits: list[Hit] = []
-            for m, f in found.items():
-                for h, c in zip(f, calibrated[m]):
-                    h.calibrated = c
+            for c, f in found.items():
+                for h, value in zip(f, calibrated[c]):
+                    h.calibrated = value
                 hits += f
         hits.sort(key=lambda h: h.calibrated if h.calibrated is not None else h.score, reverse=True)
         return hits[:k]

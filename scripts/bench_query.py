@@ -49,7 +49,7 @@ def fake_library(path: Path, encoder, n: int, seed: int = 0):
         files = [File(path=f"/photos/IMG_{i:07d}.jpg", modality="image", size=1, mtime_ns=0, phash="0") for i in range(n)]
         s.add_all(files)
         s.flush()
-        items = [Item(file_id=f.id, modality="image", chunk=0) for f in files]
+        items = [Item(file_id=f.id, modality="image", embedder="image", chunk=0) for f in files]
         s.add_all(items)
         s.flush()
         x = rng.standard_normal((n, encoder.dim)).astype(np.float32)

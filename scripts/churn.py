@@ -1,4 +1,4 @@
-"""A folder that keeps changing: pictures and text files added, edited, deleted and renamed
+"""A folder that keeps changing: pictures, text files and videos added, edited, deleted and renamed
 (the crash and concurrency tests index it while it churns)."""
 
 from __future__ import annotations
@@ -39,6 +39,18 @@ class Corpus:
         path.write_text(_text(self.rng), encoding="utf-8")
         return path
 
+    def add_video(self) -> Path:
+        self.serial += 1
+        path = self.folder / f"clip{self.serial:05d}.mp4"
+        self._video(path)
+        return path
+
+    def _video(self, path: Path) -> None:
+        from scripts.synthetic_video import Scene, make_video
+
+        scenes = [Scene(self.rng.choice(CONCEPTS), self.rng.choice((1.5, 2.0, 3.0))) for _ in range(self.rng.randint(1, 3))]
+        make_video(path, scenes, size=(96, 72), fps=8, audio=False, seed=self.rng.randrange(1 << 30))
+
     def files(self) -> list[Path]:
         return sorted(p for p in self.folder.rglob("*") if p.is_file())
 
@@ -51,6 +63,8 @@ class Corpus:
         for p in picked[: 4 * scale]:
             if p.suffix == ".png":
                 draw(rng.choice(CONCEPTS), rng).save(p)
+            elif p.suffix == ".mp4":
+                self._video(p)
             else:
                 p.write_text(_text(rng), encoding="utf-8")
             changes["edited"].append(p)
@@ -62,7 +76,8 @@ class Corpus:
             p.rename(p.with_name(f"moved{self.serial:05d}{p.suffix}"))
             changes["renamed"].append(p)
         for _ in range(rng.randint(3 * scale, 8 * scale)):
-            changes["added"].append(self.add_image() if rng.random() < 0.75 else self.add_text())
+            r = rng.random()
+            changes["added"].append(self.add_image() if r < 0.72 else self.add_text() if r < 0.95 else self.add_video())
         return changes
 
 

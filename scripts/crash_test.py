@@ -1,8 +1,8 @@
 """Kill `xmr index` at random moments, again and again, and prove nothing is lost or broken.
 
-    python scripts/crash_test.py [--kills 50] [--seed 0] [--images 240] [--texts 60]
+    python scripts/crash_test.py [--kills 50] [--seed 0] [--images 240] [--texts 60] [--videos 6]
 
-A folder of pictures and text files (a few hundred items) is indexed by `xmr index`, which is
+A folder of pictures, text files and videos (a few hundred items) is indexed by `xmr index`, which is
 killed with SIGKILL at a random moment (uniform over the length of an uninterrupted run), then
 started again; every few rounds the folder changes (files added, edited, deleted, renamed) so
 that there is always work to interrupt, and every tenth signal is a SIGINT (Ctrl-C), which must
@@ -129,7 +129,7 @@ class Runner:
 
 
 def snapshot(library: Path, db: str | None = None) -> dict[tuple, Any]:
-    """(path, modality, chunk, char_start, char_end) -> vector, for every item of a library."""
+    """(path, modality, embedder, chunk, char_start, char_end, start) -> vector, for every item of a library."""
     import numpy as np
     from sqlalchemy import select
 
@@ -138,7 +138,8 @@ def snapshot(library: Path, db: str | None = None) -> dict[tuple, Any]:
 
     lib = Library(library, db=db)
     with lib.Session() as s:
-        rows = s.execute(select(File.path, Item.modality, Item.chunk, Item.char_start, Item.char_end, Item.id).join(Item)).all()
+        rows = s.execute(select(File.path, Item.modality, Item.embedder, Item.chunk, Item.char_start, Item.char_end, Item.start,
+                                Item.id).join(Item)).all()
     vecs = lib.vectors()
     ids = np.array([r[-1] for r in rows], np.int64)
     xb = vecs.reconstruct_many(ids) if len(ids) else np.zeros((0, vecs.d if vecs else 0), np.float32)
@@ -153,6 +154,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--images", type=int, default=240)
     ap.add_argument("--texts", type=int, default=60)
+    ap.add_argument("--videos", type=int, default=6)
     ap.add_argument("--model", help="open_clip spec [default: a tiny random-weights model made here]")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--targeted", type=float, default=0.3,
@@ -172,6 +174,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     corpus = Corpus(work / "media", rng)
     for i in range(args.images + args.texts):
         corpus.add_image() if i < args.images else corpus.add_text()
+    for _ in range(args.videos):
+        corpus.add_video()
     runner = Runner(args.exec_mode, logs)
     lib = work / "lib"
 
@@ -194,7 +198,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result: dict[str, Any] = {
         "kills": 0, "sigints": 0, "sigint_clean": 0, "completed_runs": 0, "signals_after_finish": 0,
         "kills_targeted": 0, "checks_passed": 0, "checks_failed": [], "uncommitted_files_seen": 0, "mutations": 0,
-        "items_start": args.images + args.texts, "full_run_s": round(full_run_s, 2), "mode": "exec" if args.exec_mode else "fork",
+        "files_start": args.images + args.texts + args.videos, "full_run_s": round(full_run_s, 2), "mode": "exec" if args.exec_mode else "fork",
         "catalog": "postgresql" if args.db and args.db.startswith("postgres") else "sqlite",
     }
     changes = {"added": 0, "edited": 0, "deleted": 0, "renamed": 0}

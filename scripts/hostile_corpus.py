@@ -7,7 +7,8 @@ truncated JPEG and PNG, zero-byte files, wrong extensions both ways, a 30000x300
 decompression bomb, an animated GIF of 3000 frames, a 1 GiB sparse .txt, text with invalid
 UTF-8 and NUL bytes, corrupt WAV and FLAC headers, a WAV whose header claims 4 GiB, a file
 nobody may read, symlink loops, a dangling symlink, names with a newline and with non-UTF-8
-bytes, and a file deleted between the scan and its decoding) next to a few good files, then
+bytes, a file deleted between the scan and its decoding, and the videos of
+scripts/hostile_videos.py) next to a few good files, then
 runs `xmr index` on it as a separate process and, for comparison, on the good files alone.
 
 As root (who reads any file) the index runs are started without the capabilities that let root
@@ -36,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from scripts.hostile_videos import EXPECTED_VIDEOS, make_good_video, make_hostile_videos  # noqa: E402
 from scripts.synthetic import CONCEPTS, draw  # noqa: E402
 
 PR_CAPBSET_DROP, CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH = 24, 1, 2
@@ -43,8 +45,8 @@ VANISH = "vanishes.txt"
 NON_UTF8 = os.fsdecode(b"bad\xffname.txt")
 
 # name -> ("indexed", modality) or ("skipped", a part of the reason; "a|b": either). A broken
-# sound is refused by soundfile, then by ffmpeg when that is installed.
-UNDECODABLE_SOUND = "not a sound file|ffmpeg cannot decode it"
+# sound is refused by soundfile, then by FFmpeg's libraries (PyAV).
+UNDECODABLE_SOUND = "not a sound file"
 EXPECTED: dict[str, tuple[str, str]] = {
     "good.png": ("indexed", "image"),
     "good.jpg": ("indexed", "image"),
@@ -73,6 +75,7 @@ EXPECTED: dict[str, tuple[str, str]] = {
     "new\nline.txt": ("indexed", "text"),
     NON_UTF8: ("skipped", "file name is not valid UTF-8"),
     VANISH: ("skipped", "file vanished"),
+    **EXPECTED_VIDEOS,
 }
 
 
@@ -107,6 +110,7 @@ def make_good(folder: Path) -> None:
     draw(CONCEPTS[1], rng, size=160).save(folder / "good.jpg", quality=90)
     (folder / "good.txt").write_text("a red circle on a white background", encoding="utf-8")
     (folder / "good.wav").write_bytes(_wav(3.0))
+    make_good_video(folder)
 
 
 def add_link_traps_and_odd_names(folder: Path, newline_text: str) -> None:
@@ -157,6 +161,7 @@ def make_hostile(folder: Path) -> dict[str, tuple[str, str]]:
     (folder / "unreadable.txt").write_text("nobody may read this", encoding="utf-8")
     add_link_traps_and_odd_names(folder, "a blue square, named with a newline")
     (folder / VANISH).write_text("deleted between the scan and its decoding", encoding="utf-8")
+    make_hostile_videos(folder)
     for dirpath, _dirs, files in os.walk(folder):
         os.chmod(dirpath, 0o755)
         for f in files:

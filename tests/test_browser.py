@@ -291,3 +291,69 @@ def test_a_page_of_another_origin_cannot_use_the_api(tmp_path, browser, random_m
     refused = [line for line in answers if " 403" in line]
     assert len(refused) >= 5, log  # the upload, GET, JSON POST, <img> and form post
     assert [line for line in answers if " 403" not in line] == [line for line in answers if "q=a+note" in line], log
+
+
+def test_videos_show_a_poster_play_from_the_moment_and_mark_their_timeline(tmp_path, browser, random_model, tiny_clap):
+    import base64
+
+    from playwright.sync_api import expect
+
+    from scripts.synthetic import Concept
+    from scripts.synthetic_video import Scene, make_video
+
+    media = tmp_path / "media"
+    media.mkdir()
+    make_video(media / "clip.mp4", [Scene(Concept("red", "circle"), 4.0, 300.0), Scene(Concept("blue", "square"), 4.0, 900.0),
+                                    Scene(Concept("green", "star"), 4.0, 1500.0)])
+    lib = Library(tmp_path / "lib", model=random_model, audio_model=tiny_clap, create=True)
+    lib.index([media], progress=False)
+    items = lib.stats()["items_by_modality"]["video"]
+
+    with live_server(lib.path) as (_, info):
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        problems: list[str] = []
+        page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+        page.goto(info["url"] + "/#type=video")
+        page.fill("#q", "a red circle")
+        page.press("#q", "Enter")
+        settled(page)
+        cards = page.locator(".result.video")
+        expect(cards).to_have_count(1)  # one card per video: its other moments are marks on its timeline
+        marks = cards.first.locator(".timeline .mark")
+        expect(marks).to_have_count(items)
+        expect(cards.first.locator(".timeline .mark.heard")).not_to_have_count(0)  # its sound track matched too
+        video = cards.first.locator("video")
+        src, poster = video.get_attribute("src"), video.get_attribute("poster")
+        assert "#t=" in src and poster.endswith("/thumbnail")
+        start = float(src.split("#t=")[1].split(",")[0])
+        thumb = page.request.get(info["url"] + poster)
+        assert thumb.status == 200 and thumb.headers["content-type"] == "image/jpeg"
+        partial = page.request.get(info["url"] + src.split("#")[0], headers={"Range": "bytes=0-99"})
+        assert partial.status == 206 and len(partial.body()) == 100
+        # The player starts at the matched moment; a mark moves it to its own.
+        page.wait_for_function(f"() => {{ const v = document.querySelector('.result.video video'); "
+                               f"return v.readyState >= 1 && v.currentTime >= {start} - 0.05; }}")
+        last = marks.last
+        target = float(last.get_attribute("data-start"))
+        last.click()
+        page.wait_for_function(f"() => Math.abs(document.querySelector('.result.video video').currentTime - {target}) < 0.6")
+        page.screenshot(path=str(tmp_path / "videos.png"))
+        if os.environ.get("XMR_SCREENSHOTS"):
+            page.screenshot(path=os.path.join(os.environ["XMR_SCREENSHOTS"], "videos.png"))
+
+        # A video dropped on the page is the query: the same video comes first.
+        payload = base64.b64encode((media / "clip.mp4").read_bytes()).decode()
+        page.evaluate(
+            """(b64) => {
+                const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
+                const data = new DataTransfer();
+                data.items.add(new File([bytes], "query.mp4", {type: "video/mp4"}));
+                window.dispatchEvent(new DragEvent("dragenter", {dataTransfer: data}));
+                window.dispatchEvent(new DragEvent("drop", {dataTransfer: data}));
+            }""",
+            payload,
+        )
+        expect(page.locator("[data-testid=chip]")).to_contain_text("query.mp4")
+        settled(page)
+        expect(page.locator(".result.video")).to_have_count(1)
+        assert not problems, problems

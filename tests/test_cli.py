@@ -54,7 +54,7 @@ def test_index_then_search_json(tmp_path, trained_model, samples):
 def test_usage_errors_exit_2_without_traceback(tmp_path, trained_model):
     lib = ["--library", str(tmp_path / "lib")]
     cases = [
-        ("search", "x", "--type", "video"),
+        ("search", "x", "--type", "movie"),
         ("search", "x", "-k", "0"),
         ("search", "x", "--weight", "0.5"),  # weight without an image
         ("search", "x", "--image", str(tmp_path / "missing.jpg")),
@@ -220,7 +220,7 @@ def test_bad_queries_get_clear_usage_errors(tmp_path, random_model):
         # worded alike in-process and through the server, which sees uploads by their names
         ("--image", str(media / "0.txt")): "image '0.txt': not an image PIL can read",
         ("--image", str(media / "photo.png")): "image 'photo.png': not an image",
-        ("x", "--type", "video"): "'video' is not one of",
+        ("x", "--type", "movie"): "'movie' is not one of",
         ("x", "--weight", "nan"): "--weight must be between 0 and 1",
         ("--not", "x"): "nothing to search for",
     }

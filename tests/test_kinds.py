@@ -15,8 +15,8 @@ from tests.conftest import ROOT
 
 
 def test_built_in_kinds_and_their_order():
-    assert kind_names() == ("image", "text", "audio")  # the page's tab order
-    assert [k.label for k in all_kinds()] == ["Pictures", "Text", "Sounds"]
+    assert kind_names() == ("image", "text", "audio", "video")  # the page's tab order
+    assert [k.label for k in all_kinds()] == ["Pictures", "Text", "Sounds", "Videos"]
     assert get_kind("text").location == ("chunk", "snippet", "char_start", "char_end")
     assert get_kind("image").has_thumbnail and not get_kind("audio").has_thumbnail
     assert is_candidate("a.JPG") and is_candidate("notes.md") and is_candidate("x.flac") and is_candidate("README")
@@ -132,7 +132,8 @@ def test_a_toy_kind_reaches_the_cli_and_the_server(tmp_path, trained_model, tabl
 
     client = TestClient(create_app(LibraryState(lib_dir, fast_queries=False)), base_url="http://127.0.0.1:8765")
     kinds = client.get("/api/health").json()["kinds"]
-    assert {"name": "table", "label": "Tables", "noun": "row", "view": "snippet", "thumbnail": False} in kinds
+    assert {"name": "table", "label": "Tables", "noun": "row", "view": "snippet", "thumbnail": False,
+            "extensions": [".csv"]} in kinds
     hit = client.get("/api/search", params={"q": "a photo of a green star", "type": "table", "k": 1}).json()["hits"][0]
     assert hit["snippet"] == "green,star"
     media_answer = client.get(f"/api/items/{hit['item_id']}/media")

@@ -167,7 +167,7 @@ def test_bad_queries_get_clear_errors(client, samples):
     assert client.get("/api/search").json()["detail"].startswith("nothing to search for")
     assert client.get("/api/search", params={"q": "   "}).status_code == 400
     assert client.get("/api/search", params={"q": "x", "k": 0}).status_code == 422
-    assert client.get("/api/search", params={"q": "x", "type": "video"}).status_code == 422
+    assert client.get("/api/search", params={"q": "x", "type": "movie"}).status_code == 422
     assert client.get("/api/search", params={"q": "x" * 10_001}).status_code == 400
     r = client.post("/api/search/upload", files={"image": ("cat.png", b"not a picture at all", "image/png")})
     assert r.status_code == 400 and "image 'cat.png'" in r.json()["detail"] and "not an image" in r.json()["detail"]

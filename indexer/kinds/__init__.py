@@ -13,6 +13,7 @@ from indexer.kinds.audio import AudioKind
 from indexer.kinds.base import LOCATION_FIELDS, DecodeContext, MediaKind, Segment
 from indexer.kinds.image import ImageKind
 from indexer.kinds.text import TextKind
+from indexer.kinds.video import VideoKind
 
 __all__ = ["LOCATION_FIELDS", "DecodeContext", "MediaKind", "Segment", "all_kinds", "get_kind", "is_candidate",
            "kind_names", "register_kind", "sniff_kind", "unregister_kind"]
@@ -65,12 +66,12 @@ def sniff_kind(path: str) -> MediaKind | None:
         head = f.read(_HEAD_BYTES)
     for kind in _KINDS.values():
         if kind.sniff(head, ext):
-            return kind
+            return kind.refine(path)
     for kind in _KINDS.values():
         if ext in kind.extensions:
-            return kind  # decoding will say why it is not a readable file of this kind
+            return kind.refine(path)  # decoding will say why it is not a readable file of this kind
     return None
 
 
-for _kind in (ImageKind(), TextKind(), AudioKind()):
+for _kind in (ImageKind(), TextKind(), AudioKind(), VideoKind()):
     register_kind(_kind)

@@ -73,6 +73,10 @@ class DecodeContext(Protocol):
     def audio_format(self) -> tuple[int, int]:
         """(sampling rate, samples per window) of the sound encoder; loads it on first use."""
 
+    @property
+    def segment_max(self) -> float:
+        """Longest segment of a timeline (a video's shots), in seconds."""
+
 
 class MediaKind:
     """A kind of file. Subclasses set the class attributes and implement `decode`."""
@@ -82,12 +86,17 @@ class MediaKind:
     noun: ClassVar[str]  # one hit, in words: "picture"
     extensions: ClassVar[frozenset[str]]  # lower case, with the dot
     location: ClassVar[tuple[str, ...]] = ()  # which LOCATION_FIELDS its hits carry
-    view: ClassVar[str] = "file"  # how the page shows a hit: "thumbnail", "snippet", "player"
+    view: ClassVar[str] = "file"  # how the page shows a hit: "thumbnail", "snippet", "player", "video"
     mime: ClassVar[str | None] = None  # served as; None: guessed from the name, within `name/`
 
     def sniff(self, head: bytes, ext: str) -> bool:
         """Is this, by its first bytes (at least 16, fewer for a short file), a file of this kind?"""
         return False
+
+    def refine(self, path: str) -> MediaKind:
+        """The kind a file recognised as this one really is, once opened (an mp4 holding only
+        sound is a sound). Runs in decode threads; most kinds are what their bytes say."""
+        return self
 
     def decode(self, path: str, ctx: DecodeContext) -> Iterator[Segment]:
         """The file's segments, in order. Raise DecodeError(reason) for a file that cannot be
@@ -95,9 +104,9 @@ class MediaKind:
         A generator keeps memory flat: the pipeline prepares each segment as it comes."""
         raise NotImplementedError
 
-    def thumbnail(self, path: str, size: int) -> Any:
-        """A PIL image no larger than the file's own, for a thumbnail of `size` pixels; None
-        when this kind has none."""
+    def thumbnail(self, path: str, size: int, at: float | None = None) -> Any:
+        """A PIL image no larger than the file's own, for a thumbnail of `size` pixels (of the
+        moment `at` seconds, for kinds with a timeline); None when this kind has none."""
         return None
 
     @property
@@ -108,7 +117,12 @@ class MediaKind:
         """The location fields of a catalog item that a hit of this kind carries."""
         return {f: getattr(item, f) for f in self.location}
 
+    @property
+    def timeline(self) -> bool:
+        """Do its thumbnails differ by moment (one per item, not one per file)?"""
+        return "start" in self.location and self.has_thumbnail
+
     def describe(self) -> dict[str, Any]:
         """What the page needs to know of this kind."""
         return {"name": self.name, "label": self.label, "noun": self.noun, "view": self.view,
-                "thumbnail": self.has_thumbnail}
+                "thumbnail": self.has_thumbnail, "extensions": sorted(self.extensions)}

@@ -70,5 +70,5 @@ class ImageKind(MediaKind):
     def decode(self, path: str, ctx: DecodeContext) -> Iterator[Segment]:
         yield Segment(load_image(path, ctx.image_size), embedder="image")
 
-    def thumbnail(self, path: str, size: int) -> Any:
+    def thumbnail(self, path: str, size: int, at: float | None = None) -> Any:
         return load_image(path, min_size=size)

@@ -59,6 +59,7 @@ class SearchRequest(BaseModel):
     type: str = Field("any", description="'any', or a kind of item: " + ", ".join(kind_names()))
     k: int = Field(10, ge=1, le=MAX_RESULTS)
     offset: int = Field(0, ge=0, lt=MAX_RESULTS)
+    group: bool = Field(False, description="One hit per file, with its best segments (a video's moments)")
 
     model_config = {"populate_by_name": True}
 
@@ -119,9 +120,9 @@ def create_app(state: LibraryState, *, token: str | None = None, max_upload: int
             answer["items"], answer["items_by_modality"] = facts["items"], facts["items_by_modality"]
         return answer
 
-    def search(lib: Any, q: Query, modality: str, k: int, offset: int) -> dict[str, Any]:
+    def search(lib: Any, q: Query, modality: str, k: int, offset: int, group: bool = False) -> dict[str, Any]:
         q.validate()  # before waiting for the model
-        return paged(lib, lambda n: lib.search(q, k=n, modality=modality), k, offset)
+        return paged(lib, lambda n: lib.search(q, k=n, modality=modality, group=group), k, offset)
 
     def like_vectors(lib: Any, ids: list[int]) -> list[Any]:
         out = []
@@ -153,10 +154,11 @@ def create_app(state: LibraryState, *, token: str | None = None, max_upload: int
         type: Modality = "any",
         k: Annotated[int, Param(ge=1, le=MAX_RESULTS)] = 10,
         offset: Annotated[int, Param(ge=0, lt=MAX_RESULTS)] = 0,
+        group: bool = False,
     ) -> dict[str, Any]:
         """Search by text (and/or library items), e.g. /api/search?q=sunset&type=image&k=20."""
         return search_json(SearchRequest(q=q or [], like=like or [], not_=not_ or [], weight=weight, not_weight=not_weight,
-                                         type=type, k=k, offset=offset))
+                                         type=type, k=k, offset=offset, group=group))
 
     @app.post("/api/search", tags=["search"])
     def search_json(body: SearchRequest) -> dict[str, Any]:
@@ -164,12 +166,13 @@ def create_app(state: LibraryState, *, token: str | None = None, max_upload: int
         lib = state.library()
         q = Query(texts=body.q, negatives=body.not_, media_weight=body.weight, negative_weight=body.not_weight,
                   vectors=like_vectors(lib, body.like))
-        return search(lib, q, body.type, body.k, body.offset)
+        return search(lib, q, body.type, body.k, body.offset, body.group)
 
     @app.post("/api/search/upload", tags=["search"])
     def search_upload(
         image: Annotated[Optional[list[UploadFile]], File(description="Pictures to search by")] = None,
         audio: Annotated[Optional[list[UploadFile]], File(description="Sound files to search by")] = None,
+        video: Annotated[Optional[list[UploadFile]], File(description="Videos to search by (the mean of their shots)")] = None,
         q: Annotated[Optional[list[str]], Form(description="Text to combine with the files")] = None,
         not_: Annotated[Optional[list[str]], Form(alias="not")] = None,
         weight: Annotated[Optional[float], Form(ge=0, le=1, description="Share of the files in a query that also has text")] = None,
@@ -177,8 +180,9 @@ def create_app(state: LibraryState, *, token: str | None = None, max_upload: int
         type: Annotated[Modality, Form()] = "any",
         k: Annotated[int, Form(ge=1, le=MAX_RESULTS)] = 10,
         offset: Annotated[int, Form(ge=0, lt=MAX_RESULTS)] = 0,
+        group: Annotated[bool, Form()] = False,
     ) -> dict[str, Any]:
-        """Search by uploaded pictures and/or sounds (multipart/form-data), optionally with text.
+        """Search by uploaded pictures, sounds and/or videos (multipart/form-data), optionally with text.
         Uploads are decoded by the same guarded decoders as indexing and deleted afterwards."""
         lib = state.library()
         with tempfile.TemporaryDirectory(prefix="xmr-upload-") as tmp:
@@ -197,8 +201,8 @@ def create_app(state: LibraryState, *, token: str | None = None, max_upload: int
                 return paths
 
             query = Query(texts=q or [], negatives=not_ or [], images=save(image or [], "image"), audios=save(audio or [], "audio"),
-                          media_weight=weight, negative_weight=not_weight, names=names)
-            return search(lib, query, type, k, offset)
+                          videos=save(video or [], "video"), media_weight=weight, negative_weight=not_weight, names=names)
+            return search(lib, query, type, k, offset, group)
 
     @app.get("/api/items/{item_id}", tags=["items"])
     def item(item_id: int) -> dict[str, Any]:

@@ -64,13 +64,16 @@ def thumbnail(lib: Library, item_id: int, size: int) -> Path:
     if not kind.has_thumbnail:
         raise NotFoundError(f"item {item_id} is a {info['modality']} item, not a picture")
     folder = lib.path / THUMBNAIL_DIR
-    out = folder / f"{info['phash'][:40]}-{size}.jpg"
+    # A kind with a timeline (videos) has a poster per moment: the middle of the item.
+    at = (info["start"] + info["end"]) / 2 if kind.timeline and info.get("start") is not None and info.get("end") is not None else None
+    moment = f"-t{round(at * 1000)}" if at is not None else ""
+    out = folder / f"{info['phash'][:40]}{moment}-{size}.jpg"
     if out.exists():
         return out
     with _thumbnail_slots:
         if out.exists():
             return out
-        image = kind.thumbnail(info["path"], size)  # the indexer's guarded decoder
+        image = kind.thumbnail(info["path"], size, at=at)  # the indexer's guarded decoder
         image.thumbnail((size, size))
         folder.mkdir(exist_ok=True)
         tmp = out.with_name(f".{out.name}.{os.getpid()}.{threading.get_ident()}.tmp")

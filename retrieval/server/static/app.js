@@ -1,9 +1,10 @@
-// xmr web page: one search box, modality tabs, drop a picture or a sound, click a result for more like it.
+// xmr web page: one search box, modality tabs, drop a picture, a sound or a video, click a result for more like it.
 // Everything user-provided (file names, snippets) goes in through textContent, never as HTML.
 "use strict";
 
 const PAGE = 30;
-const state = { text: "", type: "any", files: [], like: null, offset: 0, seq: 0, items: null, previews: [], kinds: {} };
+const state = { text: "", type: "any", files: [], like: null, offset: 0, seq: 0, items: null, previews: [], kinds: {},
+  videoCards: new Map() };
 const $ = (sel) => document.querySelector(sel);
 
 function el(tag, props = {}, children = []) {
@@ -96,7 +97,51 @@ const VIEWS = {
   snippet(hit, node, body) {
     if (hit.snippet) body.append(el("p", { class: "snippet", text: hit.snippet }));
   },
+  // A video: its poster (the matched moment), played from the segment's start; every matched
+  // segment of the video is a mark on its timeline (more hits of the same video join this card).
+  video(hit, node, body) {
+    const video = el("video", {
+      class: "thumb", controls: true, preload: "metadata", poster: `/api/items/${hit.item_id}/thumbnail`,
+      src: `/api/items/${hit.item_id}/media#t=${hit.start},${hit.end}`,
+    });
+    video.addEventListener("click", (e) => e.stopPropagation());
+    const line = el("div", { class: "timeline", "data-testid": "timeline", title: "Matched moments" });
+    node.timeline = { video, line, hits: [] };
+    video.addEventListener("loadedmetadata", () => {
+      if (video.currentTime < hit.start) video.currentTime = hit.start;
+      drawMarks(node);
+    }, { once: true });
+    node.prepend(video);
+    body.append(line, el("span", { class: "when", text: `${clock(hit.start)} – ${clock(hit.end)}` }));
+    addMark(node, hit);
+  },
 };
+
+function addMark(node, hit) {
+  node.timeline.hits.push(hit);
+  drawMarks(node);
+}
+
+function drawMarks(node) {
+  const { video, line, hits } = node.timeline;
+  const duration = Number.isFinite(video.duration) && video.duration > 0 ? video.duration
+    : Math.max(...hits.map((h) => h.end)); // before the metadata: the latest moment known
+  line.replaceChildren(...hits.map((h, i) => {
+    const heard = h.track === "sound";
+    const mark = el("button", {
+      type: "button", class: `mark${heard ? " heard" : ""}${i === 0 ? " best" : ""}`, "data-start": String(h.start),
+      title: `${clock(h.start)} – ${clock(h.end)} (${heard ? "heard" : "seen"})`,
+    });
+    mark.style.left = `${(100 * h.start) / duration}%`;
+    mark.style.width = `${(100 * (h.end - h.start)) / duration}%`;
+    mark.addEventListener("click", (e) => {
+      e.stopPropagation();
+      video.currentTime = h.start;
+      video.play().catch(() => {});
+    });
+    return mark;
+  }));
+}
 
 function card(hit) {
   const name = baseName(hit.path);
@@ -120,8 +165,20 @@ function card(hit) {
 
 function render(answer, append) {
   const results = $("#results");
-  if (!append) results.replaceChildren();
-  for (const hit of answer.hits) results.append(card(hit));
+  if (!append) {
+    results.replaceChildren();
+    state.videoCards = new Map();
+  }
+  for (const hit of answer.hits) {
+    const same = (state.kinds[hit.modality] || {}).view === "video" && state.videoCards.get(hit.path);
+    if (same) {
+      addMark(same, hit); // one card per video, its moments on the timeline
+      continue;
+    }
+    const node = card(hit);
+    if (node.timeline) state.videoCards.set(hit.path, node);
+    results.append(node);
+  }
   $("#more").hidden = !answer.more;
   const shown = results.querySelectorAll(".result").length;
   if (!shown) {
@@ -135,7 +192,7 @@ function render(answer, append) {
     }
     const what = state.like ? "items like this one" : state.text ? `“${state.text}”` : "this query";
     const tab = state.type === "any" ? "" : " or the All tab";
-    showEmpty(`No results for ${what}`, [`Try other words${tab}, or drop a picture or a sound on the page.`]);
+    showEmpty(`No results for ${what}`, [`Try other words${tab}, or drop a picture, a sound or a video on the page.`]);
     setStatus("");
     return;
   }
@@ -162,7 +219,7 @@ async function search(append = false) {
     const form = new FormData();
     for (const [key, value] of params) form.append(key, value);
     if (state.text) form.append("q", state.text);
-    for (const file of state.files) form.append(file.type.startsWith("audio/") ? "audio" : "image", file, file.name);
+    for (const file of state.files) form.append(fileField(file), file, file.name);
     request = api("/api/search/upload", { method: "POST", body: form });
   } else if (state.text) {
     params.set("q", state.text);
@@ -210,10 +267,15 @@ function clearLike() {
   search();
 }
 
+// The upload field a dropped file goes in: what it is by its type.
+function fileField(file) {
+  return file.type.startsWith("audio/") ? "audio" : file.type.startsWith("video/") ? "video" : "image";
+}
+
 function setFiles(files) {
-  const usable = [...files].filter((f) => f.type.startsWith("image/") || f.type.startsWith("audio/"));
+  const usable = [...files].filter((f) => /^(image|audio|video)\//.test(f.type));
   if (usable.length < files.length) {
-    setStatus("Only pictures and sounds can be searched by; other files were left out.", true);
+    setStatus("Only pictures, sounds and videos can be searched by; other files were left out.", true);
   }
   if (!usable.length) return;
   state.files = usable;
@@ -235,7 +297,7 @@ function renderChips() {
       state.previews.push(url);
       chip.append(el("img", { src: url, alt: "" }));
     } else {
-      chip.append(el("span", { text: "♪" }));
+      chip.append(el("span", { text: file.type.startsWith("video/") ? "▶" : "♪" }));
     }
     chip.append(el("span", { text: file.name }));
     const remove = el("button", { type: "button", title: `Remove ${file.name}`, text: "✕" });
