@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 from sqlalchemy.orm import Session
 
 from indexer.audio_bridge import AudioBridge
-from indexer.catalog import AudioRaw, File, Item
+from indexer.catalog import AudioRaw, File, Item, get_meta, set_meta
 from indexer.decode import Stream
 from indexer.diff import plan, roots_to_index
 from indexer.embedders import Embedders
@@ -170,7 +170,7 @@ def run_index(
     checkpoint_seconds: float = 30.0,
     wait: bool = False,
     on_wait: Callable[[str], None] | None = None,
-    segment_max: float = SEGMENT_MAX_S,
+    segment_max: float | None = None,
 ) -> IndexReport:
     """Bring the library up to date with `paths` (or every root indexed before).
 
@@ -183,7 +183,7 @@ def run_index(
     """
     if batch_size is not None and batch_size <= 0:
         raise UsageError("batch size must be positive")
-    if not SEGMENT_MIN_S <= segment_max <= 3600:
+    if segment_max is not None and not SEGMENT_MIN_S <= segment_max <= 3600:
         raise UsageError(f"--segment-max must be between {SEGMENT_MIN_S:g} and 3600 seconds, got {segment_max:g}")
     from tqdm import tqdm
 
@@ -229,7 +229,10 @@ def run_index(
             with writing():  # the first sounds of a library fit its bridge (it re-projects stored ones)
                 return bridge.bridge_for(s, raw, progress)
 
-        embedders = Embedders(models, bridge_for, segment_max=segment_max)
+        # --segment-max is remembered: a later run cuts new videos as the earlier ones were cut
+        if segment_max is not None:
+            set_meta(s, "segment_max", segment_max)
+        embedders = Embedders(models, bridge_for, segment_max=float(get_meta(s, "segment_max", SEGMENT_MAX_S)))
 
         def checkpoint() -> None:
             nonlocal last_checkpoint

@@ -108,12 +108,12 @@ def _open(ctx: click.Context, create: bool = False, **kw: Any):
               metavar="SECONDS", help="Save progress this often; an interrupted run resumes from there.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar [default: when stderr is a terminal]")
 @click.option("--wait", is_flag=True, help="If another xmr is writing to the library, wait for it instead of stopping (for cron jobs).")
-@click.option("--segment-max", default=10.0, show_default=True, type=click.FloatRange(1, 3600), metavar="SECONDS",
-              help="Longest video segment; a longer shot is split.")
+@click.option("--segment-max", type=click.FloatRange(1, 3600), metavar="SECONDS",
+              help="Longest video segment; a longer shot is split. Remembered by the library [default: 10]")
 @click.pass_context
 def index(ctx: click.Context, paths: tuple[str, ...], model: str | None, pretrained: str | None, audio_model: str | None,
           factory: str | None, recall: float | None, max_memory: int | None, batch_size: int | None, workers: int | None,
-          checkpoint_seconds: float, progress: bool | None, wait: bool, segment_max: float) -> None:
+          checkpoint_seconds: float, progress: bool | None, wait: bool, segment_max: float | None) -> None:
     """Index PATHS (folders or files); with none, refresh every folder indexed before.
 
     Pictures, text files, sounds and videos (cut into shots of at most --segment-max seconds,

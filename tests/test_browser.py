@@ -39,6 +39,22 @@ def settled(page) -> None:
     expect(page.locator("#results")).to_have_attribute("aria-busy", "false")
 
 
+def drop_file(page, path: Path, name: str, mime: str) -> None:
+    """Drop the file at `path` on the page (as `name`), as a user drags it from a file manager."""
+    import base64
+
+    page.evaluate(
+        """([b64, name, mime]) => {
+            const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
+            const data = new DataTransfer();
+            data.items.add(new File([bytes], name, {type: mime}));
+            window.dispatchEvent(new DragEvent("dragenter", {dataTransfer: data}));
+            window.dispatchEvent(new DragEvent("drop", {dataTransfer: data}));
+        }""",
+        [base64.b64encode(path.read_bytes()).decode(), name, mime],
+    )
+
+
 @pytest.fixture()
 def browser():
     executable = chromium_path()
@@ -181,8 +197,6 @@ def test_an_empty_library_says_what_to_do(tmp_path, browser, trained_model):
 
 
 def test_sounds_play_from_their_window_and_can_be_dropped_on_the_page(tmp_path, browser, random_model, tiny_clap):
-    import base64
-
     from playwright.sync_api import expect
 
     from scripts.synthetic_audio import synth, write_sound
@@ -199,17 +213,7 @@ def test_sounds_play_from_their_window_and_can_be_dropped_on_the_page(tmp_path, 
         page.goto(info["url"] + "/#type=audio")
         expect(page.locator("#tabs button[data-type=audio]")).to_have_attribute("aria-selected", "true")
         # Drop a sound file on the page, as a user drags it from their file manager.
-        payload = base64.b64encode((media / "tone.wav").read_bytes()).decode()
-        page.evaluate(
-            """(b64) => {
-                const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
-                const data = new DataTransfer();
-                data.items.add(new File([bytes], "tone.wav", {type: "audio/wav"}));
-                window.dispatchEvent(new DragEvent("dragenter", {dataTransfer: data}));
-                window.dispatchEvent(new DragEvent("drop", {dataTransfer: data}));
-            }""",
-            payload,
-        )
+        drop_file(page, media / "tone.wav", "tone.wav", "audio/wav")
         expect(page.locator("[data-testid=chip]")).to_contain_text("tone.wav")
         settled(page)
         expect(page.locator("#drop")).to_be_hidden()
@@ -294,8 +298,6 @@ def test_a_page_of_another_origin_cannot_use_the_api(tmp_path, browser, random_m
 
 
 def test_videos_show_a_poster_play_from_the_moment_and_mark_their_timeline(tmp_path, browser, random_model, tiny_clap):
-    import base64
-
     from playwright.sync_api import expect
 
     from scripts.synthetic import Concept
@@ -342,17 +344,7 @@ def test_videos_show_a_poster_play_from_the_moment_and_mark_their_timeline(tmp_p
             page.screenshot(path=os.path.join(os.environ["XMR_SCREENSHOTS"], "videos.png"))
 
         # A video dropped on the page is the query: the same video comes first.
-        payload = base64.b64encode((media / "clip.mp4").read_bytes()).decode()
-        page.evaluate(
-            """(b64) => {
-                const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
-                const data = new DataTransfer();
-                data.items.add(new File([bytes], "query.mp4", {type: "video/mp4"}));
-                window.dispatchEvent(new DragEvent("dragenter", {dataTransfer: data}));
-                window.dispatchEvent(new DragEvent("drop", {dataTransfer: data}));
-            }""",
-            payload,
-        )
+        drop_file(page, media / "clip.mp4", "query.mp4", "video/mp4")
         expect(page.locator("[data-testid=chip]")).to_contain_text("query.mp4")
         settled(page)
         expect(page.locator(".result.video")).to_have_count(1)

@@ -46,6 +46,12 @@ def test_a_first_schema_library_is_migrated_and_keeps_its_items(v1_library):
     st = lib.stats()
     assert (st["files"], st["items"], st["vectors"]) == (5, 8, 8)
     assert st["items_by_modality"] == {"image": 3, "text": 5}
+    with lib.Session() as s:  # schema 5: before videos, each item's embedder was its modality
+        from sqlalchemy import select
+
+        from indexer.catalog import Item
+
+        assert set(s.execute(select(Item.modality, Item.embedder)).all()) == {("image", "image"), ("text", "text")}
     ids, xb = lib.vectors().all_vectors()
     assert np.array_equal(ids, before[0]) and np.array_equal(xb, before[1])  # nothing re-encoded, nothing lost
 

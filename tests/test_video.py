@@ -122,6 +122,10 @@ def test_cli_json_stats_check_moves_and_deletions(video_lib, tmp_path):
     assert run_xmr(*base, "check", check=True).stdout.strip() == "ok"
     bad = run_xmr(*base, "index", "--segment-max", "0.5")
     assert bad.returncode == 2 and "--segment-max" in bad.stderr
+    with lib.Session() as s:  # the fixture's --segment-max 12 is the library's from now on
+        from indexer.catalog import get_meta
+
+        assert get_meta(s, "segment_max") == 12.0
     # moved: kept without decoding; deleted: gone
     copy = tmp_path / "copy"
     shutil.copytree(media, copy)
