@@ -102,13 +102,15 @@ const VIEWS = {
   video(hit, node, body) {
     const video = el("video", {
       class: "thumb", controls: true, preload: "metadata", poster: `/api/items/${hit.item_id}/thumbnail`,
-      src: `/api/items/${hit.item_id}/media#t=${hit.start},${hit.end}`,
+      // A shot starts on its first frame's timestamp; a player asked for exactly that time may
+      // round it down and show the last frame before the cut, so ask for a millisecond later.
+      src: `/api/items/${hit.item_id}/media#t=${(hit.start + 0.001).toFixed(3)},${hit.end}`,
     });
     video.addEventListener("click", (e) => e.stopPropagation());
     const line = el("div", { class: "timeline", "data-testid": "timeline", title: "Matched moments" });
     node.timeline = { video, line, hits: [] };
     video.addEventListener("loadedmetadata", () => {
-      if (video.currentTime < hit.start) video.currentTime = hit.start;
+      if (video.currentTime < hit.start) video.currentTime = hit.start + 0.001;
       drawMarks(node);
     }, { once: true });
     node.prepend(video);
@@ -130,13 +132,14 @@ function drawMarks(node) {
     const heard = h.track === "sound";
     const mark = el("button", {
       type: "button", class: `mark${heard ? " heard" : ""}${i === 0 ? " best" : ""}`, "data-start": String(h.start),
+      "data-item-id": String(h.item_id),
       title: `${clock(h.start)} – ${clock(h.end)} (${heard ? "heard" : "seen"})`,
     });
     mark.style.left = `${(100 * h.start) / duration}%`;
     mark.style.width = `${(100 * (h.end - h.start)) / duration}%`;
     mark.addEventListener("click", (e) => {
       e.stopPropagation();
-      video.currentTime = h.start;
+      video.currentTime = h.start + 0.001;
       video.play().catch(() => {});
     });
     return mark;
