@@ -34,7 +34,7 @@ def make_video(path: str | Path, scenes: list[Scene], *, size: tuple[int, int] =
     with av.open(str(path), "w") as out:
         v = out.add_stream(codec, rate=fps)
         v.width, v.height = size
-        v.pix_fmt = "yuv420p"
+        v.pix_fmt = "yuvj420p" if codec == "mjpeg" else "yuv420p"
         if codec == "libx264":
             v.options = {"preset": "ultrafast", "tune": "zerolatency"}
         if rotation:

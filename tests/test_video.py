@@ -164,3 +164,15 @@ def test_rotation_is_applied_and_variable_frame_rates_keep_true_times(tmp_path):
         out.mux(v.encode(None))
     shots = [(s.start, s.end) for s in video_segments(str(tmp_path / "vfr.mkv"), 64)]
     assert len(shots) == 2 and abs(shots[1][0] - 3.1) < 0.01, shots
+
+
+def test_a_decoder_that_can_decodes_at_the_models_size(tmp_path, monkeypatch):
+    import indexer.kinds.video as video
+
+    make_video(tmp_path / "mjpeg.avi", [Scene(Concept("red", "circle"), 1.5)], size=(1280, 720), codec="mjpeg", audio=False)
+    decoded: list[int] = []
+    real = video._model_frame
+    monkeypatch.setattr(video, "_model_frame", lambda frame, size: (decoded.append(frame.height), real(frame, size))[1])
+    shots = list(video.video_segments(str(tmp_path / "mjpeg.avi"), 224))
+    assert decoded and set(decoded) == {360}  # JPEG frames decoded at half size: 360 still covers 224
+    assert shots[0].payload.size == (398, 224)

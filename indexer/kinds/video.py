@@ -9,9 +9,10 @@ A video becomes two tracks of items, both modality "video" and both with `start`
 
 Decoding streams: frames are sampled SAMPLE_HZ times a second and only a few samples of the open
 segment are kept, so memory does not grow with the video's length; every frame's 64x36 copy
-(read from its planes, cheap) places a cut on the exact frame. H.264 and most codecs cannot
-decode at a reduced size, so each sampled frame is scaled by FFmpeg's scaler straight to the
-model's input size (short side) and a 64x36 copy for cut detection; the rest are decoded
+(read from its planes, cheap) places a cut on the exact frame. Where the decoder can (MJPEG,
+JPEG 2000: FFmpeg's `lowres`), frames are decoded at the smallest scale that covers the model's
+input; H.264 and most codecs cannot, so a sampled frame that may stand for its segment is
+scaled by FFmpeg's scaler straight to the model's input size (short side); the rest are decoded
 and dropped. Timestamps come from each frame (variable frame rates keep true times); the
 display rotation is applied. An mp4 holding only sound is a sound file (`refine`).
 """
@@ -79,6 +80,23 @@ def _small(frame: Any) -> Any:
     return frame.reformat(width=_SMALL[0], height=_SMALL[1], format="rgb24").to_ndarray()
 
 
+# Decoders that can decode at 1/2, 1/4 or 1/8 of the size (FFmpeg's `lowres`): the DCT codecs.
+_LOWRES_CODECS = frozenset({"mjpeg", "jpeg2000"})
+
+
+def _decode_small(stream: Any, size: int) -> None:
+    """Where the decoder can, decode at the smallest scale that still covers the model's input
+    (H.264, HEVC, VP9, AV1 cannot: their frames are scaled after decoding)."""
+    ctx = stream.codec_context
+    if ctx.name not in _LOWRES_CODECS or not ctx.width or not ctx.height:
+        return
+    k = 0
+    while k < 3 and min(ctx.width, ctx.height) >> (k + 1) >= size:
+        k += 1
+    if k:
+        ctx.options = {**ctx.options, "lowres": str(k)}
+
+
 def _check_size(stream: Any) -> None:
     w, h = stream.codec_context.width or 0, stream.codec_context.height or 0
     if w * h > MAX_PIXELS:
@@ -95,6 +113,7 @@ def video_segments(path: str, size: int, segment_max: float = SEGMENT_MAX_S,
         if vstream is None:
             raise DecodeError("no video stream in it")
         _check_size(vstream)
+        _decode_small(vstream, size)
         audio = audio_format() if audio_format is not None and astream is not None else None
         vstream.thread_type = "AUTO"  # frame threads: decoding is the cost of a video
         offset = float(container.start_time) / 1e6 if container.start_time else 0.0
