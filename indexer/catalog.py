@@ -101,6 +101,7 @@ class Item(Base):
     # What made its vector ("image", "text", "audio"): a video has items of two embedders, whose
     # scores are calibrated apart (retrieval.calibration).
     embedder: Mapped[str] = mapped_column(String(16), index=True)
+    page: Mapped[Optional[int]] = mapped_column(Integer, nullable=True)  # a document's page, from 1
     file: Mapped[File] = relationship(back_populates="items")
 
 
@@ -149,6 +150,13 @@ def _item_embedders(conn: Connection) -> None:
         conn.exec_driver_sql("ALTER TABLE items ADD COLUMN embedder VARCHAR(16)")
     conn.exec_driver_sql("UPDATE items SET embedder = modality WHERE embedder IS NULL")
     conn.exec_driver_sql("CREATE INDEX IF NOT EXISTS ix_items_embedder ON items (embedder)")
+
+
+@migration(5)
+def _document_pages(conn: Connection) -> None:
+    """Version 6: a document's items carry their page."""
+    if "page" not in {c["name"] for c in inspect(conn).get_columns("items")}:
+        conn.exec_driver_sql("ALTER TABLE items ADD COLUMN page INTEGER")
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -100,7 +100,7 @@ def _write_rows(session: Session, store: Store, decoded: list[_Decoded], known: 
         session.flush()
         items = [
             Item(file_id=f.id, modality=d.kind.name, chunk=s.chunk, char_start=s.char_start, char_end=s.char_end,
-                 snippet=s.snippet, start=s.start, end=s.end, embedder=s.embedder)
+                 snippet=s.snippet, start=s.start, end=s.end, embedder=s.embedder, page=s.page)
             for s in d.segments
         ]
         session.add_all(items)

@@ -43,21 +43,23 @@ def print_hits(hits: list[dict[str, Any]], by_kind: dict[str, int] | None, as_js
     mixed = any(h.get("calibrated") is not None for h in hits)
     # Mixed modalities are ranked by the calibrated score (README: "Mixing modalities"); show it,
     # or the raw cosines would look out of order.
-    click.echo(f"{'#':>3}  {'score':>6}  " + (f"{'calib':>6}  " if mixed else "") + f"{'type':<5}  result")
+    kind_width = max(5, *(len(h["modality"]) for h in hits))
+    click.echo(f"{'#':>3}  {'score':>6}  " + (f"{'calib':>6}  " if mixed else "") + f"{'type':<{kind_width}}  result")
     for rank, h in enumerate(hits, 1):
         where = f"  [{_clock(h['start'])}-{_clock(h['end'])}]" if h.get("start") is not None and h.get("end") is not None else ""
         calib = f"{h['calibrated']:+6.2f}  " if mixed and h.get("calibrated") is not None else ("        " if mixed else "")
-        line = f"{rank:>3}  {h['score']:6.3f}  {calib}{h['modality']:<5}  {display_path(h['path'])}{where}"
+        line = f"{rank:>3}  {h['score']:6.3f}  {calib}{h['modality']:<{kind_width}}  {display_path(h['path'])}{where}"
         click.echo(line)
         if len(h.get("segments") or []) > 1:  # grouped: the file's other good moments or chunks
-            more = [f"{_clock(g['start'])}-{_clock(g['end'])}" if g.get("start") is not None else f"chunk {g['chunk']}"
-                    for g in h["segments"][1:]]
-            click.echo(" " * (28 if mixed else 20) + "also " + ", ".join(more))
+            more = [f"{_clock(g['start'])}-{_clock(g['end'])}" if g.get("start") is not None
+                    else f"page {g['page']}" if g.get("page") else f"chunk {g['chunk']}" for g in h["segments"][1:]]
+            click.echo(" " * (23 + kind_width if mixed else 15 + kind_width) + "also " + ", ".join(more))
         if h.get("snippet"):
             snippet = " ".join(h["snippet"].split())
-            indent = 28 if mixed else 20
+            indent = 23 + kind_width if mixed else 15 + kind_width
             limit = width - indent
-            click.echo(" " * indent + f"{snippet[:limit] + ('…' if len(snippet) > limit else '')}  [chunk {h['chunk']}]")
+            where = f"page {h['page']}" if h.get("page") else f"chunk {h['chunk']}"
+            click.echo(" " * indent + f"{snippet[:limit] + ('…' if len(snippet) > limit else '')}  [{where}]")
 
 
 def _clock(seconds: float) -> str:

@@ -47,6 +47,7 @@ class Hit:
     char_end: int | None = None
     start: float | None = None
     end: float | None = None
+    page: int | None = None  # a document's page, from 1
     track: str | None = None  # a video's: "picture" (a shot) or "sound" (a window of its sound)
     calibrated: float | None = None
     segments: list[dict[str, Any]] | None = None  # grouped: the file's best items, best first
@@ -72,7 +73,7 @@ def group_hits(hits: list[Hit], k: int) -> list[Hit]:
             head = groups[h.path] = Hit(**{**asdict(h), "segments": []})
         if head.segments is not None and len(head.segments) < GROUP_SEGMENTS:
             head.segments.append({"item_id": h.item_id, "score": h.score, "calibrated": h.calibrated,
-                                  "chunk": h.chunk, "start": h.start, "end": h.end, "track": h.track})
+                                  "chunk": h.chunk, "page": h.page, "start": h.start, "end": h.end, "track": h.track})
     return list(groups.values())
 
 
@@ -81,7 +82,7 @@ def location(item: Item) -> dict[str, Any]:
     try:
         return get_kind(item.modality).hit_fields(item)
     except KeyError:  # a kind this xmr does not know (a newer xmr wrote it): show what there is
-        return {"chunk": item.chunk, "snippet": item.snippet, "start": item.start, "end": item.end}
+        return {"chunk": item.chunk, "snippet": item.snippet, "start": item.start, "end": item.end, "page": item.page}
 
 
 def _rows(session: Session, ids: Iterable[int]) -> dict[int, tuple[Item, str]]:

@@ -7,8 +7,8 @@ truncated JPEG and PNG, zero-byte files, wrong extensions both ways, a 30000x300
 decompression bomb, an animated GIF of 3000 frames, a 1 GiB sparse .txt, text with invalid
 UTF-8 and NUL bytes, corrupt WAV and FLAC headers, a WAV whose header claims 4 GiB, a file
 nobody may read, symlink loops, a dangling symlink, names with a newline and with non-UTF-8
-bytes, a file deleted between the scan and its decoding, and the videos of
-scripts/hostile_videos.py) next to a few good files, then
+bytes, a file deleted between the scan and its decoding, and the videos and PDFs of
+scripts/hostile_videos.py and scripts/hostile_documents.py) next to a few good files, then
 runs `xmr index` on it as a separate process and, for comparison, on the good files alone.
 
 As root (who reads any file) the index runs are started without the capabilities that let root
@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from scripts.hostile_documents import EXPECTED_DOCUMENTS, make_good_document, make_hostile_documents  # noqa: E402
 from scripts.hostile_videos import EXPECTED_VIDEOS, make_good_video, make_hostile_videos  # noqa: E402
 from scripts.synthetic import CONCEPTS, draw  # noqa: E402
 
@@ -76,6 +77,7 @@ EXPECTED: dict[str, tuple[str, str]] = {
     NON_UTF8: ("skipped", "file name is not valid UTF-8"),
     VANISH: ("skipped", "file vanished"),
     **EXPECTED_VIDEOS,
+    **EXPECTED_DOCUMENTS,
 }
 
 
@@ -111,6 +113,7 @@ def make_good(folder: Path) -> None:
     (folder / "good.txt").write_text("a red circle on a white background", encoding="utf-8")
     (folder / "good.wav").write_bytes(_wav(3.0))
     make_good_video(folder)
+    make_good_document(folder)
 
 
 def add_link_traps_and_odd_names(folder: Path, newline_text: str) -> None:
@@ -162,6 +165,7 @@ def make_hostile(folder: Path) -> dict[str, tuple[str, str]]:
     add_link_traps_and_odd_names(folder, "a blue square, named with a newline")
     (folder / VANISH).write_text("deleted between the scan and its decoding", encoding="utf-8")
     make_hostile_videos(folder)
+    make_hostile_documents(folder)
     for dirpath, _dirs, files in os.walk(folder):
         os.chmod(dirpath, 0o755)
         for f in files:

@@ -15,8 +15,8 @@ from tests.conftest import ROOT
 
 
 def test_built_in_kinds_and_their_order():
-    assert kind_names() == ("image", "text", "audio", "video")  # the page's tab order
-    assert [k.label for k in all_kinds()] == ["Pictures", "Text", "Sounds", "Videos"]
+    assert kind_names() == ("image", "text", "audio", "video", "document")  # the page's tab order
+    assert [k.label for k in all_kinds()] == ["Pictures", "Text", "Sounds", "Videos", "Documents"]
     assert get_kind("text").location == ("chunk", "snippet", "char_start", "char_end")
     assert get_kind("image").has_thumbnail and not get_kind("audio").has_thumbnail
     assert is_candidate("a.JPG") and is_candidate("notes.md") and is_candidate("x.flac") and is_candidate("README")

@@ -11,6 +11,7 @@ import os
 
 from indexer.kinds.audio import AudioKind
 from indexer.kinds.base import LOCATION_FIELDS, DecodeContext, MediaKind, Segment
+from indexer.kinds.document import DocumentKind
 from indexer.kinds.image import ImageKind
 from indexer.kinds.text import TextKind
 from indexer.kinds.video import VideoKind
@@ -73,5 +74,5 @@ def sniff_kind(path: str) -> MediaKind | None:
     return None
 
 
-for _kind in (ImageKind(), TextKind(), AudioKind(), VideoKind()):
+for _kind in (ImageKind(), TextKind(), AudioKind(), VideoKind(), DocumentKind()):
     register_kind(_kind)

@@ -26,7 +26,7 @@ from typing import Any, ClassVar, Iterator, Protocol
 from retrieval.errors import DecodeError
 
 # The item columns a segment can fill: where in its file an item is.
-LOCATION_FIELDS = ("chunk", "char_start", "char_end", "snippet", "start", "end")
+LOCATION_FIELDS = ("chunk", "char_start", "char_end", "snippet", "start", "end", "page")
 
 
 def read_failure(e: OSError) -> DecodeError:
@@ -54,6 +54,7 @@ class Segment:
     snippet: str | None = None
     start: float | None = None  # seconds
     end: float | None = None
+    page: int | None = None  # from 1
 
 
 class DecodeContext(Protocol):

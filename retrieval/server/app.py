@@ -83,7 +83,7 @@ def create_app(state: LibraryState, *, token: str | None = None, max_upload: int
     its scripts from a CDN, and nothing here leaves the machine."""
     global Modality  # the kinds registered now (the routes below resolve it by name)
     Modality = _modality_enum()
-    app = FastAPI(title="xmr", summary="Search your photos, sounds and documents by meaning",
+    app = FastAPI(title="xmr", summary="Search your photos, videos, sounds and documents by meaning",
                   docs_url=None, redoc_url=None)
 
     @app.exception_handler(RequestValidationError)

@@ -158,7 +158,8 @@ function card(hit) {
   node.append(el("span", { class: "score", text: score }));
   const body = el("div", { class: "body" });
   (VIEWS[kind.view] || VIEWS.snippet)(hit, node, body, name);
-  body.append(el("span", { class: "name", text: name + (hit.snippet && hit.chunk ? ` · part ${hit.chunk + 1}` : "") }));
+  const part = hit.page ? ` · page ${hit.page}` : hit.snippet && hit.chunk ? ` · part ${hit.chunk + 1}` : "";
+  body.append(el("span", { class: "name", text: name + part }));
   node.append(body);
   const more = () => moreLike(hit.item_id, name);
   node.addEventListener("click", more);

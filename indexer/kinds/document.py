@@ -1,0 +1,136 @@
+"""Documents: PDF (by content, `%PDF-`), its text layer read by PDFium (pypdfium2).
+
+PDFium (Chrome's PDF engine; Apache-2.0/BSD) is fast, reads damaged files the way browsers do
+and has no AGPL strings attached (MuPDF has). Each page's text is split like a text file's
+(indexer.kinds.text.chunk_text), chunks never spanning pages: every chunk is an item with its
+`page` (from 1), snippet and character offsets within that page's text.
+
+Guards, because a PDF is a program of sorts: at most MAX_PAGES pages are read (the rest is
+left out); before PDFium reads a page, its content streams (and the forms it draws) are
+inflated with a cap by pypdf's parser, without decoding them fully, and a stream that would
+inflate beyond MAX_STREAM_BYTES makes the file a decompression bomb, skipped. Encrypted files
+are skipped with that reason. A PDF without any text layer (scanned pages) is skipped too: its
+pages are pictures, and reading them takes OCR.
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import Any, Iterator
+
+from indexer.kinds.base import DecodeContext, MediaKind, Segment
+from indexer.kinds.text import chunk_text
+from retrieval.errors import DecodeError
+
+MAX_PAGES = 2000
+MAX_STREAM_BYTES = 64 * 1024 * 1024
+MAX_PAGE_CHARS = 1_000_000
+
+
+def _inflated_size(raw: bytes, cap: int) -> int:
+    """How far `raw` (FlateDecode data) inflates, counting no further than `cap`."""
+    d = zlib.decompressobj()
+    total = 0
+    try:
+        chunk = d.decompress(raw, 1 << 20)
+        while True:
+            total += len(chunk)
+            if total > cap or not d.unconsumed_tail:
+                return total
+            chunk = d.decompress(d.unconsumed_tail, 1 << 20)
+    except zlib.error:
+        return total  # a damaged stream: PDFium reads what it can of it
+
+
+def _streams(obj: Any, depth: int = 0) -> Iterator[Any]:
+    """The content streams of a page (or a form XObject), and those of the forms it draws."""
+    from pypdf.generic import ArrayObject
+
+    contents = obj.get("/Contents")
+    if contents is not None:
+        contents = contents.get_object()
+        for c in contents if isinstance(contents, ArrayObject) else [contents]:
+            yield c.get_object()
+    if depth < 3:
+        xobjects = (obj.get("/Resources") or {}).get_object().get("/XObject") if obj.get("/Resources") else None
+        for ref in (xobjects.get_object().values() if xobjects else []):
+            x = ref.get_object()
+            if x.get("/Subtype") == "/Form":
+                yield x
+                yield from _streams(x, depth + 1)
+
+
+def check_bombs(path: str, pages: int) -> None:
+    """DecodeError when a content stream of the first `pages` pages inflates beyond the cap."""
+    import logging
+
+    from pypdf import PdfReader
+    from pypdf.errors import PdfReadError
+
+    logging.getLogger("pypdf").setLevel(logging.ERROR)  # its notes on damaged files are not ours to print
+    try:
+        reader = PdfReader(path, strict=False)
+        if reader.is_encrypted:
+            return  # PDFium says so
+        for page in reader.pages[:pages]:
+            for stream in _streams(page):
+                filters = stream.get("/Filter")
+                raw = getattr(stream, "_data", b"") or b""
+                if filters in ("/FlateDecode", "/Fl") and _inflated_size(raw, MAX_STREAM_BYTES) > MAX_STREAM_BYTES:
+                    raise DecodeError(f"a page's content inflates beyond {MAX_STREAM_BYTES >> 20} MiB (a decompression bomb)")
+    except DecodeError:
+        raise
+    except (PdfReadError, ValueError, KeyError, TypeError, AttributeError, RecursionError, OSError):
+        return  # pypdf cannot follow it; PDFium, more forgiving, decides
+
+
+def pdf_pages(path: str) -> Iterator[tuple[int, str]]:
+    """(page number from 1, its text) of the first MAX_PAGES pages."""
+    import pypdfium2 as pdfium
+
+    try:
+        pdf = pdfium.PdfDocument(path)
+    except FileNotFoundError:
+        raise DecodeError("file vanished") from None
+    except pdfium.PdfiumError as e:
+        if "password" in str(e).lower():
+            raise DecodeError("encrypted PDF (it needs a password)") from None
+        raise DecodeError(f"broken PDF ({str(e).splitlines()[0]})") from None
+    try:
+        n = min(len(pdf), MAX_PAGES)
+        check_bombs(path, n)
+        for i in range(n):
+            page = pdf[i]
+            try:
+                textpage = page.get_textpage()
+                try:
+                    text = textpage.get_text_range()[:MAX_PAGE_CHARS]
+                finally:
+                    textpage.close()
+            finally:
+                page.close()
+            yield i + 1, text.replace("\r\n", "\n")
+    finally:
+        pdf.close()
+
+
+class DocumentKind(MediaKind):
+    name = "document"
+    label = "Documents"
+    noun = "document"
+    extensions = frozenset({".pdf"})
+    location = ("chunk", "snippet", "char_start", "char_end", "page")
+    view = "snippet"
+
+    def sniff(self, head: bytes, ext: str) -> bool:
+        return head.lstrip(b"\x00\t\n\r ").startswith(b"%PDF-")
+
+    def decode(self, path: str, ctx: DecodeContext) -> Iterator[Segment]:
+        index = 0
+        for number, text in pdf_pages(path):
+            for c in chunk_text(text, ctx.count_tokens, ctx.context_length):
+                yield Segment(c.text, embedder="text", chunk=index, char_start=c.char_start, char_end=c.char_end,
+                              snippet=c.text, page=number)
+                index += 1
+        if index == 0:
+            raise DecodeError("no text layer in it (scanned pages are pictures: reading them takes OCR, not done yet)")

@@ -1,0 +1,55 @@
+"""The PDFs of the hostile corpus (scripts/hostile_corpus.py): each made here, small, with what
+indexing must make of it ("indexed", modality) or a part of its skip reason ("a|b": either)."""
+
+from __future__ import annotations
+
+import zlib
+from pathlib import Path
+
+from scripts.synthetic_pdf import page_stream, text_pdf, write_pdf
+
+BROKEN = "broken PDF|no text layer"
+EXPECTED_DOCUMENTS: dict[str, tuple[str, str]] = {
+    "good.pdf": ("indexed", "document"),
+    "encrypted.pdf": ("skipped", "encrypted"),
+    "truncated.pdf": ("skipped", BROKEN),
+    "pages-10000.pdf": ("indexed", "document"),  # its first MAX_PAGES pages
+    "inflates-to-128MiB.pdf": ("skipped", "decompression bomb"),
+    "scanned-no-text.pdf": ("skipped", "no text layer"),
+    "empty.pdf": ("skipped", "broken PDF"),
+    "text-named.pdf": ("skipped", "broken PDF"),
+}
+
+
+def make_good_document(folder: Path) -> None:
+    text_pdf(folder / "good.pdf", [["a red circle on page one"], ["a blue square on page two"]])
+
+
+def make_hostile_documents(folder: Path) -> dict[str, tuple[str, str]]:
+    from pypdf import PdfReader, PdfWriter
+
+    make_good_document(folder)
+    writer = PdfWriter(clone_from=PdfReader(str(folder / "good.pdf")))
+    writer.encrypt(user_password="secret", owner_password="owner", algorithm="RC4-128")  # no extra crypto package
+    with open(folder / "encrypted.pdf", "wb") as f:
+        writer.write(f)
+    long = text_pdf(folder / "long.tmp", [[f"line {i} of page {p}" for i in range(40)] for p in range(6)]).read_bytes()
+    (folder / "truncated.pdf").write_bytes(long[: len(long) // 3])
+    (folder / "long.tmp").unlink()
+    write_pdf(folder / "pages-10000.pdf", [0] * 10_000, streams=[page_stream(["the same page, ten thousand times"])])
+    bomb = zlib.compressobj(9)
+    spaces = b" " * (1 << 20)
+    body = b"".join(bomb.compress(spaces) for _ in range(128)) + bomb.flush()
+    write_pdf(folder / "inflates-to-128MiB.pdf", [0], streams=[body], deflate=False)
+    _mark_deflated(folder / "inflates-to-128MiB.pdf", len(body))
+    write_pdf(folder / "scanned-no-text.pdf", [b"q 612 0 0 792 0 0 cm Q"])  # a page that draws no text
+    (folder / "empty.pdf").write_bytes(b"")
+    (folder / "text-named.pdf").write_text("a note that calls itself a PDF", encoding="utf-8")
+    return dict(EXPECTED_DOCUMENTS)
+
+
+def _mark_deflated(path: Path, length: int) -> None:
+    """The bomb's stream was compressed here: say so in its dictionary."""
+    data = path.read_bytes()
+    data = data.replace(f"<< /Length {length} >>".encode(), f"<< /Length {length} /Filter /FlateDecode >>".encode(), 1)
+    path.write_bytes(data)
