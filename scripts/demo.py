@@ -24,6 +24,7 @@ sys.path.insert(0, str(ROOT))
 from retrieval.encoders import DEFAULT_MODEL, DEFAULT_PRETRAINED  # noqa: E402
 from scripts import train_demo_model  # noqa: E402
 from scripts.make_samples import make_samples  # noqa: E402
+from scripts.synthetic_pdf import text_pdf  # noqa: E402
 
 DEMO_DIR = ROOT / "demo"
 
@@ -91,11 +92,31 @@ def xmr(*args: str, key: dict[str, str] | None = None) -> None:
         print(f"{line}    <- really: {truth}" if truth else line)
 
 
+def make_demo_video(path: Path) -> str:
+    """A silent 20 s video of four scenes (made with PyAV); what it shows, in words. Silent: a
+    sound track would make the demo load (or download) the sound model too."""
+    from scripts.synthetic import Concept
+    from scripts.synthetic_video import Scene, make_video
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scenes = [Scene(Concept("green", "star"), 6.0), Scene(Concept("red", "circle"), 4.5),
+              Scene(Concept("blue", "square"), 5.5), Scene(Concept("yellow", "triangle"), 4.0)]
+    make_video(path, scenes, size=(320, 240), audio=False)
+    t, parts = 0.0, []
+    for scene in scenes:
+        parts.append(f"a {scene.concept.color} {scene.concept.shape} from {t:g} s")
+        t += scene.seconds
+    return ", ".join(parts)
+
+
 def main() -> None:
     media = DEMO_DIR / "media"
     shutil.rmtree(media, ignore_errors=True)
     # The answer key stays out of the indexed folder: xmr sees only pixels and words.
     manifest = make_samples(media)
+    scenes = make_demo_video(media / "videos" / "holiday.mp4")
+    pages = ["a blue square", "a green star", "a red circle"]
+    text_pdf(media / "documents" / "shapes.pdf", [[p] for p in pages])
     key = {str(media / rel): label for rel, label in manifest.items() if rel.startswith("photos/")}
     noted = {label for rel, label in manifest.items() if rel.startswith("notes/note-")}
     flags, banner = choose_model()
@@ -115,6 +136,10 @@ def main() -> None:
     xmr("search", "--image", str(described), "--type", "text", "-k", "3")
     print(f"\n{photos[2].name} shows a {key[str(photos[2])]}; combined with the words 'a yellow shape':")
     xmr("search", "a yellow shape", "--image", str(photos[2]), "--weight", "0.5", "--type", "image", "-k", "5", key=key)
+    print(f"\nholiday.mp4 shows {scenes}; where is the red circle? (one hit per video, its best moments under it)")
+    xmr("search", "a red circle", "--type", "video", "--group", "-k", "1")
+    print(f"\nshapes.pdf says {', '.join(f'{p!r} on page {n}' for n, p in enumerate(pages, 1))}:")
+    xmr("search", "a green star", "--type", "document", "-k", "1")
     xmr("stats")
     xmr("check")
     print(f"\ndone. Try your own: XMR_LIBRARY={library} .venv/bin/xmr search \"a green square\"")

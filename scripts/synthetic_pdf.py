@@ -59,6 +59,7 @@ def write_pdf(path: str | Path, pages: list[bytes | int], streams: list[bytes] |
     out += b"".join(f"{o:010d} 00000 n \n".encode() for o in offsets)
     out += f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode()
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(bytes(out))
     return path
 
