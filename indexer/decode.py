@@ -83,6 +83,10 @@ class Stream:
                 phash = partial_hash(self.path, self.size) if kind is not None else ""
             except OSError as e:
                 raise read_failure(e) from None
+            except DecodeError:
+                raise
+            except Exception as e:  # a kind's refine() opening a strange file: still only that file
+                raise DecodeError(f"{type(e).__name__}: {e}") from None
             self._put((kind, phash))
             if kind is not None:
                 for seg in decode_segments(kind, self.path, ctx, prepare):
