@@ -18,6 +18,11 @@ EXPECTED_DOCUMENTS: dict[str, tuple[str, str]] = {
     "scanned-no-text.pdf": ("skipped", "no text layer"),
     "empty.pdf": ("skipped", "broken PDF"),
     "text-named.pdf": ("skipped", "broken PDF"),
+    "good.docx": ("indexed", "document"),
+    "inflates-to-100MiB.docx": ("skipped", "zip bomb"),
+    "not-a-zip.docx": ("skipped", "not a DOCX"),
+    "page.html": ("indexed", "document"),
+    "scripts-only.html": ("skipped", "no text"),
 }
 
 
@@ -45,7 +50,26 @@ def make_hostile_documents(folder: Path) -> dict[str, tuple[str, str]]:
     write_pdf(folder / "scanned-no-text.pdf", [b"q 612 0 0 792 0 0 cm Q"])  # a page that draws no text
     (folder / "empty.pdf").write_bytes(b"")
     (folder / "text-named.pdf").write_text("a note that calls itself a PDF", encoding="utf-8")
+    _office(folder)
     return dict(EXPECTED_DOCUMENTS)
+
+
+def _office(folder: Path) -> None:
+    import zipfile
+
+    import docx
+
+    document = docx.Document()
+    document.add_paragraph("a green star in a Word file")
+    document.save(str(folder / "good.docx"))
+    with zipfile.ZipFile(folder / "inflates-to-100MiB.docx", "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("[Content_Types].xml", "<Types/>")
+        with z.open("word/document.xml", "w", force_zip64=True) as part:
+            for _ in range(100):
+                part.write(b" " * (1 << 20))
+    (folder / "not-a-zip.docx").write_text("a note that calls itself a Word file", encoding="utf-8")
+    (folder / "page.html").write_text("<!doctype html><title>Shapes</title><p>a yellow triangle</p>", encoding="utf-8")
+    (folder / "scripts-only.html").write_text("<html><script>alert(1)</script></html>", encoding="utf-8")
 
 
 def _mark_deflated(path: Path, length: int) -> None:

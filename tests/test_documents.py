@@ -57,3 +57,26 @@ def test_a_long_page_is_chunked_within_its_page(tmp_path, random_model):
         rows = s.execute(select(Item.page, Item.chunk, Item.char_start).order_by(Item.chunk)).all()
     assert rows[0] == (1, 0, 0) and len(rows) > 3
     assert {p for p, _, _ in rows[1:]} == {2} and rows[1][2] == 0  # a new page starts its own offsets
+
+
+def test_word_and_html_documents(tmp_path, random_model):
+    import docx
+
+    document = docx.Document()
+    document.add_paragraph("a blue square in a Word file")
+    table = document.add_table(rows=1, cols=2)
+    table.cell(0, 0).text, table.cell(0, 1).text = "yellow", "triangle"
+    document.save(str(tmp_path / "shapes.docx"))
+    (tmp_path / "page.htm").write_text(
+        "<!doctype html><html><head><title>Shapes</title><script>var secret = 1;</script></head>"
+        "<body><p>a green star</p><!-- not shown --><div>on the web</div></body></html>", encoding="utf-8")
+    lib = Library(tmp_path / "lib", model=random_model, create=True)
+    assert lib.index([tmp_path / "shapes.docx", tmp_path / "page.htm"], progress=False).new == 2
+    from sqlalchemy import select
+
+    from indexer.catalog import File, Item
+
+    with lib.Session() as s:
+        text = {p.rsplit("/", 1)[1]: " ".join(t.split()) for p, t in s.execute(select(File.path, Item.snippet).join(Item))}
+    assert text["shapes.docx"] == "a blue square in a Word file yellow | triangle"
+    assert text["page.htm"] == "Shapes a green star on the web"  # what a reader sees: no script, no comment

@@ -1,4 +1,5 @@
-"""Documents: PDF (by content, `%PDF-`), its text layer read by PDFium (pypdfium2).
+"""Documents: PDF (by content, `%PDF-`), its text layer read by PDFium (pypdfium2); HTML and
+DOCX (indexer.kinds.office).
 
 PDFium (Chrome's PDF engine; Apache-2.0/BSD) is fast, reads damaged files the way browsers do
 and has no AGPL strings attached (MuPDF has). Each page's text is split like a text file's
@@ -18,7 +19,7 @@ from __future__ import annotations
 import zlib
 from typing import Any, Iterator
 
-from indexer.kinds.base import DecodeContext, MediaKind, Segment
+from indexer.kinds.base import DecodeContext, MediaKind, Segment, read_failure
 from indexer.kinds.text import chunk_text
 from retrieval.errors import DecodeError
 
@@ -114,23 +115,56 @@ def pdf_pages(path: str) -> Iterator[tuple[int, str]]:
         pdf.close()
 
 
+def _is_docx(head: bytes, ext: str) -> bool:
+    return head.startswith(b"PK\x03\x04") and ext == ".docx"
+
+
+def _is_html(head: bytes) -> bool:
+    start = head.lstrip(b"\xef\xbb\xbf\x00\t\n\r ").lower()
+    return start.startswith((b"<!doctype html", b"<html"))
+
+
 class DocumentKind(MediaKind):
     name = "document"
     label = "Documents"
     noun = "document"
-    extensions = frozenset({".pdf"})
+    extensions = frozenset({".pdf", ".html", ".htm", ".xhtml", ".docx"})
     location = ("chunk", "snippet", "char_start", "char_end", "page")
     view = "snippet"
 
     def sniff(self, head: bytes, ext: str) -> bool:
-        return head.lstrip(b"\x00\t\n\r ").startswith(b"%PDF-")
+        return head.lstrip(b"\x00\t\n\r ").startswith(b"%PDF-") or _is_docx(head, ext) or _is_html(head)
 
     def decode(self, path: str, ctx: DecodeContext) -> Iterator[Segment]:
+        from indexer.kinds.office import docx_parts, html_parts
+
+        fmt = document_format(path)
+        parts = {"pdf": pdf_pages, "docx": docx_parts, "html": html_parts}[fmt](path)
         index = 0
-        for number, text in pdf_pages(path):
+        for number, text in parts:
             for c in chunk_text(text, ctx.count_tokens, ctx.context_length):
                 yield Segment(c.text, embedder="text", chunk=index, char_start=c.char_start, char_end=c.char_end,
                               snippet=c.text, page=number)
                 index += 1
         if index == 0:
-            raise DecodeError("no text layer in it (scanned pages are pictures: reading them takes OCR, not done yet)")
+            raise DecodeError("no text layer in it (scanned pages are pictures: reading them takes OCR, not done yet)"
+                              if fmt == "pdf" else "no text in it")
+
+
+def document_format(path: str) -> str:
+    """"pdf", "docx" or "html": by content, then by extension."""
+    import os
+
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+    except OSError as e:
+        raise read_failure(e) from None
+    ext = os.path.splitext(path)[1].lower()
+    if head.lstrip(b"\x00\t\n\r ").startswith(b"%PDF-"):
+        return "pdf"
+    if _is_docx(head, ext):
+        return "docx"
+    if _is_html(head):
+        return "html"
+    return {".docx": "docx", ".html": "html", ".htm": "html", ".xhtml": "html"}.get(ext, "pdf")
