@@ -151,7 +151,7 @@ function card(hit) {
   const kind = state.kinds[hit.modality] || { noun: hit.modality, view: "snippet" };
   const score = `score ${hit.score.toFixed(3)}` + (hit.calibrated != null ? ` · calibrated ${hit.calibrated >= 0 ? "+" : ""}${hit.calibrated.toFixed(2)}` : "");
   const node = el("article", {
-    class: `result ${hit.modality}`, tabIndex: 0, title: `${hit.path}\n${score}\nClick for more like this`,
+    class: `result ${hit.modality} view-${kind.view}`, tabIndex: 0, title: `${hit.path}\n${score}\nClick for more like this`,
     "data-item-id": String(hit.item_id), "data-modality": hit.modality, "data-score": String(hit.score),
   });
   node.append(el("span", { class: "kind", text: kind.noun }));
