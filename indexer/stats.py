@@ -33,6 +33,7 @@ def read_stats(execute: Execute) -> dict[str, Any]:
         "files_by_modality": dict(execute("SELECT modality, count(id) FROM files GROUP BY modality")),
         "items": sum(items.values()),
         "items_by_modality": items,
+        "documents_by_type": _by_extension(execute("SELECT path FROM files WHERE modality = 'document'")),
         # the length of what is indexed on a timeline (sounds, videos): each file's last window's end
         "hours_by_modality": {m: round(float(h) / 3600, 4) for m, h in execute(
             'SELECT modality, sum(d) FROM (SELECT modality, max("end") AS d FROM items WHERE "end" IS NOT NULL '
@@ -50,6 +51,15 @@ def read_stats(execute: Execute) -> dict[str, Any]:
         "roots": [r for (r,) in execute("SELECT path FROM roots ORDER BY path")],
         "schema_version": meta.get("schema_version"),
     }
+
+
+def _by_extension(rows: list[tuple]) -> dict[str, int]:
+    """Files per type, by their name's extension ("pdf": 3)."""
+    counts: dict[str, int] = {}
+    for (path,) in rows:
+        ext = Path(path).suffix.lower().lstrip(".") or "none"
+        counts[ext] = counts.get(ext, 0) + 1
+    return dict(sorted(counts.items()))
 
 
 def folder_size(path: Path) -> int:

@@ -77,6 +77,8 @@ def print_stats(st: dict[str, Any], as_json: bool) -> None:
     click.echo(f"database   {st['database']}")
     click.echo(f"files      {st['files']}  " + ", ".join(f"{k}: {v}" for k, v in sorted(st["files_by_modality"].items())))
     click.echo(f"items      {st['items']}  " + ", ".join(f"{k}: {v}" for k, v in sorted(st["items_by_modality"].items())))
+    if st.get("documents_by_type"):
+        click.echo("documents  " + ", ".join(f"{k}: {v}" for k, v in st["documents_by_type"].items()))
     if st.get("hours_by_modality"):
         click.echo("length     " + ", ".join(f"{k}: {v:.2f} h" for k, v in sorted(st["hours_by_modality"].items())))
     click.echo(f"vectors    {st['vectors']}  ({st['index_type']}, dim {enc.get('dim', '?')})")

@@ -23,6 +23,8 @@ EXPECTED_DOCUMENTS: dict[str, tuple[str, str]] = {
     "not-a-zip.docx": ("skipped", "not a DOCX"),
     "page.html": ("indexed", "document"),
     "scripts-only.html": ("skipped", "no text"),
+    "good.epub": ("indexed", "document"),
+    "no-package.epub": ("skipped", "broken EPUB"),
 }
 
 
@@ -70,6 +72,11 @@ def _office(folder: Path) -> None:
     (folder / "not-a-zip.docx").write_text("a note that calls itself a Word file", encoding="utf-8")
     (folder / "page.html").write_text("<!doctype html><title>Shapes</title><p>a yellow triangle</p>", encoding="utf-8")
     (folder / "scripts-only.html").write_text("<html><script>alert(1)</script></html>", encoding="utf-8")
+    from scripts.synthetic_epub import write_epub
+
+    write_epub(folder / "good.epub", ["a red square in a book"])
+    with zipfile.ZipFile(folder / "no-package.epub", "w") as z:  # the magic, then nothing a reader needs
+        z.writestr(zipfile.ZipInfo("mimetype"), "application/epub+zip")
 
 
 def _mark_deflated(path: Path, length: int) -> None:

@@ -41,6 +41,8 @@ def test_cli_json_grouped_stats_and_check(pdf_lib):
     assert "[page 2]" in table and "also page" in table and table.count("shapes.pdf") == 1
     stats = json.loads(run_xmr(*base, "stats", "--json", check=True).stdout)
     assert stats["files_by_modality"] == {"document": 1, "text": 1} and stats["items_by_modality"]["document"] == 4
+    assert stats["documents_by_type"] == {"pdf": 1}
+    assert "documents  pdf: 1" in run_xmr(*base, "stats", check=True).stdout
     assert run_xmr(*base, "check", check=True).stdout.strip() == "ok"
 
 
@@ -59,8 +61,10 @@ def test_a_long_page_is_chunked_within_its_page(tmp_path, random_model):
     assert {p for p, _, _ in rows[1:]} == {2} and rows[1][2] == 0  # a new page starts its own offsets
 
 
-def test_word_and_html_documents(tmp_path, random_model):
+def test_word_html_and_epub_documents(tmp_path, random_model):
     import docx
+
+    from scripts.synthetic_epub import write_epub
 
     document = docx.Document()
     document.add_paragraph("a blue square in a Word file")
@@ -70,13 +74,19 @@ def test_word_and_html_documents(tmp_path, random_model):
     (tmp_path / "page.htm").write_text(
         "<!doctype html><html><head><title>Shapes</title><script>var secret = 1;</script></head>"
         "<body><p>a green star</p><!-- not shown --><div>on the web</div></body></html>", encoding="utf-8")
+    write_epub(tmp_path / "book.epub", ["a purple star in chapter one", "an orange circle in chapter two"])
     lib = Library(tmp_path / "lib", model=random_model, create=True)
-    assert lib.index([tmp_path / "shapes.docx", tmp_path / "page.htm"], progress=False).new == 2
+    assert lib.index([tmp_path / "shapes.docx", tmp_path / "page.htm", tmp_path / "book.epub"], progress=False).new == 3
     from sqlalchemy import select
 
     from indexer.catalog import File, Item
 
     with lib.Session() as s:
-        text = {p.rsplit("/", 1)[1]: " ".join(t.split()) for p, t in s.execute(select(File.path, Item.snippet).join(Item))}
+        rows = s.execute(select(File.path, Item.snippet).join(Item).order_by(Item.id)).all()
+    text: dict[str, str] = {}
+    for path, snippet in rows:  # a file's chunks in order
+        name = path.rsplit("/", 1)[1]
+        text[name] = " ".join(f"{text.get(name, '')} {snippet}".split())
     assert text["shapes.docx"] == "a blue square in a Word file yellow | triangle"
     assert text["page.htm"] == "Shapes a green star on the web"  # what a reader sees: no script, no comment
+    assert text["book.epub"] == "Chapter 1 a purple star in chapter one Chapter 2 an orange circle in chapter two"

@@ -1,5 +1,5 @@
-"""Documents: PDF (by content, `%PDF-`), its text layer read by PDFium (pypdfium2); HTML and
-DOCX (indexer.kinds.office).
+"""Documents: PDF (by content, `%PDF-`), its text layer read by PDFium (pypdfium2); HTML, DOCX
+and EPUB (indexer.kinds.office).
 
 PDFium (Chrome's PDF engine; Apache-2.0/BSD) is fast, reads damaged files the way browsers do
 and has no AGPL strings attached (MuPDF has). Each page's text is split like a text file's
@@ -119,6 +119,10 @@ def _is_docx(head: bytes, ext: str) -> bool:
     return head.startswith(b"PK\x03\x04") and ext == ".docx"
 
 
+def _is_epub(head: bytes) -> bool:
+    return head.startswith(b"PK\x03\x04") and head[30:58] == b"mimetypeapplication/epub+zip"
+
+
 def _is_html(head: bytes) -> bool:
     start = head.lstrip(b"\xef\xbb\xbf\x00\t\n\r ").lower()
     return start.startswith((b"<!doctype html", b"<html"))
@@ -128,18 +132,18 @@ class DocumentKind(MediaKind):
     name = "document"
     label = "Documents"
     noun = "document"
-    extensions = frozenset({".pdf", ".html", ".htm", ".xhtml", ".docx"})
+    extensions = frozenset({".pdf", ".html", ".htm", ".xhtml", ".docx", ".epub"})
     location = ("chunk", "snippet", "char_start", "char_end", "page")
     view = "snippet"
 
     def sniff(self, head: bytes, ext: str) -> bool:
-        return head.lstrip(b"\x00\t\n\r ").startswith(b"%PDF-") or _is_docx(head, ext) or _is_html(head)
+        return head.lstrip(b"\x00\t\n\r ").startswith(b"%PDF-") or _is_docx(head, ext) or _is_epub(head) or _is_html(head)
 
     def decode(self, path: str, ctx: DecodeContext) -> Iterator[Segment]:
-        from indexer.kinds.office import docx_parts, html_parts
+        from indexer.kinds.office import docx_parts, epub_parts, html_parts
 
         fmt = document_format(path)
-        parts = {"pdf": pdf_pages, "docx": docx_parts, "html": html_parts}[fmt](path)
+        parts = {"pdf": pdf_pages, "docx": docx_parts, "epub": epub_parts, "html": html_parts}[fmt](path)
         index = 0
         for number, text in parts:
             for c in chunk_text(text, ctx.count_tokens, ctx.context_length):
@@ -152,7 +156,7 @@ class DocumentKind(MediaKind):
 
 
 def document_format(path: str) -> str:
-    """"pdf", "docx" or "html": by content, then by extension."""
+    """"pdf", "docx", "epub" or "html": by content, then by extension."""
     import os
 
     try:
@@ -165,6 +169,8 @@ def document_format(path: str) -> str:
         return "pdf"
     if _is_docx(head, ext):
         return "docx"
+    if _is_epub(head):
+        return "epub"
     if _is_html(head):
         return "html"
-    return {".docx": "docx", ".html": "html", ".htm": "html", ".xhtml": "html"}.get(ext, "pdf")
+    return {".docx": "docx", ".epub": "epub", ".html": "html", ".htm": "html", ".xhtml": "html"}.get(ext, "pdf")
