@@ -115,17 +115,18 @@ def pdf_pages(path: str) -> Iterator[tuple[int, str]]:
         pdf.close()
 
 
-def _is_docx(head: bytes, ext: str) -> bool:
-    return head.startswith(b"PK\x03\x04") and ext == ".docx"
-
-
-def _is_epub(head: bytes) -> bool:
-    return head.startswith(b"PK\x03\x04") and head[30:58] == b"mimetypeapplication/epub+zip"
-
-
-def _is_html(head: bytes) -> bool:
-    start = head.lstrip(b"\xef\xbb\xbf\x00\t\n\r ").lower()
-    return start.startswith((b"<!doctype html", b"<html"))
+def _format_by_content(head: bytes, ext: str) -> str | None:
+    """"pdf", "docx", "epub" or "html" by the first bytes (a DOCX is a zip like any other, so
+    it also needs its name); None when they say none of these."""
+    if head.lstrip(b"\x00\t\n\r ").startswith(b"%PDF-"):
+        return "pdf"
+    if head.startswith(b"PK\x03\x04"):
+        if head[30:58] == b"mimetypeapplication/epub+zip":
+            return "epub"
+        return "docx" if ext == ".docx" else None
+    if head.lstrip(b"\xef\xbb\xbf\x00\t\n\r ").lower().startswith((b"<!doctype html", b"<html")):
+        return "html"
+    return None
 
 
 class DocumentKind(MediaKind):
@@ -137,7 +138,7 @@ class DocumentKind(MediaKind):
     view = "snippet"
 
     def sniff(self, head: bytes, ext: str) -> bool:
-        return head.lstrip(b"\x00\t\n\r ").startswith(b"%PDF-") or _is_docx(head, ext) or _is_epub(head) or _is_html(head)
+        return _format_by_content(head, ext) is not None
 
     def decode(self, path: str, ctx: DecodeContext) -> Iterator[Segment]:
         from indexer.kinds.office import docx_parts, epub_parts, html_parts
@@ -165,12 +166,5 @@ def document_format(path: str) -> str:
     except OSError as e:
         raise read_failure(e) from None
     ext = os.path.splitext(path)[1].lower()
-    if head.lstrip(b"\x00\t\n\r ").startswith(b"%PDF-"):
-        return "pdf"
-    if _is_docx(head, ext):
-        return "docx"
-    if _is_epub(head):
-        return "epub"
-    if _is_html(head):
-        return "html"
-    return {".docx": "docx", ".epub": "epub", ".html": "html", ".htm": "html", ".xhtml": "html"}.get(ext, "pdf")
+    by_name = {".docx": "docx", ".epub": "epub", ".html": "html", ".htm": "html", ".xhtml": "html"}
+    return _format_by_content(head, ext) or by_name.get(ext, "pdf")

@@ -97,6 +97,11 @@ def _decode_small(stream: Any, size: int) -> None:
         ctx.options = {**ctx.options, "lowres": str(k)}
 
 
+def _start_offset(container: Any) -> float:
+    """Seconds before a container's first timestamp: hits' times count from the video's start."""
+    return float(container.start_time) / 1e6 if container.start_time else 0.0
+
+
 def _check_size(stream: Any) -> None:
     w, h = stream.codec_context.width or 0, stream.codec_context.height or 0
     if w * h > MAX_PIXELS:
@@ -116,7 +121,7 @@ def video_segments(path: str, size: int, segment_max: float = SEGMENT_MAX_S,
         _decode_small(vstream, size)
         audio = audio_format() if audio_format is not None and astream is not None else None
         vstream.thread_type = "AUTO"  # frame threads: decoding is the cost of a video
-        offset = float(container.start_time) / 1e6 if container.start_time else 0.0
+        offset = _start_offset(container)
         cutter = SceneCutter(SEGMENT_MIN_S, segment_max)
         resampler = Resampled(audio[0]) if audio and astream is not None else None
         windower = Windower(audio[0], audio[1], MAX_VIDEO_S) if resampler and audio else None
@@ -170,7 +175,7 @@ def frame_at(path: str, at: float, size: int) -> Any:
         if stream is None:
             raise DecodeError("no video stream in it")
         _check_size(stream)
-        offset = float(container.start_time) / 1e6 if container.start_time else 0.0
+        offset = _start_offset(container)
         if at > 0 and stream.time_base:
             try:  # to the keyframe before `at`, then decode forward
                 container.seek(int((at + offset) / stream.time_base), stream=stream, backward=True)
