@@ -28,6 +28,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
+from indexer import words
 from indexer.stats import SCHEMA_VERSION
 from retrieval.errors import LibraryError, SchemaVersionError
 
@@ -102,6 +103,8 @@ class Item(Base):
     # scores are calibrated apart (retrieval.calibration).
     embedder: Mapped[str] = mapped_column(String(16), index=True)
     page: Mapped[Optional[int]] = mapped_column(Integer, nullable=True)  # a document's page, from 1
+    # How sure the reader of its words was (OCR, speech), 0..1; None for words a file holds as text.
+    confidence: Mapped[Optional[float]] = mapped_column(Float, nullable=True)
     file: Mapped[File] = relationship(back_populates="items")
 
 
@@ -157,6 +160,16 @@ def _document_pages(conn: Connection) -> None:
     """Version 6: a document's items carry their page."""
     if "page" not in {c["name"] for c in inspect(conn).get_columns("items")}:
         conn.exec_driver_sql("ALTER TABLE items ADD COLUMN page INTEGER")
+
+
+@migration(6)
+def _full_text(conn: Connection) -> None:
+    """Version 7: items may have words read off them (confidence), and every item's words are in
+    the full-text index (indexer.words), filled here from the snippets already stored."""
+    if "confidence" not in {c["name"] for c in inspect(conn).get_columns("items")}:
+        conn.exec_driver_sql("ALTER TABLE items ADD COLUMN confidence FLOAT")
+    words.create(conn)
+    words.rebuild(conn)
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -237,6 +250,7 @@ def drop_files(session: Session, vectors: Any, file_ids: Sequence[int]) -> None:
         # Explicit rather than ON DELETE CASCADE, which other databases may not be set up for.
         for items in chunked(item_ids):
             session.execute(delete(AudioRaw).where(AudioRaw.item_id.in_(items)))
+        words.delete(session, item_ids)
         session.execute(delete(Item).where(Item.file_id.in_(part)))
         session.execute(delete(File).where(File.id.in_(part)))
 
@@ -259,6 +273,7 @@ def init_schema(engine: Engine, create: bool) -> bool:
                 if not create:
                     raise LibraryError("no xmr library here yet; run `xmr index PATH` first")
                 Base.metadata.create_all(conn)
+                words.create(conn)
                 conn.execute(Meta.__table__.insert().values(key="schema_version", value=json.dumps(SCHEMA_VERSION)))
                 return True
             if version > SCHEMA_VERSION:

@@ -11,6 +11,7 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from indexer import words
 from indexer.audio_bridge import AudioBridge
 from indexer.catalog import File, Item
 from indexer.store import Store
@@ -89,6 +90,7 @@ def _check(s: Session, store: Store, bridge: AudioBridge, vecs: VectorIndex | No
         report.warnings.append(
             f"{len(strays)} files left by an interrupted run (e.g. {strays[0].name}); the next `xmr index` removes them")
     bridge.check(s, report.problems)
+    words_off = _check_words(s, report.problems)
     if repair and (report.problems or gone):
         removed, dropped = store.repair_vectors(s)
         if removed:
@@ -101,7 +103,19 @@ def _check(s: Session, store: Store, bridge: AudioBridge, vecs: VectorIndex | No
             store.drop_files(s, gone_ids + empty_ids)
             report.repaired.append(f"removed {len(gone_ids)} missing and {len(empty_ids)} empty files from the catalog")
         bridge.repair(s, report.repaired)
+        if words_off:
+            report.repaired.append(f"rebuilt the full-text index ({words.rebuild(s)} entries)")
         if vecs is not None and len(np.unique(vecs.ids())) != vecs.ntotal:
             report.warnings.append("duplicate ids remain; rebuild the library with a fresh `xmr index`")
         store.commit(s)
     return report
+
+
+def _check_words(s: Session, problems: list[str]) -> bool:
+    """Does the full-text index hold exactly the items that have words? False when it does."""
+    expected, have = words.expected_ids(s), words.indexed_ids(s)
+    if missing := expected - have:
+        problems.append(f"{len(missing)} items with words are not in the full-text index (e.g. id {min(missing)})")
+    if extra := have - expected:
+        problems.append(f"{len(extra)} full-text entries have no item with words (e.g. id {min(extra)})")
+    return bool(missing or extra)

@@ -94,9 +94,11 @@ class Embedders:
     """The embedders of one index run, by name; also what kinds may ask while decoding
     (indexer.kinds.base.DecodeContext)."""
 
-    def __init__(self, models: Models, bridge_for: Callable[[np.ndarray], Bridge], segment_max: float = 10.0) -> None:
+    def __init__(self, models: Models, bridge_for: Callable[[np.ndarray], Bridge], segment_max: float = 10.0,
+                 readers: Any = None) -> None:
         self.encoder = models.encoder
         self.segment_max = segment_max
+        self.readers = readers  # indexer.readers.Readers: OCR and speech, or None (neither)
         self.sound = SoundEmbedder(models, bridge_for)
         self._by_name: dict[str, Embedder] = {
             "image": ImageEmbedder(self.encoder),
@@ -120,6 +122,12 @@ class Embedders:
 
     def count_tokens(self, text: str) -> int:
         return self.encoder.count_tokens(text)
+
+    def ocr(self) -> Any:
+        return self.readers.ocr() if self.readers is not None else None
+
+    def speech(self) -> Any:
+        return self.readers.speech() if self.readers is not None else None
 
     def audio_format(self) -> tuple[int, int]:
         clap = self.sound.clap()

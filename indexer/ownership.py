@@ -79,6 +79,10 @@ def discard(engine: Engine, folder: Path, *, created_folder: bool) -> None:
         for p in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm"), db.with_name(db.name + ".lock")):
             p.unlink(missing_ok=True)
     else:
+        from indexer import words
+
+        with engine.begin() as conn:
+            words.drop(conn)  # not one of Base's tables, and it refers to items
         Base.metadata.drop_all(engine)
         engine.dispose()
     for name in (LOCK_FILE, ID_FILE):

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 from sqlalchemy.orm import Session
 
+from indexer import words
 from indexer.audio_bridge import AudioBridge
 from indexer.catalog import AudioRaw, File, Item, get_meta, set_meta
 from indexer.decode import Stream
@@ -28,6 +29,7 @@ from indexer.index_policy import IndexPolicy
 from indexer.kinds import MediaKind, Segment
 from indexer.kinds.video import SEGMENT_MAX_S, SEGMENT_MIN_S
 from indexer.models import Models
+from indexer.readers import Readers
 from indexer.scan import MediaFile, scan
 from indexer.store import Store
 from retrieval.errors import DecodeError, UsageError
@@ -100,11 +102,13 @@ def _write_rows(session: Session, store: Store, decoded: list[_Decoded], known: 
         session.flush()
         items = [
             Item(file_id=f.id, modality=d.kind.name, chunk=s.chunk, char_start=s.char_start, char_end=s.char_end,
-                 snippet=s.snippet, start=s.start, end=s.end, embedder=s.embedder, page=s.page)
+                 snippet=s.snippet, start=s.start, end=s.end, embedder=s.embedder, page=s.page,
+                 confidence=s.confidence)
             for s in d.segments
         ]
         session.add_all(items)
         session.flush()
+        words.add(session, [(it.id, it.snippet) for it in items if it.snippet])
         session.add_all(AudioRaw(item_id=it.id, vector=np.asarray(r, np.float32).tobytes())
                         for it, r in zip(items, d.raw) if r is not None)
         if vecs is not None and items:
@@ -171,6 +175,8 @@ def run_index(
     wait: bool = False,
     on_wait: Callable[[str], None] | None = None,
     segment_max: float | None = None,
+    ocr: bool | None = None,
+    speech_model: str | None = None,
 ) -> IndexReport:
     """Bring the library up to date with `paths` (or every root indexed before).
 
@@ -232,7 +238,10 @@ def run_index(
         # --segment-max is remembered: a later run cuts new videos as the earlier ones were cut
         if segment_max is not None:
             set_meta(s, "segment_max", segment_max)
-        embedders = Embedders(models, bridge_for, segment_max=float(get_meta(s, "segment_max", SEGMENT_MAX_S)))
+        readers = Readers(s, ocr=ocr, speech_model=speech_model, device=models.device)
+        readers.remember(s)
+        embedders = Embedders(models, bridge_for, segment_max=float(get_meta(s, "segment_max", SEGMENT_MAX_S)),
+                              readers=readers)
 
         def checkpoint() -> None:
             nonlocal last_checkpoint
@@ -257,6 +266,7 @@ def run_index(
             if complete:
                 with writing():
                     _write_rows(s, store, complete, known, report)
+                    readers.record(s)
                 complete.clear()
 
         workers = workers or os.cpu_count() or 2

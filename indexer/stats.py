@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 from retrieval.paths import BRIDGE_FILE, INDEX_FILE
 
-SCHEMA_VERSION = 6  # indexer.catalog takes it from here
+SCHEMA_VERSION = 7  # indexer.catalog takes it from here
 
 Execute = Callable[[str], list[tuple]]
 
@@ -38,6 +38,13 @@ def read_stats(execute: Execute) -> dict[str, Any]:
         "hours_by_modality": {m: round(float(h) / 3600, 4) for m, h in execute(
             'SELECT modality, sum(d) FROM (SELECT modality, max("end") AS d FROM items WHERE "end" IS NOT NULL '
             "GROUP BY file_id, modality) AS f GROUP BY modality")},
+        # words read off pictures (OCR) and heard in sounds and videos (speech)
+        "ocr_pictures": execute("SELECT count(id) FROM items WHERE modality = 'image' AND snippet IS NOT NULL")[0][0],
+        "hours_transcribed": round(float(execute(
+            "SELECT sum(d) FROM (SELECT max(\"end\") AS d FROM items WHERE embedder = 'text' AND \"end\" IS NOT NULL "
+            "GROUP BY file_id) AS f")[0][0] or 0) / 3600, 4),
+        "ocr": meta.get("ocr_engine"),
+        "speech": meta.get("speech_engine"),
         "vectors": meta.get("vectors_total"),
         "encoder": meta.get("encoder"),
         "index_type": meta.get("factory"),

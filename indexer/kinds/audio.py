@@ -12,7 +12,7 @@ A file shorter than one window is a single window, padded later the way CLAP exp
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 from indexer.kinds.base import DecodeContext, MediaKind, Segment
 from retrieval.errors import DecodeError
@@ -199,7 +199,7 @@ class AudioKind(MediaKind):
     label = "Sounds"
     noun = "sound"
     extensions = AUDIO_EXTS | AV_EXTS
-    location = ("chunk", "start", "end")
+    location = ("chunk", "start", "end", "snippet", "confidence")  # a transcript's words, if it is one
     view = "player"
 
     def sniff(self, head: bytes, ext: str) -> bool:
@@ -209,3 +209,12 @@ class AudioKind(MediaKind):
         rate, window = ctx.audio_format()
         for w in audio_windows(path, rate, window):
             yield Segment(w.samples, embedder="audio", chunk=w.index, start=w.start, end=w.end)
+        transcriber = ctx.speech()
+        if transcriber is not None:
+            from indexer.speech import speech_segments
+
+            yield from speech_segments(transcriber, path)
+
+    def hit_fields(self, item: Any) -> dict[str, Any]:
+        # "speech" for a transcript's words, "sound" for a window heard by the sound model
+        return {**super().hit_fields(item), "track": "speech" if item.embedder == "text" else "sound"}

@@ -26,7 +26,7 @@ from typing import Any, ClassVar, Iterator, Protocol
 from retrieval.errors import DecodeError
 
 # The item columns a segment can fill: where in its file an item is.
-LOCATION_FIELDS = ("chunk", "char_start", "char_end", "snippet", "start", "end", "page")
+LOCATION_FIELDS = ("chunk", "char_start", "char_end", "snippet", "start", "end", "page", "confidence")
 
 
 def read_failure(e: OSError) -> DecodeError:
@@ -55,6 +55,9 @@ class Segment:
     start: float | None = None  # seconds
     end: float | None = None
     page: int | None = None  # from 1
+    # How sure the reader of `snippet` was, 0..1, where its words were read off a picture (OCR)
+    # or heard (speech); the snippet of any segment is its words in the full-text index.
+    confidence: float | None = None
 
 
 class DecodeContext(Protocol):
@@ -77,6 +80,12 @@ class DecodeContext(Protocol):
     @property
     def segment_max(self) -> float:
         """Longest segment of a timeline (a video's shots), in seconds."""
+
+    def ocr(self) -> Any:
+        """The OCR reader for words in pictures (indexer.ocr.Reader), or None when OCR is off."""
+
+    def speech(self) -> Any:
+        """The speech transcriber (indexer.speech.Transcriber), or None when speech is off."""
 
 
 class MediaKind:

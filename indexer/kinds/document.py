@@ -10,8 +10,8 @@ Guards, because a PDF is a program of sorts: at most MAX_PAGES pages are read (t
 left out); before PDFium reads a page, its content streams (and the forms it draws) are
 inflated with a cap by pypdf's parser, without decoding them fully, and a stream that would
 inflate beyond MAX_STREAM_BYTES makes the file a decompression bomb, skipped. Encrypted files
-are skipped with that reason. A PDF without any text layer (scanned pages) is skipped too: its
-pages are pictures, and reading them takes OCR.
+are skipped with that reason. A page without a text layer (a scan) is rendered at 300 dpi and
+read by OCR (indexer.ocr) when OCR is on; its chunks carry the reader's confidence.
 """
 
 from __future__ import annotations
@@ -26,6 +26,17 @@ from retrieval.errors import DecodeError
 MAX_PAGES = 2000
 MAX_STREAM_BYTES = 64 * 1024 * 1024
 MAX_PAGE_CHARS = 1_000_000
+MIN_TEXT_LAYER = 8  # characters: a page with fewer is taken for a scan and read by OCR
+RENDER_DPI = 300
+
+
+def _render(page: Any) -> Any:
+    """A page as a grey PIL image for OCR: 300 dpi, the long side at most OCR_SIDE pixels."""
+    from indexer.ocr import OCR_SIDE
+
+    width, height = page.get_size()  # points
+    scale = min(RENDER_DPI / 72, OCR_SIDE / max(width, height, 1.0))
+    return page.render(scale=scale, grayscale=True).to_pil()
 
 
 def _inflated_size(raw: bytes, cap: int) -> int:
@@ -85,8 +96,10 @@ def check_bombs(path: str, pages: int) -> None:
         return  # pypdf cannot follow it; PDFium, more forgiving, decides
 
 
-def pdf_pages(path: str) -> Iterator[tuple[int, str]]:
-    """(page number from 1, its text) of the first MAX_PAGES pages."""
+def pdf_pages(path: str, ocr: Any = None) -> Iterator[tuple[int, str, float | None]]:
+    """(page number from 1, its text, None) of the first MAX_PAGES pages; with an OCR reader
+    (indexer.ocr.Reader), a page without a text layer is rendered and read: (number, its words,
+    the reader's confidence)."""
     import pypdfium2 as pdfium
 
     try:
@@ -108,9 +121,14 @@ def pdf_pages(path: str) -> Iterator[tuple[int, str]]:
                     text = textpage.get_text_range()[:MAX_PAGE_CHARS]
                 finally:
                     textpage.close()
+                if ocr is not None and len(text.strip()) < MIN_TEXT_LAYER:  # a scanned page: its print is a picture
+                    words = ocr.read(_render(page))
+                    if words is not None:
+                        yield i + 1, words.text, words.confidence
+                        continue
             finally:
                 page.close()
-            yield i + 1, text.replace("\r\n", "\n")
+            yield i + 1, text.replace("\r\n", "\n"), None
     finally:
         pdf.close()
 
@@ -134,7 +152,7 @@ class DocumentKind(MediaKind):
     label = "Documents"
     noun = "document"
     extensions = frozenset({".pdf", ".html", ".htm", ".xhtml", ".docx", ".epub"})
-    location = ("chunk", "snippet", "char_start", "char_end", "page")
+    location = ("chunk", "snippet", "char_start", "char_end", "page", "confidence")
     view = "snippet"
 
     def sniff(self, head: bytes, ext: str) -> bool:
@@ -144,16 +162,23 @@ class DocumentKind(MediaKind):
         from indexer.kinds.office import docx_parts, epub_parts, html_parts
 
         fmt = document_format(path)
-        parts = {"pdf": pdf_pages, "docx": docx_parts, "epub": epub_parts, "html": html_parts}[fmt](path)
+        reader = ctx.ocr() if fmt == "pdf" else None
+        if fmt == "pdf":
+            parts = pdf_pages(path, reader)
+        else:
+            office = {"docx": docx_parts, "epub": epub_parts, "html": html_parts}[fmt]
+            parts = ((number, text, None) for number, text in office(path))
         index = 0
-        for number, text in parts:
+        for number, text, confidence in parts:
             for c in chunk_text(text, ctx.count_tokens, ctx.context_length):
                 yield Segment(c.text, embedder="text", chunk=index, char_start=c.char_start, char_end=c.char_end,
-                              snippet=c.text, page=number)
+                              snippet=c.text, page=number, confidence=confidence)
                 index += 1
         if index == 0:
-            raise DecodeError("no text layer in it (scanned pages are pictures: reading them takes OCR, not done yet)"
-                              if fmt == "pdf" else "no text in it")
+            if fmt != "pdf":
+                raise DecodeError("no text in it")
+            raise DecodeError("no words in it: no text layer, and OCR found none" if reader is not None else
+                              "no text layer in it (scanned pages are pictures: reading them takes OCR, which is off)")
 
 
 def document_format(path: str) -> str:

@@ -1,6 +1,7 @@
 """Pictures: JPEG, PNG, GIF, BMP, TIFF, WebP (by content) and a few more by extension.
 
-One item per picture, embedded by the image encoder. Decoding is guarded: EXIF orientation
+One item per picture, embedded by the image encoder; the words on it, when OCR is on and it
+has some (indexer.ocr), are its snippet, found by the full-text index. Decoding is guarded: EXIF orientation
 applied, decompression bombs refused, JPEGs decoded at the smallest DCT scale that still
 covers the model's input.
 """
@@ -67,8 +68,25 @@ class ImageKind(MediaKind):
     def sniff(self, head: bytes, ext: str) -> bool:
         return head.startswith(_MAGIC) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
 
+    location = ("snippet", "confidence")  # the words read off it, if any
+
     def decode(self, path: str, ctx: DecodeContext) -> Iterator[Segment]:
-        yield Segment(load_image(path, ctx.image_size), embedder="image")
+        reader = ctx.ocr()
+        if reader is None:
+            yield Segment(load_image(path, ctx.image_size), embedder="image")
+            return
+        from indexer.ocr import OCR_SIDE, likely_text
+
+        # The text test looks at the copy decoded for the model (a 12 MP JPEG's 1/8 scale:
+        # 500 x 375), so vectors are the same with OCR on or off; only a picture that may hold
+        # print is decoded again, larger, and read.
+        picture = load_image(path, ctx.image_size)
+        words = None
+        if likely_text(picture):
+            larger = picture if max(picture.size) >= OCR_SIDE else load_image(path, OCR_SIDE)
+            words = reader.read(larger)
+        yield Segment(picture, embedder="image", snippet=words.text if words else None,
+                      confidence=words.confidence if words else None)
 
     def thumbnail(self, path: str, size: int, at: float | None = None) -> Any:
         return load_image(path, min_size=size)

@@ -205,7 +205,7 @@ class VideoKind(MediaKind):
     label = "Videos"
     noun = "video"
     extensions = VIDEO_EXTS
-    location = ("chunk", "start", "end")
+    location = ("chunk", "start", "end", "snippet", "confidence")
     view = "video"
 
     def sniff(self, head: bytes, ext: str) -> bool:
@@ -222,8 +222,10 @@ class VideoKind(MediaKind):
         return get_kind("audio") if video is None and audio is not None else self
 
     def hit_fields(self, item: Any) -> dict[str, Any]:
-        # Which track matched: "sound" for the sound track's windows, "picture" for shots.
-        return {**super().hit_fields(item), "track": "sound" if item.embedder == "audio" else "picture"}
+        # Which track matched: "sound" for the sound track's windows, "speech" for what is said
+        # in it, "picture" for shots.
+        track = {"audio": "sound", "text": "speech"}.get(item.embedder, "picture")
+        return {**super().hit_fields(item), "track": track}
 
     def thumbnail(self, path: str, size: int, at: float | None = None) -> Any:
         return frame_at(path, at or 0.0, size)
@@ -239,3 +241,8 @@ class VideoKind(MediaKind):
                 return None
 
         yield from video_segments(path, ctx.image_size or 224, ctx.segment_max, audio_format)
+        transcriber = ctx.speech()
+        if transcriber is not None:
+            from indexer.speech import speech_segments
+
+            yield from speech_segments(transcriber, path)
