@@ -110,14 +110,22 @@ def _open(ctx: click.Context, create: bool = False, **kw: Any):
 @click.option("--wait", is_flag=True, help="If another xmr is writing to the library, wait for it instead of stopping (for cron jobs).")
 @click.option("--segment-max", type=click.FloatRange(1, 3600), metavar="SECONDS",
               help="Longest video segment; a longer shot is split. Remembered by the library [default: 10]")
+@click.option("--ocr/--no-ocr", default=None,
+              help="Read the words in pictures and scanned PDF pages with Tesseract. Remembered by the library [default: on]")
+@click.option("--speech-model", envvar="XMR_SPEECH_MODEL", metavar="NAME|DIR",
+              help="Transcribe speech in sounds and videos with this faster-whisper model: a size name (base, small.en, "
+                   "large-v3, ...) or a CTranslate2 model folder; 'none' for no transcripts. Remembered by the library "
+                   "[default: base]")
 @click.pass_context
 def index(ctx: click.Context, paths: tuple[str, ...], model: str | None, pretrained: str | None, audio_model: str | None,
           factory: str | None, recall: float | None, max_memory: int | None, batch_size: int | None, workers: int | None,
-          checkpoint_seconds: float, progress: bool | None, wait: bool, segment_max: float | None) -> None:
+          checkpoint_seconds: float, progress: bool | None, wait: bool, segment_max: float | None, ocr: bool | None,
+          speech_model: str | None) -> None:
     """Index PATHS (folders or files); with none, refresh every folder indexed before.
 
-    Pictures, text files, sounds and videos (cut into shots of at most --segment-max seconds,
-    their sound windowed like a sound file). Incremental:
+    Pictures (and the words on them), text files and documents (PDF, HTML, DOCX, EPUB), sounds
+    and videos (cut into shots of at most --segment-max seconds, their sound windowed like a
+    sound file, what is said in them transcribed). Incremental:
     unchanged files are skipped, moved files keep their vectors, deleted files are removed.
     Unreadable files are reported as "skipping PATH: reason" and the run goes on. The first
     sounds in a library fit its audio bridge (see `xmr bridge fit`).
@@ -129,7 +137,7 @@ def index(ctx: click.Context, paths: tuple[str, ...], model: str | None, pretrai
     try:
         report = lib.index(paths, batch_size=batch_size, workers=workers, progress=progress, checkpoint_seconds=checkpoint_seconds,
                            wait=wait, on_wait=lambda message: click.echo(f"{message} ...", err=True),
-                           segment_max=segment_max)
+                           segment_max=segment_max, ocr=ocr, speech_model=speech_model)
     except LibraryLockedError as e:
         raise LibraryLockedError(f"{e}, or add --wait to queue behind it") from None
     click.echo(f"indexed {lib.path}: {report.summary()}")
@@ -149,6 +157,9 @@ def index(ctx: click.Context, paths: tuple[str, ...], model: str | None, pretrai
 @click.option("-k", "k", default=10, show_default=True, type=Count(), help="Number of results.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array of hits.")
 @click.option("--group", is_flag=True, help="One hit per file (a video's best segments listed under it).")
+@click.option("--mode", type=click.Choice(["hybrid", "semantic", "words"]), default="hybrid", show_default=True,
+              help="hybrid: exact words and meaning fused; semantic: meaning only; words: exact words only "
+                   "(no model needed). A \"quoted phrase\" must occur as written.")
 @click.option("--model", envvar="XMR_MODEL", help="Must match the library's model (checked).")
 @click.option("--pretrained", envvar="XMR_PRETRAINED", help="Must match the library's weights (checked).")
 @click.option("--server/--no-server", "use_server", default=True, show_default=True,
@@ -156,7 +167,7 @@ def index(ctx: click.Context, paths: tuple[str, ...], model: str | None, pretrai
 @click.pass_context
 def search(ctx: click.Context, query: str | None, texts: tuple[str, ...], images: tuple[str, ...], audios: tuple[str, ...],
            videos: tuple[str, ...], weight: float | None, negatives: tuple[str, ...], not_weight: float, modality: str, k: int,
-           as_json: bool, group: bool, model: str | None, pretrained: str | None, use_server: bool) -> None:
+           as_json: bool, group: bool, mode: str, model: str | None, pretrained: str | None, use_server: bool) -> None:
     """Search the library by text, picture, sound, or a mix.
 
     \b
@@ -167,6 +178,7 @@ def search(ctx: click.Context, query: str | None, texts: tuple[str, ...], images
     xmr search "a goal is scored" --type video --group
     xmr search --video clip.mp4
     xmr search "red car" --image street.jpg --weight 0.5 --not "night"
+    xmr search 'invoice "INV-2291"' --mode words
     """
     from retrieval.query import Query
 
@@ -185,13 +197,13 @@ def search(ctx: click.Context, query: str | None, texts: tuple[str, ...], images
     if use_server and model is None and pretrained is None and not videos:
         answer = _via_server(ctx, lambda client, info: client.search(
             info, texts=q.texts, negatives=q.negatives, images=q.images, audios=q.audios,
-            weight=q.media_weight, not_weight=q.negative_weight, modality=modality, k=k, group=group))
+            weight=q.media_weight, not_weight=q.negative_weight, modality=modality, k=k, group=group, mode=mode))
     by_kind = None  # items of each kind in the library: asked only when nothing was found
     if answer is not None:
         hits, by_kind = answer["hits"], answer.get("items_by_modality")
     else:
         lib = _open(ctx, model=model, pretrained=pretrained)
-        hits = [h.to_dict() for h in lib.search(q, k=k, modality=modality, group=group)]
+        hits = [h.to_dict() for h in lib.search(q, k=k, modality=modality, group=group, mode=mode)]
         by_kind = None if hits else lib.stats()["items_by_modality"]
     print_hits(hits, by_kind, as_json, modality)
 

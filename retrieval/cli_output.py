@@ -40,14 +40,19 @@ def print_hits(hits: list[dict[str, Any]], by_kind: dict[str, int] | None, as_js
         click.echo(no_results(by_kind, modality))
         return
     width = max(60, min(os.get_terminal_size(sys.stdout.fileno()).columns if sys.stdout.isatty() else 100, 160))
-    mixed = any(h.get("calibrated") is not None for h in hits)
-    # Mixed modalities are ranked by the calibrated score (README: "Mixing modalities"); show it,
-    # or the raw cosines would look out of order.
+    fused = any(h.get("fused") is not None for h in hits)
+    mixed = fused or any(h.get("calibrated") is not None for h in hits)
+    # Mixed modalities are ranked by the calibrated score (README: "Mixing modalities"), hybrid
+    # search by the fused one; show it, or the raw cosines would look out of order.
     kind_width = max(5, *(len(h["modality"]) for h in hits))
-    click.echo(f"{'#':>3}  {'score':>6}  " + (f"{'calib':>6}  " if mixed else "") + f"{'type':<{kind_width}}  result")
+    rank_by = "rrf" if fused else "calib"
+    click.echo(f"{'#':>3}  {'score':>6}  " + (f"{rank_by:>6}  " if mixed else "") + f"{'type':<{kind_width}}  result")
     for rank, h in enumerate(hits, 1):
         where = f"  [{_clock(h['start'])}-{_clock(h['end'])}]" if h.get("start") is not None and h.get("end") is not None else ""
-        calib = f"{h['calibrated']:+6.2f}  " if mixed and h.get("calibrated") is not None else ("        " if mixed else "")
+        if fused:
+            calib = f"{h['fused']:6.4f}  " if h.get("fused") is not None else "        "
+        else:
+            calib = f"{h['calibrated']:+6.2f}  " if mixed and h.get("calibrated") is not None else ("        " if mixed else "")
         line = f"{rank:>3}  {h['score']:6.3f}  {calib}{h['modality']:<{kind_width}}  {display_path(h['path'])}{where}"
         click.echo(line)
         if len(h.get("segments") or []) > 1:  # grouped: the file's other good moments or chunks
@@ -58,8 +63,20 @@ def print_hits(hits: list[dict[str, Any]], by_kind: dict[str, int] | None, as_js
             snippet = " ".join(h["snippet"].split())
             indent = 23 + kind_width if mixed else 15 + kind_width
             limit = width - indent
-            where = f"page {h['page']}" if h.get("page") else f"chunk {h['chunk']}"
-            click.echo(" " * indent + f"{snippet[:limit] + ('…' if len(snippet) > limit else '')}  [{where}]")
+            click.echo(" " * indent + f"{snippet[:limit] + ('…' if len(snippet) > limit else '')}  [{_words_at(h)}]")
+
+
+def _words_at(h: dict[str, Any]) -> str:
+    """Where a hit's words are: a page, a chunk, what was said, what was read off a picture."""
+    if h.get("page"):
+        where = f"page {h['page']}"
+    elif h.get("start") is not None:
+        where = "said"
+    elif h.get("char_start") is not None or h.get("modality") == "text":
+        where = f"chunk {h.get('chunk') or 0}"
+    else:
+        where = "read in the picture"
+    return where + (f", {h['confidence']:.0%} sure" if h.get("confidence") is not None else "")
 
 
 def _clock(seconds: float) -> str:
@@ -81,6 +98,10 @@ def print_stats(st: dict[str, Any], as_json: bool) -> None:
         click.echo("documents  " + ", ".join(f"{k}: {v}" for k, v in st["documents_by_type"].items()))
     if st.get("hours_by_modality"):
         click.echo("length     " + ", ".join(f"{k}: {v:.2f} h" for k, v in sorted(st["hours_by_modality"].items())))
+    if st.get("ocr_pictures") or st.get("hours_transcribed"):
+        hours = st.get("hours_transcribed") or 0
+        heard = f"{hours:.2f} h" if hours >= 1 else f"{hours * 60:.1f} min"
+        click.echo(f"words      {st.get('ocr_pictures', 0)} pictures with words read (OCR), {heard} of speech transcribed")
     click.echo(f"vectors    {st['vectors']}  ({st['index_type']}, dim {enc.get('dim', '?')})")
     t = st.get("index_tuning")
     if t:
@@ -107,5 +128,11 @@ def print_stats(st: dict[str, Any], as_json: bool) -> None:
                 f"bridge     {b['method']}, {b['captions']} captions, gap from {b['gap_windows']} windows, "
                 f"held-out R@1 {b['heldout_r1']:.3f}, cos {b['heldout_cos']:.3f}  sha256: {b['sha256'][:12]}"
             )
+    if st.get("ocr"):
+        o = st["ocr"]
+        click.echo(f"ocr        {o['engine']} ({o['binding']}), language {o['lang']}  data sha256: {o['data_sha256'][:12]}")
+    if st.get("speech"):
+        sp = st["speech"]
+        click.echo(f"speech     {sp['speech_model']}  sha256: {sp['weights_sha256'][:12]}")
     click.echo(f"roots      {', '.join(st['roots']) or '-'}")
     click.echo(f"size       {st['size_bytes'] / 1e6:.1f} MB")

@@ -179,14 +179,15 @@ class Library:
     # -- reading ------------------------------------------------------------------------------
 
     def search(self, query: Query | str | None = None, *, k: int = 10, modality: str | None = None,
-               vector: np.ndarray | None = None, group: bool = False) -> list[Hit]:
+               vector: np.ndarray | None = None, group: bool = False, mode: str = "hybrid") -> list[Hit]:
         """Nearest items to a Query (or plain text, or a ready unit vector), best first.
 
         With several modalities in the library and no `modality` filter, each modality is
         searched on its own and the lists are merged by calibrated score. With `group`, one
-        hit per file carrying its best segments.
+        hit per file carrying its best segments. `mode`: 'hybrid' (words and meaning fused),
+        'semantic' or 'words' (see retrieval.hybrid).
         """
-        return self.searcher.search(query, k=k, modality=modality, vector=vector, group=group)
+        return self.searcher.search(query, k=k, modality=modality, vector=vector, group=group, mode=mode)
 
     def item(self, item_id: int) -> dict[str, Any]:
         """One item with its file: what a result links to. NotFoundError when it is not there."""

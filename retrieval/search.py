@@ -6,13 +6,14 @@ own and the lists are merged by calibrated score (retrieval.calibration).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Iterable
 
 import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from indexer import words
 from indexer.audio_bridge import AudioBridge
 from indexer.catalog import File, Item, chunked
 from indexer.kinds import get_kind, kind_names
@@ -21,6 +22,7 @@ from indexer.store import Store
 from indexer.vectors import VectorIndex
 from retrieval.calibration import Calibrator, Channel
 from retrieval.errors import NotFoundError, UsageError
+from retrieval.hybrid import DEFAULT_MODE, MODES, SOME_WEIGHT, depth, rrf
 from retrieval.query import Query
 
 
@@ -48,9 +50,12 @@ class Hit:
     start: float | None = None
     end: float | None = None
     page: int | None = None  # a document's page, from 1
+    confidence: float | None = None  # how sure OCR or speech recognition was of `snippet`, 0..1
     track: str | None = None  # a video's: "picture" (a shot) or "sound" (a window of its sound)
     calibrated: float | None = None
     segments: list[dict[str, Any]] | None = None  # grouped: the file's best items, best first
+    words: float | None = None  # its relevance in the full-text index (BM25 / ts_rank_cd), when its words matched
+    fused: float | None = None  # hybrid search: the Reciprocal Rank Fusion score that ranked it
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -156,27 +161,100 @@ class Searcher:
         return ids
 
     def search(self, query: Query | str | None = None, *, k: int = 10, modality: str | None = None,
-               vector: np.ndarray | None = None, group: bool = False) -> list[Hit]:
-        """Nearest items to a Query (or plain text, or a ready unit vector), best first. With
-        `group`, one hit per file: its best item, carrying its best few items in `segments`."""
+               vector: np.ndarray | None = None, group: bool = False, mode: str = DEFAULT_MODE) -> list[Hit]:
+        """Best items for a Query (or plain text, or a ready unit vector), best first. `mode`:
+        'hybrid' fuses the full-text and the vector rankings (retrieval.hybrid), 'semantic' is
+        vectors only, 'words' the full-text index only. With `group`, one hit per file: its best
+        item, carrying its best few items in `segments`."""
         if k <= 0:
             raise UsageError(f"k must be positive, got {k}")
+        if mode not in MODES:
+            raise UsageError(f"unknown mode {mode!r}; choose from: {', '.join(MODES)}")
         if modality in (None, "any"):
             modality = None
         elif modality not in modalities():
             raise UsageError(f"unknown type {modality!r}; choose from: {', '.join(modalities())}, any")
+        want = min(MAX_GROUPED, k * GROUP_DEPTH) if group else k
+        wq: words.WordQuery | None = None
         if vector is None:
             q = Query(texts=[query]) if isinstance(query, str) else query
             if q is None:
                 raise UsageError("nothing to search for")
             q.validate()
+            if mode != "semantic" and q.texts:
+                wq = words.parse(" ".join(q.texts))
+                # the meaning side reads the words without the quotes that mark phrases
+                q = replace(q, texts=[t.replace('"', " ").strip() or t for t in q.texts])
+            if mode == "words":
+                if wq is None or wq.empty:
+                    raise UsageError("--mode words needs words to look for (a text query)")
+                hits = self._word_hits(wq, want, modality)
+                return group_hits(hits, k) if group else hits[:k]
             vecs = self.store.vectors()
             if vecs is None or vecs.ntotal == 0:
                 return []
             vector = q.embed(lambda: self.models.encoder, audio=self.bridge.embed_file)
-        if group:
-            return group_hits(self._search(vector, min(MAX_GROUPED, k * GROUP_DEPTH), modality), k)
-        return self._search(vector, k, modality)
+        elif mode == "words":
+            raise UsageError("--mode words needs words to look for (a text query)")
+        if wq is not None and not wq.empty:
+            hits = self._fuse(self._search(vector, depth(want), modality), wq, vector, want, modality)
+        else:
+            hits = self._search(vector, want, modality)
+        return group_hits(hits, k) if group else hits[:k]
+
+    def _word_hits(self, wq: words.WordQuery, n: int, modality: str | None) -> list[Hit]:
+        """The full-text index's best n items; `score` is their relevance there."""
+        with self.store.Session() as s:
+            found = words.search(s, wq, n, modality, every=True)
+            held = {i for i, _ in found}
+            found += [(i, r) for i, r in words.search(s, wq, n, modality) if i not in held]
+            found = found[:n]
+            rows = _rows(s, [i for i, _ in found])
+        return [Hit(path=rows[i][1], modality=rows[i][0].modality, score=r, item_id=i, words=r, **location(rows[i][0]))
+                for i, r in found if i in rows]
+
+    def _fuse(self, semantic: list[Hit], wq: words.WordQuery, vector: np.ndarray, n: int,
+              modality: str | None) -> list[Hit]:
+        """The meaning and word rankings fused by RRF (retrieval.hybrid); with phrases, only
+        items that hold them."""
+        with self.store.Session() as s:
+            # a phrase filters: look deep enough that the items holding it are all known
+            deep = max(depth(n), 1000) if wq.phrases else depth(n)
+            every = words.search(s, wq, deep, modality, every=True)
+            relevance = dict(every)
+            some: list[tuple[int, float]] = []
+            if not every:  # nothing holds every word: the items holding some of them, at a lower weight
+                some = words.search(s, wq, deep, modality)
+            relevance.update(some)
+            if wq.phrases:
+                semantic = [h for h in semantic if h.item_id in relevance]
+            fused = rrf([([i for i, _ in every[: depth(n)]], 1.0), ([h.item_id for h in semantic], 1.0),
+                         ([i for i, _ in some[: depth(n)]], SOME_WEIGHT)])[:n]
+            by_id = {h.item_id: h for h in semantic}
+            rows = _rows(s, [i for i, _ in fused if i not in by_id])
+        similarity = self._similarity(vector, list(rows))
+        hits = []
+        for item_id, f in fused:
+            h = by_id.get(item_id)
+            if h is None:
+                if item_id not in rows:
+                    continue
+                item, path = rows[item_id]
+                h = Hit(path=path, modality=item.modality, score=similarity.get(item_id, 0.0), item_id=item_id,
+                        **location(item))
+            h.words, h.fused = relevance.get(item_id), f
+            hits.append(h)
+        return hits
+
+    def _similarity(self, vector: np.ndarray, ids: list[int]) -> dict[int, float]:
+        """Cosine of the query to stored vectors (items the full-text side alone found)."""
+        vecs = self.store.vectors()
+        if vecs is None or not ids:
+            return {}
+        held = vecs.present(np.asarray(ids, np.int64))
+        stored = vecs.reconstruct_many(held)
+        norms = np.maximum(np.linalg.norm(stored, axis=1), 1e-12)
+        return {int(i): float(v) for i, v in zip(held, stored @ vector / norms)}
 
     def _search(self, vector: np.ndarray, k: int, modality: str | None) -> list[Hit]:
         vecs = self.store.vectors()

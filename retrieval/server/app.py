@@ -48,6 +48,9 @@ def _modality_enum() -> Any:
 Modality = _modality_enum()
 
 
+SearchMode = Literal["hybrid", "semantic", "words"]  # retrieval.hybrid.MODES
+
+
 class SearchRequest(BaseModel):
     """A query as JSON: any mix of texts, library items ("like") and texts to steer away from."""
 
@@ -60,6 +63,8 @@ class SearchRequest(BaseModel):
     k: int = Field(10, ge=1, le=MAX_RESULTS)
     offset: int = Field(0, ge=0, lt=MAX_RESULTS)
     group: bool = Field(False, description="One hit per file, with its best segments (a video's moments)")
+    mode: SearchMode = Field("hybrid", description="hybrid: words and meaning fused (RRF); semantic: vectors only; "
+                             "words: the full-text index only")
 
     model_config = {"populate_by_name": True}
 
@@ -120,9 +125,10 @@ def create_app(state: LibraryState, *, token: str | None = None, max_upload: int
             answer["items"], answer["items_by_modality"] = facts["items"], facts["items_by_modality"]
         return answer
 
-    def search(lib: Any, q: Query, modality: str, k: int, offset: int, group: bool = False) -> dict[str, Any]:
+    def search(lib: Any, q: Query, modality: str, k: int, offset: int, group: bool = False,
+               mode: str = "hybrid") -> dict[str, Any]:
         q.validate()  # before waiting for the model
-        return paged(lib, lambda n: lib.search(q, k=n, modality=modality, group=group), k, offset)
+        return paged(lib, lambda n: lib.search(q, k=n, modality=modality, group=group, mode=mode), k, offset)
 
     def like_vectors(lib: Any, ids: list[int]) -> list[Any]:
         out = []
@@ -155,10 +161,12 @@ def create_app(state: LibraryState, *, token: str | None = None, max_upload: int
         k: Annotated[int, Param(ge=1, le=MAX_RESULTS)] = 10,
         offset: Annotated[int, Param(ge=0, lt=MAX_RESULTS)] = 0,
         group: bool = False,
+        mode: SearchMode = "hybrid",
     ) -> dict[str, Any]:
-        """Search by text (and/or library items), e.g. /api/search?q=sunset&type=image&k=20."""
+        """Search by text (and/or library items), e.g. /api/search?q=sunset&type=image&k=20;
+        mode=words for exact words only, semantic for meaning only."""
         return search_json(SearchRequest(q=q or [], like=like or [], not_=not_ or [], weight=weight, not_weight=not_weight,
-                                         type=type, k=k, offset=offset, group=group))
+                                         type=type, k=k, offset=offset, group=group, mode=mode))
 
     @app.post("/api/search", tags=["search"])
     def search_json(body: SearchRequest) -> dict[str, Any]:
@@ -166,7 +174,7 @@ def create_app(state: LibraryState, *, token: str | None = None, max_upload: int
         lib = state.library()
         q = Query(texts=body.q, negatives=body.not_, media_weight=body.weight, negative_weight=body.not_weight,
                   vectors=like_vectors(lib, body.like))
-        return search(lib, q, body.type, body.k, body.offset, body.group)
+        return search(lib, q, body.type, body.k, body.offset, body.group, body.mode)
 
     @app.post("/api/search/upload", tags=["search"])
     def search_upload(
@@ -181,6 +189,7 @@ def create_app(state: LibraryState, *, token: str | None = None, max_upload: int
         k: Annotated[int, Form(ge=1, le=MAX_RESULTS)] = 10,
         offset: Annotated[int, Form(ge=0, lt=MAX_RESULTS)] = 0,
         group: Annotated[bool, Form()] = False,
+        mode: Annotated[SearchMode, Form()] = "hybrid",
     ) -> dict[str, Any]:
         """Search by uploaded pictures, sounds and/or videos (multipart/form-data), optionally with text.
         Uploads are decoded by the same guarded decoders as indexing and deleted afterwards."""
@@ -202,7 +211,7 @@ def create_app(state: LibraryState, *, token: str | None = None, max_upload: int
 
             query = Query(texts=q or [], negatives=not_ or [], images=save(image or [], "image"), audios=save(audio or [], "audio"),
                           videos=save(video or [], "video"), media_weight=weight, negative_weight=not_weight, names=names)
-            return search(lib, query, type, k, offset, group)
+            return search(lib, query, type, k, offset, group, mode)
 
     @app.get("/api/items/{item_id}", tags=["items"])
     def item(item_id: int) -> dict[str, Any]:

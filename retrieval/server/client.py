@@ -84,6 +84,7 @@ def search(
     modality: str,
     k: int,
     group: bool = False,
+    mode: str = "hybrid",
     timeout: float = 60.0,
 ) -> dict[str, Any]:
     """POST the query to the server in `info` (a discovery record); its JSON answer."""
@@ -93,14 +94,15 @@ def search(
         except UnicodeEncodeError:  # bytes that are not UTF-8 (from argv): the local search takes them as they are
             raise ServerUnavailable("the query is not valid UTF-8") from None
     if images or audios:
-        fields = [("type", modality), ("k", str(k)), ("not_weight", str(not_weight)), ("group", str(group).lower())]
+        fields = [("type", modality), ("k", str(k)), ("not_weight", str(not_weight)), ("group", str(group).lower()),
+                  ("mode", mode)]
         fields += [("q", t) for t in texts] + [("not", t) for t in negatives]
         if weight is not None:
             fields.append(("weight", str(weight)))
         body, ctype = _multipart(fields, [("image", p) for p in images] + [("audio", p) for p in audios])
         url = info["url"] + "/api/search/upload"
     else:
-        query = {"q": list(texts), "not": list(negatives), "not_weight": not_weight, "type": modality, "k": k, "group": group}
+        query = {"q": list(texts), "not": list(negatives), "not_weight": not_weight, "type": modality, "k": k, "group": group, "mode": mode}
         body, ctype = json.dumps(query).encode(), "application/json"
         url = info["url"] + "/api/search"
     request = urllib.request.Request(url, data=body, headers={"Content-Type": ctype}, method="POST")

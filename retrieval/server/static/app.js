@@ -129,7 +129,7 @@ function drawMarks(node) {
   const duration = Number.isFinite(video.duration) && video.duration > 0 ? video.duration
     : Math.max(...hits.map((h) => h.end)); // before the metadata: the latest moment known
   line.replaceChildren(...hits.map((h, i) => {
-    const heard = h.track === "sound";
+    const heard = h.track === "sound" || h.track === "speech";
     const mark = el("button", {
       type: "button", class: `mark${heard ? " heard" : ""}${i === 0 ? " best" : ""}`, "data-start": String(h.start),
       "data-item-id": String(h.item_id),
@@ -149,7 +149,8 @@ function drawMarks(node) {
 function card(hit) {
   const name = baseName(hit.path);
   const kind = state.kinds[hit.modality] || { noun: hit.modality, view: "snippet" };
-  const score = `score ${hit.score.toFixed(3)}` + (hit.calibrated != null ? ` · calibrated ${hit.calibrated >= 0 ? "+" : ""}${hit.calibrated.toFixed(2)}` : "");
+  const score = `score ${hit.score.toFixed(3)}` + (hit.calibrated != null ? ` · calibrated ${hit.calibrated >= 0 ? "+" : ""}${hit.calibrated.toFixed(2)}` : "")
+    + (hit.words != null ? " · words matched" : "");
   const node = el("article", {
     class: `result ${hit.modality} view-${kind.view}`, tabIndex: 0, title: `${hit.path}\n${score}\nClick for more like this`,
     "data-item-id": String(hit.item_id), "data-modality": hit.modality, "data-score": String(hit.score),
@@ -158,6 +159,12 @@ function card(hit) {
   node.append(el("span", { class: "score", text: score }));
   const body = el("div", { class: "body" });
   (VIEWS[kind.view] || VIEWS.snippet)(hit, node, body, name);
+  if (hit.snippet && kind.view !== "snippet") {
+    // words read off a picture, or said in a recording: shown under it, as found
+    const how = hit.track === "speech" ? "said" : "read";
+    const sure = hit.confidence != null ? ` (${Math.round(hit.confidence * 100)} % sure)` : "";
+    body.append(el("p", { class: `snippet words ${how}`, "data-testid": "words", title: `Words ${how}${sure}`, text: hit.snippet }));
+  }
   const part = hit.page ? ` · page ${hit.page}` : hit.snippet && hit.chunk ? ` · part ${hit.chunk + 1}` : "";
   body.append(el("span", { class: "name", text: name + part }));
   node.append(body);
@@ -215,6 +222,7 @@ function showEmptyLibrary() {
 async function search(append = false) {
   state.text = $("#q").value.trim(); // what the box shows is what is searched, with any chips
   const params = new URLSearchParams({ type: state.type, k: PAGE, offset: append ? state.offset : 0 });
+  if (!state.like) params.set("mode", $("#mode").value); // "more like this" is by meaning alone
   if (!append) state.offset = 0;
   let request;
   if (state.like) {
