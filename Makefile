@@ -21,7 +21,9 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python scripts/bench_search.py --n 1000000 --dim 512 --queries 1000
-	$(BIN)/python scripts/bench_index.py --images 96 --model ViT-B-32
+	$(BIN)/python scripts/bench_index.py --images 96 --model ViT-B-32 --ocr
+	$(BIN)/python scripts/bench_words.py
+	$(BIN)/python -m scripts.eval_words
 	$(BIN)/python scripts/bench_query.py --model ViT-B-32
 	$(BIN)/python scripts/bench_server.py --model ViT-B-32
 

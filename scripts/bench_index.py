@@ -1,7 +1,7 @@
 """Indexing benchmark: end-to-end `Library.index` against the model alone, decoding alone, and
 a naive loop.
 
-    python scripts/bench_index.py --images 48 --model ViT-B-32 [--pretrained none] [--size 4000x3000]
+    python scripts/bench_index.py --images 48 --model ViT-B-32 [--pretrained none] [--size 4000x3000] [--ocr]
 
 Prints JSON. Photos are real-photo-sized JPEGs (12 MP, ~2.5 MB, photo-like content: colour
 fields, shapes, sensor noise). The model runs with random weights (timing does not depend on
@@ -9,6 +9,12 @@ them). When the cores are shared by decoding and the model, the best end to end 
 ideal = 1 / (1/model_only + 1/decode_only), where decode_only is xmr's decode + preprocess
 (draft JPEG decoding) on all cores and model_only the encoder on ready tensors. The naive loop
 opens, fully decodes, preprocesses and encodes one image at a time.
+
+With --ocr (Tesseract's language data must be installed): the same photos indexed with OCR on
+and with --no-ocr (fresh libraries, same loaded model; the ratio is the cost of OCR on photos
+without text), and OCR's own cost per photo: the text test alone on photos without text, the
+test plus reading on the same photos with a line of print drawn on them, and on photos of
+fine texture (gravel-like noise, which the test passes on to Tesseract: the worst case).
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--ocr", action="store_true", help="also measure OCR's cost (see above)")
     a = ap.parse_args()
     w, h = map(int, a.size.split("x"))
     work = Path(tempfile.mkdtemp(prefix="xmr-bench-"))
@@ -81,8 +88,9 @@ def main() -> None:
         # The same loaded model: load time is not indexing time.
         lib = Library(work / "lib", encoder=enc, create=True)
         t = time.perf_counter()
-        report = lib.index([photos], batch_size=a.batch_size, progress=False)
+        report = lib.index([photos], batch_size=a.batch_size, progress=False, ocr=False)
         end_to_end = report.items / (time.perf_counter() - t)
+        ocr = ocr_costs(work, photos, files, enc, a) if a.ocr else None
         ideal = 1 / (1 / model_only + 1 / decode_only)
         print(json.dumps({
             "images": len(files),
@@ -101,9 +109,75 @@ def main() -> None:
             "end_to_end_vs_ideal": round(end_to_end / ideal, 3),
             "end_to_end_vs_naive": round(end_to_end / naive, 2),
             "photo_generation_s": round(gen_s, 1),
+            **({"ocr": ocr} if ocr else {}),
         }, indent=2))
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def ocr_costs(work: Path, photos: Path, files: list[str], enc: object, a: argparse.Namespace) -> dict[str, object]:
+    """Indexing with OCR against --no-ocr, and OCR's cost per photo with and without text."""
+    import numpy as np
+    from PIL import Image, ImageDraw, ImageFilter, ImageFont
+
+    from indexer.ocr import OCR_SIDE, Reader, likely_text
+
+    reader = Reader()
+    rates = {}
+    for on in (False, True, False, True):  # alternated: the machine's load drifts
+        lib = Library(work / f"lib-ocr-{on}-{len(rates)}", encoder=enc, create=True)
+        t = time.perf_counter()
+        report = lib.index([photos], batch_size=a.batch_size, progress=False, ocr=on)
+        rates.setdefault(on, []).append(report.items / (time.perf_counter() - t))
+
+    def cost(paths: list[str]) -> tuple[float, float, int]:
+        """ms per photo of the text test alone, of test + reading, and how many were read."""
+        gate = full = 0.0
+        read = 0
+        for p in paths:
+            picture = load_image(p, enc.input_size)  # decoded anyway, for the model
+            t1 = time.perf_counter()
+            passed = likely_text(picture)
+            t2 = time.perf_counter()
+            if passed:
+                larger = picture if max(picture.size) >= OCR_SIDE else load_image(p, OCR_SIDE)
+                read += reader.read(larger) is not None
+            t3 = time.perf_counter()
+            gate += t2 - t1
+            full += t3 - t1
+        return 1000 * gate / len(paths), 1000 * full / len(paths), read
+
+    texty, rough = work / "texty", work / "rough"
+    texty.mkdir()
+    rough.mkdir()
+    sample = files[:16]
+    for i, p in enumerate(sample):
+        im = Image.open(p).convert("RGB")
+        # print from 1/50 to 1/19 of the photo's height: a sign, a poster, a page held up
+        font = ImageFont.truetype("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf", max(16, im.height * (2 + i % 4) // 100))
+        d = ImageDraw.Draw(im)
+        x0, y0 = im.width // 10, im.height // 2
+        d.rectangle((x0, y0, im.width - x0, y0 + font.size * 2), fill="white")
+        d.text((x0 + font.size // 2, y0 + font.size // 2), f"Invoice INV-{48213 + i} paid in full", fill="black", font=font)
+        im.save(texty / f"{i}.jpg", quality=90)
+        noise = np.random.default_rng(i).integers(0, 256, (im.height // 8, im.width // 8, 3), dtype=np.uint8)
+        Image.fromarray(noise).resize(im.size, Image.BICUBIC).filter(ImageFilter.SHARPEN).save(rough / f"{i}.jpg", quality=90)
+    plain_gate, plain_full, plain_read = cost(sample)
+    text_gate, text_full, text_read = cost(sorted(str(p) for p in texty.iterdir()))
+    rough_gate, rough_full, rough_read = cost(sorted(str(p) for p in rough.iterdir()))
+    with_ocr, without = max(rates[True]), max(rates[False])
+    return {
+        "engine": reader.identity()["engine"],
+        "images_per_s_ocr": round(with_ocr, 2),
+        "images_per_s_no_ocr": round(without, 2),
+        "ocr_vs_no_ocr": round(with_ocr / without, 3),
+        "photos_without_text_ms": {"text_test": round(plain_gate, 1), "test_and_read": round(plain_full, 1),
+                                    "read": plain_read, "of": len(sample)},
+        "photos_with_text_ms": {"text_test": round(text_gate, 1), "test_and_read": round(text_full, 1),
+                                "read": text_read, "of": len(sample)},
+        "fine_texture_ms": {"text_test": round(rough_gate, 1), "test_and_read": round(rough_full, 1),
+                            "read": rough_read, "of": len(sample)},
+    }
 
 
 if __name__ == "__main__":

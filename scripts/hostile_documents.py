@@ -16,6 +16,8 @@ EXPECTED_DOCUMENTS: dict[str, tuple[str, str]] = {
     "pages-10000.pdf": ("indexed", "document"),  # its first MAX_PAGES pages
     "inflates-to-128MiB.pdf": ("skipped", "decompression bomb"),
     "scanned-no-text.pdf": ("skipped", "no text layer"),
+    # 200 x 200 inches, no text layer: OCR renders it capped at OCR_SIDE pixels, not 60,000
+    "page-200in-no-text.pdf": ("skipped", "no text layer"),
     "empty.pdf": ("skipped", "broken PDF"),
     "text-named.pdf": ("skipped", "broken PDF"),
     "good.docx": ("indexed", "document"),
@@ -50,6 +52,7 @@ def make_hostile_documents(folder: Path) -> dict[str, tuple[str, str]]:
     write_pdf(folder / "inflates-to-128MiB.pdf", [0], streams=[body], deflate=False)
     _mark_deflated(folder / "inflates-to-128MiB.pdf", len(body))
     write_pdf(folder / "scanned-no-text.pdf", [b"q 612 0 0 792 0 0 cm Q"])  # a page that draws no text
+    write_pdf(folder / "page-200in-no-text.pdf", [b"0 0 14400 14400 re S"], size=(14400, 14400))
     (folder / "empty.pdf").write_bytes(b"")
     (folder / "text-named.pdf").write_text("a note that calls itself a PDF", encoding="utf-8")
     _office(folder)

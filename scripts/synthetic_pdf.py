@@ -22,10 +22,10 @@ def page_stream(lines: list[str]) -> bytes:
 
 
 def write_pdf(path: str | Path, pages: list[bytes | int], streams: list[bytes] | None = None,
-              deflate: bool = False) -> Path:
+              deflate: bool = False, size: tuple[int, int] = (612, 792)) -> Path:
     """A PDF whose page i shows content stream `pages[i]` (raw bytes), or the shared stream number
     `pages[i]` of `streams` (so 10,000 pages can share one). With `deflate` the streams are
-    compressed (FlateDecode)."""
+    compressed (FlateDecode). `size`: each page's, in points."""
     streams = list(streams or [])
     contents: list[int] = []
     for p in pages:
@@ -46,7 +46,7 @@ def write_pdf(path: str | Path, pages: list[bytes | int], streams: list[bytes] |
     kids = []
     for c in contents:
         kids.append(len(objects) + 1)
-        objects.append(f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Resources << /Font << /F1 3 0 R >> >> "
+        objects.append(f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 {size[0]} {size[1]}] /Resources << /Font << /F1 3 0 R >> >> "
                        f"/Contents {first_stream + c} 0 R >>".encode())
     objects[1] = f"<< /Type /Pages /Kids [{' '.join(f'{k} 0 R' for k in kids)}] /Count {len(kids)} >>".encode()
     out = bytearray(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")

@@ -121,7 +121,7 @@ def test_text_reaches_sounds_through_the_bridge(audio_lib):
 
 def test_mixed_results_carry_calibrated_scores(audio_lib):
     lib, _, _ = audio_lib
-    hits = lib.search("a dog barks", k=5)
+    hits = lib.search("a dog barks", k=5, mode="semantic")  # calibration is the meaning side's
     assert {h.modality for h in lib.search("a dog barks", k=50)} == {"audio", "text"}
     assert all(h.calibrated is not None for h in hits)
     assert [h.calibrated for h in hits] == sorted((h.calibrated for h in hits), reverse=True)

@@ -33,12 +33,16 @@ def test_index_then_search_json(tmp_path, trained_model, samples):
     by_image = json.loads(run_xmr("search", "--image", str(picture), "--type", "text", "-k", "2", "--json", env=env, check=True).stdout)
     assert len(by_image) == 2 and all(h["modality"] == "text" for h in by_image)
 
-    human = run_xmr("search", "a red circle", "--image", str(picture), "--weight", "0.5", "-k", "4", env=env, check=True).stdout
+    human = run_xmr("search", "a red circle", "--image", str(picture), "--weight", "0.5", "-k", "4", "--mode", "semantic",
+                    env=env, check=True).stdout
     assert "score" in human.splitlines()[0] and len([x for x in human.splitlines() if x.strip()[:1].isdigit()]) == 4
-    # mixed modalities are ranked by the calibrated score, which the table shows
+    # mixed modalities are ranked by the calibrated score (by meaning alone), which the table shows
     rows = [x.split() for x in human.splitlines() if x.strip()[:1].isdigit()]
     assert "calib" in human.splitlines()[0]
     assert [float(r[2]) for r in rows] == sorted((float(r[2]) for r in rows), reverse=True)
+    hybrid = run_xmr("search", "a red circle", "-k", "4", env=env, check=True).stdout  # the default: ranked by fusion
+    rows = [x.split() for x in hybrid.splitlines() if x.strip()[:1].isdigit()]
+    assert "rrf" in hybrid.splitlines()[0] and [float(r[2]) for r in rows] == sorted((float(r[2]) for r in rows), reverse=True)
     only_images = run_xmr("search", "a red circle", "--type", "image", "-k", "3", env=env, check=True).stdout
     assert "calib" not in only_images.splitlines()[0]
 

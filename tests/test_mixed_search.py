@@ -44,11 +44,11 @@ def test_a_rare_modality_is_found_without_ranking_the_library(many_pictures_one_
 
     monkeypatch.setattr(retrieval.search, "_rows", rows)
     monkeypatch.setattr(indexer.vectors.VectorIndex, "search", search)
-    hits = lib.search("a green star", k=10, modality="text")
+    hits = lib.search("a green star", k=10, modality="text", mode="semantic")  # the vector side's cost
     assert [h.modality for h in hits] == ["text"]  # the one there is, and the search stops there
     assert loaded == [1] and ranked == []  # one row loaded; the 240 pictures never ranked for it
     loaded.clear()
-    mixed = lib.search("a green star", k=10)
+    mixed = lib.search("a green star", k=10, mode="semantic")
     assert len(mixed) == 10
     assert sorted(loaded) == [1, 10] and ranked == []  # per modality: its own best, no more
 
@@ -60,9 +60,9 @@ def test_a_tiny_modality_does_not_come_first_by_construction(tmp_path, trained_m
 
     lib, _ = index_pictures_and_note(tmp_path, trained_model, pictures=24, note="a green star")
     for query in ("a photo of a green star", "a photo of a red circle", "a blue square"):
-        hits = lib.search(query, k=5)
+        hits = lib.search(query, k=5, mode="semantic")  # calibration is the meaning side's
         assert hits[0].modality == "image", [(h.modality, h.calibrated) for h in hits]
-        note = next(h for h in lib.search(query, k=25) if h.modality == "text")
+        note = next(h for h in lib.search(query, k=25, mode="semantic") if h.modality == "text")
         assert note.calibrated == pytest.approx(0.0, abs=1e-6)  # its own kind's mean: one item
 
 
