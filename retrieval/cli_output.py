@@ -100,8 +100,10 @@ def print_stats(st: dict[str, Any], as_json: bool) -> None:
         click.echo("length     " + ", ".join(f"{k}: {v:.2f} h" for k, v in sorted(st["hours_by_modality"].items())))
     if st.get("ocr_pictures") or st.get("hours_transcribed"):
         hours = st.get("hours_transcribed") or 0
-        heard = f"{hours:.2f} h" if hours >= 1 else f"{hours * 60:.1f} min"
-        click.echo(f"words      {st.get('ocr_pictures', 0)} pictures with words read (OCR), {heard} of speech transcribed")
+        parts = [f"{st['ocr_pictures']} pictures with words read (OCR)"] if st.get("ocr_pictures") else []
+        if hours:
+            parts.append(f"{hours:.2f} h of speech transcribed" if hours >= 1 else f"{hours * 60:.1f} min of speech transcribed")
+        click.echo("words      " + ", ".join(parts))
     click.echo(f"vectors    {st['vectors']}  ({st['index_type']}, dim {enc.get('dim', '?')})")
     t = st.get("index_tuning")
     if t:

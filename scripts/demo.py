@@ -109,6 +109,23 @@ def make_demo_video(path: Path) -> str:
     return ", ".join(parts)
 
 
+def make_sign(path: Path, line: str) -> None:
+    """A photo-like picture with a line of print on a board (DejaVu where installed)."""
+    from PIL import ImageDraw, ImageFont
+
+    from scripts.photos import photo
+
+    im = photo(1280, 960, seed=7)
+    draw = ImageDraw.Draw(im)
+    draw.rectangle((60, 400, 1220, 520), fill="white")
+    try:
+        font = ImageFont.truetype("DejaVuSans.ttf", 52)
+    except OSError:
+        font = ImageFont.load_default(size=52)
+    draw.text((90, 425), line, fill="black", font=font)
+    im.save(path, quality=92)
+
+
 def main() -> None:
     media = DEMO_DIR / "media"
     shutil.rmtree(media, ignore_errors=True)
@@ -117,6 +134,8 @@ def main() -> None:
     scenes = make_demo_video(media / "videos" / "holiday.mp4")
     pages = ["a blue square", "a green star", "a red circle"]
     text_pdf(media / "documents" / "shapes.pdf", [[p] for p in pages])
+    sign = media / "photos" / "IMG_7731.jpg"
+    make_sign(sign, "Parking permit ZK-4471")
     key = {str(media / rel): label for rel, label in manifest.items() if rel.startswith("photos/")}
     noted = {label for rel, label in manifest.items() if rel.startswith("notes/note-")}
     flags, banner = choose_model()
@@ -140,6 +159,9 @@ def main() -> None:
     xmr("search", "a red circle", "--type", "video", "--group", "-k", "1")
     print(f"\nshapes.pdf says {', '.join(f'{p!r} on page {n}' for n, p in enumerate(pages, 1))}:")
     xmr("search", "a green star", "--type", "document", "-k", "1")
+    print(f"\n{sign.name} is a photo of a sign that reads 'Parking permit ZK-4471' (OCR, when Tesseract's data is"
+          " installed); exact words and meaning together (hybrid, the default):")
+    xmr("search", "ZK-4471", "-k", "2")
     xmr("stats")
     xmr("check")
     print(f"\ndone. Try your own: XMR_LIBRARY={library} .venv/bin/xmr search \"a green square\"")
