@@ -34,8 +34,10 @@ def modalities() -> tuple[str, ...]:
 
 @dataclass
 class Hit:
-    """One search result. `score` is the cosine similarity to the query vector; `calibrated`
-    (only when modalities are mixed) is the score that ranked it among other modalities.
+    """One search result. `score` is the cosine similarity to the query vector (in `words` mode,
+    which has no query vector, its full-text relevance); `calibrated` (only when modalities are
+    mixed, by meaning) is the score that ranked it among other modalities; `fused` (hybrid) the
+    one that ranked it among word and meaning finds.
     Each kind fills its location fields: text hits chunk/snippet/char offsets, audio hits the
     window's chunk and `start`/`end` seconds (see indexer.kinds)."""
 
