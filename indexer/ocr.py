@@ -15,10 +15,10 @@ noise.
 from __future__ import annotations
 
 import glob
-import hashlib
 import os
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from retrieval.errors import ModelLoadError
@@ -87,14 +87,12 @@ class Reader:
     def identity(self) -> dict[str, Any]:
         """Engine, binding, language and a hash of its data: recorded by the library."""
         if self._identity is None:
-            data = os.path.join(self.tessdata, f"{self.lang}.traineddata")
-            h = hashlib.sha256()
-            with open(data, "rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    h.update(block)
+            from retrieval.encoders.clip import file_sha256
+
+            data = Path(self.tessdata) / f"{self.lang}.traineddata"
             engine = self._tesserocr.tesseract_version().split()[:2]
             self._identity = {"engine": " ".join(engine), "binding": f"tesserocr {self._tesserocr.__version__}",
-                              "lang": self.lang, "data_sha256": h.hexdigest()}
+                              "lang": self.lang, "data_sha256": file_sha256(data)}
         return self._identity
 
     def read(self, image: Any) -> Words | None:
@@ -153,21 +151,3 @@ def likely_text(image: Any) -> bool:
     dense = tiles >= 24  # about three strokes crossed by each row of the tile
     return bool((dense[:, :-2] & dense[:, 1:-1] & dense[:, 2:]).any())
 
-
-_shared: dict[str, Reader | ModelLoadError] = {}
-_shared_lock = threading.Lock()
-
-
-def shared_reader(lang: str = DEFAULT_LANG) -> Reader:
-    """One Reader per language per process (its engines are per thread); a failure to make one
-    is remembered and raised again, so a folder of pictures reports it once."""
-    with _shared_lock:
-        got = _shared.get(lang)
-        if got is None:
-            try:
-                got = _shared[lang] = Reader(lang)
-            except ModelLoadError as e:
-                got = _shared[lang] = e
-        if isinstance(got, ModelLoadError):
-            raise got
-        return got

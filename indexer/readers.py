@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any
+from typing import Any, Callable
 
 from sqlalchemy.orm import Session
 
@@ -25,6 +25,24 @@ from indexer.speech import DEFAULT_SPEECH_MODEL, OFF
 from retrieval.errors import ModelLoadError
 
 log = logging.getLogger("xmr")
+
+# Engines loaded in this process, by what they are; a failure to load is kept too, so a folder of
+# pictures or sounds reports it once and a later run in the same process (the server) reuses them.
+_loaded: dict[tuple[str, ...], Any] = {}
+_loaded_lock = threading.Lock()
+
+
+def _once(key: tuple[str, ...], make: Callable[[], Any]) -> Any:
+    with _loaded_lock:
+        got = _loaded.get(key)
+        if got is None:
+            try:
+                got = _loaded[key] = make()
+            except ModelLoadError as e:
+                got = _loaded[key] = e
+    if isinstance(got, ModelLoadError):
+        raise got
+    return got
 
 
 class Readers:
@@ -66,10 +84,10 @@ class Readers:
             return None
         with self._lock:
             if self._ocr is None and "ocr" not in self._failed:
-                from indexer.ocr import shared_reader
+                from indexer.ocr import DEFAULT_LANG, Reader
 
                 try:
-                    reader = shared_reader()
+                    reader = _once(("ocr", DEFAULT_LANG), Reader)
                     self._same("ocr", self.recorded_ocr, reader.identity(), "--no-ocr")
                     self._ocr = reader
                 except ModelLoadError as e:
@@ -82,10 +100,11 @@ class Readers:
             return None
         with self._lock:
             if self._speech is None and "speech" not in self._failed:
-                from indexer.speech import shared_transcriber
+                from indexer.speech import Transcriber
 
+                model, device = self.speech_model, self.device
                 try:
-                    t = shared_transcriber(self.speech_model, self.device)
+                    t = _once(("speech", model, device), lambda: Transcriber(model, device))
                     self._same("speech", self.recorded_speech, t.identity(), "--speech-model none")
                     self._speech = t
                 except ModelLoadError as e:

@@ -16,6 +16,7 @@ import hashlib
 import os
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterator
 
 from retrieval.errors import DecodeError, ModelLoadError
@@ -39,14 +40,13 @@ class Said:
 
 
 def _hash_folder(folder: str) -> str:
+    """One hash of a model folder's files, each named (as the CLAP identity hashes its own)."""
+    from retrieval.encoders.clip import file_sha256
+
     h = hashlib.sha256()
-    for name in sorted(os.listdir(folder)):
-        path = os.path.join(folder, name)
-        if os.path.isfile(path) and name.endswith((".bin", ".json", ".txt")):
-            h.update(name.encode() + b"\0")
-            with open(path, "rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    h.update(block)
+    for path in sorted(Path(folder).iterdir()):
+        if path.is_file() and path.suffix in (".bin", ".json", ".txt"):
+            h.update(path.name.encode() + b"\0" + file_sha256(path).encode())
     return h.hexdigest()
 
 
@@ -134,25 +134,6 @@ def _sentences(words: list[Any]) -> Iterator[list[Any]]:
         group.append(w)
     if group:
         yield group
-
-
-_shared: dict[tuple[str, str], Transcriber | ModelLoadError] = {}
-_shared_lock = threading.Lock()
-
-
-def shared_transcriber(model: str, device: str = "cpu") -> Transcriber:
-    """One Transcriber per model per process; a failure to load is remembered and raised again."""
-    key = (model, device)
-    with _shared_lock:
-        got = _shared.get(key)
-        if got is None:
-            try:
-                got = _shared[key] = Transcriber(model, device)
-            except ModelLoadError as e:
-                got = _shared[key] = e
-        if isinstance(got, ModelLoadError):
-            raise got
-        return got
 
 
 def speech_segments(transcriber: Transcriber, path: str) -> Iterator[Any]:
