@@ -78,6 +78,16 @@ class File(Base):
     mtime_ns: Mapped[int] = mapped_column(BigInt)
     phash: Mapped[str] = mapped_column(String(64), index=True)
     indexed_at: Mapped[float] = mapped_column(Float, default=time.time)
+    # What the file says about itself (indexer.facts), for filters and the page: NULL = unknown.
+    taken_at: Mapped[Optional[float]] = mapped_column(Float, nullable=True, index=True)  # EXIF date taken, epoch s
+    camera_make: Mapped[Optional[str]] = mapped_column(Text, nullable=True)
+    camera_model: Mapped[Optional[str]] = mapped_column(Text, nullable=True)
+    lat: Mapped[Optional[float]] = mapped_column(Float, nullable=True)
+    lon: Mapped[Optional[float]] = mapped_column(Float, nullable=True)
+    width: Mapped[Optional[int]] = mapped_column(Integer, nullable=True)
+    height: Mapped[Optional[int]] = mapped_column(Integer, nullable=True)
+    duration: Mapped[Optional[float]] = mapped_column(Float, nullable=True)  # seconds, sounds and videos
+    facts_version: Mapped[Optional[int]] = mapped_column(Integer, nullable=True)  # how its facts were read
     items: Mapped[list["Item"]] = relationship(
         back_populates="file", cascade="all, delete-orphan", passive_deletes=True, order_by="Item.id"
     )
@@ -106,6 +116,15 @@ class Item(Base):
     # How sure the reader of its words was (OCR, speech), 0..1; None for words a file holds as text.
     confidence: Mapped[Optional[float]] = mapped_column(Float, nullable=True)
     file: Mapped[File] = relationship(back_populates="items")
+
+
+class Tag(Base):
+    """A label given to an item by zero-shot tagging (indexer.tagging), with how sure it is."""
+
+    __tablename__ = "tags"
+    item_id: Mapped[int] = mapped_column(BigInt, ForeignKey("items.id", ondelete="CASCADE"), primary_key=True)
+    label: Mapped[str] = mapped_column(String(200), primary_key=True, index=True)
+    confidence: Mapped[float] = mapped_column(Float)
 
 
 class AudioRaw(Base):
@@ -170,6 +189,24 @@ def _full_text(conn: Connection) -> None:
         conn.exec_driver_sql("ALTER TABLE items ADD COLUMN confidence FLOAT")
     words.create(conn)
     words.rebuild(conn)
+
+
+_FACT_COLUMNS = (("taken_at", "FLOAT"), ("camera_make", "TEXT"), ("camera_model", "TEXT"), ("lat", "FLOAT"),
+                 ("lon", "FLOAT"), ("width", "INTEGER"), ("height", "INTEGER"), ("duration", "FLOAT"),
+                 ("facts_version", "INTEGER"))
+
+
+@migration(7)
+def _facts_and_tags(conn: Connection) -> None:
+    """Version 8: files carry what they say about themselves (date taken, camera, place, size,
+    duration; read by the next `xmr index` for files already indexed, without re-embedding
+    them), and items may carry tags."""
+    have = {c["name"] for c in inspect(conn).get_columns("files")}
+    for name, sql_type in _FACT_COLUMNS:
+        if name not in have:
+            conn.exec_driver_sql(f"ALTER TABLE files ADD COLUMN {name} {sql_type}")
+    conn.exec_driver_sql("CREATE INDEX IF NOT EXISTS ix_files_taken_at ON files (taken_at)")
+    Tag.__table__.create(conn, checkfirst=True)
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -251,6 +288,8 @@ def drop_files(session: Session, vectors: Any, file_ids: Sequence[int]) -> None:
         for items in chunked(item_ids):
             session.execute(delete(AudioRaw).where(AudioRaw.item_id.in_(items)))
         words.delete(session, item_ids)
+        for items in chunked(item_ids):
+            session.execute(delete(Tag).where(Tag.item_id.in_(items)))
         session.execute(delete(Item).where(Item.file_id.in_(part)))
         session.execute(delete(File).where(File.id.in_(part)))
 

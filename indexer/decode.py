@@ -9,6 +9,7 @@ import queue
 import threading
 from typing import Any, Callable, Iterator
 
+from indexer.facts import safe_facts
 from indexer.kinds import MediaKind, Segment, sniff_kind
 from indexer.kinds.base import DecodeContext, read_failure
 from retrieval.errors import DecodeError
@@ -64,6 +65,7 @@ class Stream:
         self.path, self.size, self.stop = path, size, stop
         self.kind: MediaKind | None = None
         self.phash = ""
+        self.facts: dict[str, Any] = {}
         self._q: queue.Queue[Any] = queue.Queue(maxsize=max(1, depth))
 
     def _put(self, value: Any) -> None:
@@ -87,7 +89,7 @@ class Stream:
                 raise
             except Exception as e:  # a kind's refine() opening a strange file: still only that file
                 raise DecodeError(f"{type(e).__name__}: {e}") from None
-            self._put((kind, phash))
+            self._put((kind, phash, safe_facts(kind, self.path) if kind is not None else {}))
             if kind is not None:
                 for seg in decode_segments(kind, self.path, ctx, prepare):
                     self._put(seg)
@@ -112,7 +114,7 @@ class Stream:
             return value
 
     def open(self, poll: Callable[[], None]) -> MediaKind | None:
-        self.kind, self.phash = self._get(poll)
+        self.kind, self.phash, self.facts = self._get(poll)
         return self.kind
 
     def segments(self, poll: Callable[[], None]) -> Iterator[Segment]:

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from indexer.catalog import File, Root
 from indexer.decode import partial_hash
+from indexer.facts import FACTS_VERSION
 from indexer.scan import MediaFile
 from retrieval.errors import UsageError
 
@@ -27,6 +28,7 @@ class Plan:
     gone: list[File] = field(default_factory=list)  # to remove
     moved: int = 0
     unchanged: int = 0
+    stale_facts: list[File] = field(default_factory=list)  # unchanged, but facts not (yet) read this way
 
 
 def roots_to_index(session: Session, paths: Sequence[str]) -> list[str]:
@@ -67,6 +69,8 @@ def plan(session: Session, roots: Sequence[str], scanned_files: Iterable[MediaFi
         if old is not None:
             if (old.size, old.mtime_ns) == (mf.size, mf.mtime_ns):
                 out.unchanged += 1
+                if (old.facts_version or 0) < FACTS_VERSION:
+                    out.stale_facts.append(old)
             else:
                 out.jobs.append(mf)
             continue

@@ -24,6 +24,7 @@ from indexer.audio_bridge import AudioBridge
 from indexer.catalog import AudioRaw, File, Item, get_meta, set_meta
 from indexer.decode import Stream
 from indexer.diff import plan, roots_to_index
+from indexer.facts import FACTS_VERSION, refresh_facts
 from indexer.embedders import Embedders
 from indexer.index_policy import IndexPolicy
 from indexer.kinds import MediaKind, Segment
@@ -68,6 +69,7 @@ class _Decoded:
     mf: MediaFile
     kind: MediaKind
     phash: str
+    facts: dict[str, Any] = field(default_factory=dict)  # indexer.facts: date taken, camera, ...
     segments: list[Segment] = field(default_factory=list)  # payloads dropped once embedded
     vectors: list[Any] = field(default_factory=list)  # one per segment, once encoded
     raw: list[Any] = field(default_factory=list)  # the embedder's own vector, where it keeps one
@@ -97,7 +99,11 @@ def _write_rows(session: Session, store: Store, decoded: list[_Decoded], known: 
             report.updated += 1
         else:
             report.new += 1
-        f = File(path=d.mf.path, modality=d.kind.name, size=d.mf.size, mtime_ns=d.mf.mtime_ns, phash=d.phash)
+        facts = dict(d.facts)
+        if "duration" not in facts and any(seg.end is not None for seg in d.segments):
+            facts["duration"] = max(seg.end for seg in d.segments if seg.end is not None)
+        f = File(path=d.mf.path, modality=d.kind.name, size=d.mf.size, mtime_ns=d.mf.mtime_ns, phash=d.phash,
+                 facts_version=FACTS_VERSION, **facts)
         session.add(f)
         session.flush()
         items = [
@@ -217,6 +223,7 @@ def run_index(
         report.unchanged, report.moved, report.removed = todo.unchanged, todo.moved, len(todo.gone)
         store.drop_files(s, [f.id for f in todo.gone])
         s.flush()
+        refresh_facts(s, todo.stale_facts, workers or os.cpu_count() or 2)
 
         todo_segments: list[tuple[_Decoded, int]] = []  # decoded, not yet embedded
         complete: list[_Decoded] = []  # every segment decoded: rows written once all are embedded
@@ -290,7 +297,7 @@ def run_index(
                 kind = stream.open(signals.check)
                 if kind is None:
                     return None
-                d = _Decoded(mf, kind, stream.phash)
+                d = _Decoded(mf, kind, stream.phash, stream.facts)
                 for seg in stream.segments(signals.check):
                     todo_segments.append((d, d.add(seg)))
                     if len(todo_segments) >= batch_size:

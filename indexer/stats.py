@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 from retrieval.paths import BRIDGE_FILE, INDEX_FILE
 
-SCHEMA_VERSION = 7  # indexer.catalog takes it from here
+SCHEMA_VERSION = 8  # indexer.catalog takes it from here
 
 Execute = Callable[[str], list[tuple]]
 
@@ -43,6 +43,9 @@ def read_stats(execute: Execute) -> dict[str, Any]:
         "hours_transcribed": round(float(execute(
             "SELECT sum(d) FROM (SELECT max(\"end\") AS d FROM items WHERE embedder = 'text' AND \"end\" IS NOT NULL "
             "GROUP BY file_id) AS f")[0][0] or 0) / 3600, 4),
+        # what files say about themselves (indexer.facts) and the tags given (retrieval.tagging)
+        "facts": _facts(execute),
+        "tags": dict(execute("SELECT label, count(item_id) FROM tags GROUP BY label ORDER BY count(item_id) DESC, label")),
         "ocr": meta.get("ocr_engine"),
         "speech": meta.get("speech_engine"),
         "vectors": meta.get("vectors_total"),
@@ -58,6 +61,17 @@ def read_stats(execute: Execute) -> dict[str, Any]:
         "roots": [r for (r,) in execute("SELECT path FROM roots ORDER BY path")],
         "schema_version": meta.get("schema_version"),
     }
+
+
+def _facts(execute: Execute) -> dict[str, Any]:
+    """How many files carry a date taken, a place, a camera; the cameras; the dates' span."""
+    taken, placed, with_camera, first, last = execute(
+        "SELECT count(taken_at), count(lat), count(camera_model), min(coalesce(taken_at, mtime_ns / 1e9)), "
+        "max(coalesce(taken_at, mtime_ns / 1e9)) FROM files")[0]
+    cameras = execute("SELECT camera_model, count(id) FROM files WHERE camera_model IS NOT NULL "
+                      "GROUP BY camera_model ORDER BY count(id) DESC, camera_model LIMIT 10")
+    return {"with_date_taken": taken, "with_place": placed, "with_camera": with_camera,
+            "cameras": dict(cameras), "dates": [first, last] if first is not None else None}
 
 
 def _by_extension(rows: list[tuple]) -> dict[str, int]:

@@ -53,6 +53,10 @@ EXPECTED: dict[str, tuple[str, str]] = {
     "good.jpg": ("indexed", "image"),
     "good.txt": ("indexed", "text"),
     "good.wav": ("indexed", "audio"),
+    # broken EXIF (a blank date, GPS with zero denominators, a 30,000-character make; a truncated
+    # EXIF block): the picture is indexed, with the facts that could be read
+    "bad-exif.jpg": ("indexed", "image"),
+    "truncated-exif.jpg": ("indexed", "image"),
     "truncated.jpg": ("skipped", "broken image"),
     "truncated.png": ("skipped", "broken image"),
     "empty.png": ("skipped", "not an image"),
@@ -105,6 +109,28 @@ def _wav(seconds: float, rate: int = 16000, claim_bytes: int | None = None) -> b
             + b"data" + struct.pack("<I", min(size, 0xFFFFFFFF)) + pcm)
 
 
+def write_bad_exif(folder: Path) -> None:
+    """bad-exif.jpg: nonsense in well-formed EXIF; truncated-exif.jpg: an EXIF block cut short."""
+    import io
+
+    from PIL import Image, TiffImagePlugin
+
+    im = Image.new("RGB", (64, 48), (200, 40, 40))
+    exif = Image.Exif()
+    exif[0x010F] = "X" * 30000
+    exif.get_ifd(0x8769)[0x9003] = "0000:00:00 00:00:00"
+    gps = exif.get_ifd(0x8825)
+    gps[1], gps[3] = "N", "Q"
+    gps[2] = tuple(TiffImagePlugin.IFDRational(n, 0) for n in (1, 0, 5))
+    gps[4] = (500.0, 1.0, 1.0)
+    im.save(folder / "bad-exif.jpg", exif=exif)
+    plain = io.BytesIO()
+    im.save(plain, "JPEG")
+    data = plain.getvalue()
+    block = b"Exif\x00\x00II*\x00\xff\xff\xff\x7f" + bytes(range(256)) * 3
+    (folder / "truncated-exif.jpg").write_bytes(data[:2] + b"\xff\xe1" + (len(block) + 2).to_bytes(2, "big") + block + data[2:])
+
+
 def make_good(folder: Path) -> None:
     rng = random.Random(0)
     folder.mkdir(parents=True, exist_ok=True)
@@ -145,6 +171,7 @@ def make_hostile(folder: Path) -> dict[str, tuple[str, str]]:
     (folder / "bomb.png").write_bytes(_png(30000, 30000))
     from PIL import Image
 
+    write_bad_exif(folder)
     frames = []
     for i in range(3000):  # a dot that moves: no two frames alike, so none are merged away
         frame = Image.new("L", (64, 64))

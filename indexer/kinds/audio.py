@@ -215,6 +215,11 @@ class AudioKind(MediaKind):
 
             yield from speech_segments(transcriber, path)
 
+    def facts(self, path: str) -> dict[str, Any]:
+        from indexer.facts import media_facts
+
+        return media_facts(path)
+
     def hit_fields(self, item: Any) -> dict[str, Any]:
         # "speech" for a transcript's words, "sound" for a window heard by the sound model
         return {**super().hit_fields(item), "track": "speech" if item.embedder == "text" else "sound"}

@@ -114,6 +114,12 @@ class MediaKind:
         A generator keeps memory flat: the pipeline prepares each segment as it comes."""
         raise NotImplementedError
 
+    def facts(self, path: str) -> dict[str, Any]:
+        """What the file says about itself (indexer.facts.FACT_FIELDS: date taken, camera,
+        place, pixel size, duration), read from its header at index time; may raise, which
+        only loses the facts, never the file."""
+        return {}
+
     def thumbnail(self, path: str, size: int, at: float | None = None) -> Any:
         """A PIL image no larger than the file's own, for a thumbnail of `size` pixels (of the
         moment `at` seconds, for kinds with a timeline); None when this kind has none."""

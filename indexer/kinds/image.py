@@ -90,3 +90,8 @@ class ImageKind(MediaKind):
 
     def thumbnail(self, path: str, size: int, at: float | None = None) -> Any:
         return load_image(path, min_size=size)
+
+    def facts(self, path: str) -> dict[str, Any]:
+        from indexer.facts import image_facts
+
+        return image_facts(path)

@@ -221,6 +221,11 @@ class VideoKind(MediaKind):
             return self  # decoding will say what is wrong with it
         return get_kind("audio") if video is None and audio is not None else self
 
+    def facts(self, path: str) -> dict[str, Any]:
+        from indexer.facts import media_facts
+
+        return media_facts(path)
+
     def hit_fields(self, item: Any) -> dict[str, Any]:
         # Which track matched: "sound" for the sound track's windows, "speech" for what is said
         # in it, "picture" for shots.
