@@ -91,6 +91,8 @@ class SubsetSearch:
         not, for every query (then the selector path answers)."""
         vi = self.index
         want = min(vi.ntotal, math.ceil(k * vi.ntotal / len(ids) * 1.5) + 8)
+        if vi.is_ivf:  # as many of the subset's items looked at as an unfiltered search looks at
+            nprobe = min(vi.nlist or 1, math.ceil((nprobe or vi.nprobe or 1) * vi.ntotal / len(ids)))
         D, I = vi.search(xq, want, nprobe=nprobe)
         at = np.minimum(np.searchsorted(ids, I), len(ids) - 1)
         keep = ids[at] == I  # membership by binary search: `ids` is sorted

@@ -16,7 +16,8 @@ import click
 
 from indexer.kinds import kind_names
 from retrieval.cli_output import print_hits, print_stats
-from retrieval.cli_types import ByteSize, Count, Device, shared_options
+from retrieval.cli_organize import register as register_organize
+from retrieval.cli_types import ByteSize, Count, Device, filter_options, shared_options
 from retrieval.errors import LibraryLockedError, NotFoundError, UsageError, XmrError
 
 MODEL_HELP = "open_clip model: registry name (ViT-B-32), hf-hub:ORG/REPO or local-dir:PATH [default: ViT-B-32, or the library's]"
@@ -164,10 +165,14 @@ def index(ctx: click.Context, paths: tuple[str, ...], model: str | None, pretrai
 @click.option("--pretrained", envvar="XMR_PRETRAINED", help="Must match the library's weights (checked).")
 @click.option("--server/--no-server", "use_server", default=True, show_default=True,
               help="Ask a running `xmr serve` for this library when there is one (much faster: the model is loaded).")
+@filter_options
 @click.pass_context
 def search(ctx: click.Context, query: str | None, texts: tuple[str, ...], images: tuple[str, ...], audios: tuple[str, ...],
            videos: tuple[str, ...], weight: float | None, negatives: tuple[str, ...], not_weight: float, modality: str, k: int,
-           as_json: bool, group: bool, mode: str, model: str | None, pretrained: str | None, use_server: bool) -> None:
+           as_json: bool, group: bool, mode: str, model: str | None, pretrained: str | None, use_server: bool,
+           offset: int, after: str | None, before: str | None, path_glob: str | None, camera: str | None,
+           near: str | None, min_size: str | None, max_size: str | None, tags: tuple[str, ...], sort: str,
+           cutoff: str | None) -> None:
     """Search the library by text, picture, sound, or a mix.
 
     \b
@@ -179,8 +184,23 @@ def search(ctx: click.Context, query: str | None, texts: tuple[str, ...], images
     xmr search --video clip.mp4
     xmr search "red car" --image street.jpg --weight 0.5 --not "night"
     xmr search 'invoice "INV-2291"' --mode words
+    xmr search "birthday cake" --after 2023-01 --near 48.85,2.35,20 --sort date
+    xmr search "receipt" --in Documents --tag receipt -k 50 --offset 50
+    xmr search "a red car" --cutoff auto
     """
+    from retrieval.cutoff import MAX_RESULTS, parse_cutoff
+    from retrieval.filters import make_filters
     from retrieval.query import Query
+
+    # usage errors (dates, places, sizes) before a server is asked or the model loads
+    filters = make_filters(after=after, before=before, path=path_glob, camera=camera, near=near,
+                           min_size=min_size, max_size=max_size, tags=tags)
+    parse_cutoff(cutoff)
+    if offset + k > MAX_RESULTS:
+        raise click.UsageError(f"--offset + -k may be at most {MAX_RESULTS:,}")
+    options = {"offset": offset, "sort": sort, "cutoff": cutoff}
+    wire = {"after": after, "before": before, "in": path_glob, "camera": camera, "near": near, "min_size": min_size,
+            "max_size": max_size, "tag": list(tags), **options}
 
     q = Query(
         texts=[t for t in ([query] if query is not None else []) + list(texts)],
@@ -197,15 +217,18 @@ def search(ctx: click.Context, query: str | None, texts: tuple[str, ...], images
     if use_server and model is None and pretrained is None and not videos:
         answer = _via_server(ctx, lambda client, info: client.search(
             info, texts=q.texts, negatives=q.negatives, images=q.images, audios=q.audios,
-            weight=q.media_weight, not_weight=q.negative_weight, modality=modality, k=k, group=group, mode=mode))
+            weight=q.media_weight, not_weight=q.negative_weight, modality=modality, k=k, group=group, mode=mode,
+            extra={key: value for key, value in wire.items() if value not in (None, [], "")}))
     by_kind = None  # items of each kind in the library: asked only when nothing was found
     if answer is not None:
         hits, by_kind = answer["hits"], answer.get("items_by_modality")
     else:
         lib = _open(ctx, model=model, pretrained=pretrained)
-        hits = [h.to_dict() for h in lib.search(q, k=k, modality=modality, group=group, mode=mode)]
-        by_kind = None if hits else lib.stats()["items_by_modality"]
-    print_hits(hits, by_kind, as_json, modality)
+        hits = [h.to_dict() for h in lib.search(q, k=k, modality=modality, group=group, mode=mode, filters=filters,
+                                                **options)]
+        by_kind = None if hits or offset or not filters.empty else lib.stats()["items_by_modality"]
+    print_hits(hits, by_kind, as_json, modality, first=offset + 1, dates=sort == "date",
+               filtered=not filters.empty or cutoff is not None or offset > 0)
 
 
 def _via_server(ctx: click.Context, ask: Any) -> dict[str, Any] | None:
@@ -338,6 +361,9 @@ def bridge_show(ctx: click.Context, as_json: bool) -> None:
         return
     for key, value in b.describe().items():
         click.echo(f"{key:<12} {value}")
+
+
+register_organize(cli, _open)
 
 
 def main(args: list[str] | None = None) -> None:

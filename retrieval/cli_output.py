@@ -28,16 +28,18 @@ def no_results(by_kind: dict[str, int] | None, modality: str = "any") -> str:
     return "no results"
 
 
-def print_hits(hits: list[dict[str, Any]], by_kind: dict[str, int] | None, as_json: bool, modality: str = "any") -> None:
-    """`xmr search`: hits as JSON, or as a table (snippets under text hits, windows after sounds).
-    `by_kind`: the library's items of each kind, to say why nothing was found."""
+def print_hits(hits: list[dict[str, Any]], by_kind: dict[str, int] | None, as_json: bool, modality: str = "any",
+               first: int = 1, dates: bool = False, filtered: bool = False) -> None:
+    """`xmr search`: hits as JSON, or as a table (snippets under text hits, windows after sounds,
+    tags after the path). `by_kind`: the library's items of each kind, to say why nothing was
+    found; `first`: the rank of the first hit (a later page); `dates`: show each hit's date."""
     from retrieval.paths import display_path
 
     if as_json:
         click.echo(json.dumps(hits, indent=2, ensure_ascii=False))
         return
     if not hits:
-        click.echo(no_results(by_kind, modality))
+        click.echo("no results (none pass the filters, cutoff or offset)" if filtered and not by_kind else no_results(by_kind, modality))
         return
     width = max(60, min(os.get_terminal_size(sys.stdout.fileno()).columns if sys.stdout.isatty() else 100, 160))
     fused = any(h.get("fused") is not None for h in hits)
@@ -47,13 +49,17 @@ def print_hits(hits: list[dict[str, Any]], by_kind: dict[str, int] | None, as_js
     kind_width = max(5, *(len(h["modality"]) for h in hits))
     rank_by = "rrf" if fused else "calib"
     click.echo(f"{'#':>3}  {'score':>6}  " + (f"{rank_by:>6}  " if mixed else "") + f"{'type':<{kind_width}}  result")
-    for rank, h in enumerate(hits, 1):
+    for rank, h in enumerate(hits, first):
         where = f"  [{_clock(h['start'])}-{_clock(h['end'])}]" if h.get("start") is not None and h.get("end") is not None else ""
         if fused:
             calib = f"{h['fused']:6.4f}  " if h.get("fused") is not None else "        "
         else:
             calib = f"{h['calibrated']:+6.2f}  " if mixed and h.get("calibrated") is not None else ("        " if mixed else "")
         line = f"{rank:>3}  {h['score']:6.3f}  {calib}{h['modality']:<{kind_width}}  {display_path(h['path'])}{where}"
+        if dates and h.get("date") is not None:
+            line += "  " + _day(h["date"])
+        if h.get("tags"):
+            line += "  " + " ".join("#" + t["label"].replace(" ", "_") for t in h["tags"][:5])
         click.echo(line)
         if len(h.get("segments") or []) > 1:  # grouped: the file's other good moments or chunks
             more = [f"{_clock(g['start'])}-{_clock(g['end'])}" if g.get("start") is not None
@@ -64,6 +70,12 @@ def print_hits(hits: list[dict[str, Any]], by_kind: dict[str, int] | None, as_js
             indent = 23 + kind_width if mixed else 15 + kind_width
             limit = width - indent
             click.echo(" " * indent + f"{snippet[:limit] + ('…' if len(snippet) > limit else '')}  [{_words_at(h)}]")
+
+
+def _day(epoch: float) -> str:
+    from datetime import datetime
+
+    return datetime.fromtimestamp(epoch).strftime("%Y-%m-%d %H:%M")
 
 
 def _words_at(h: dict[str, Any]) -> str:
@@ -104,6 +116,17 @@ def print_stats(st: dict[str, Any], as_json: bool) -> None:
         if hours:
             parts.append(f"{hours:.2f} h of speech transcribed" if hours >= 1 else f"{hours * 60:.1f} min of speech transcribed")
         click.echo("words      " + ", ".join(parts))
+    facts = st.get("facts") or {}
+    if facts.get("dates"):
+        from datetime import datetime
+
+        span = " to ".join(datetime.fromtimestamp(d).strftime("%Y-%m-%d") for d in facts["dates"])
+        cams = ", ".join(f"{k}: {v}" for k, v in list(facts["cameras"].items())[:5])
+        click.echo(f"facts      dates {span}; {facts['with_date_taken']} with date taken, {facts['with_place']} with a place"
+                   + (f"; cameras {cams}" if cams else ""))
+    if st.get("tags"):
+        top = ", ".join(f"{k}: {v}" for k, v in list(st["tags"].items())[:8])
+        click.echo(f"tags       {len(st['tags'])} labels; {top}")
     click.echo(f"vectors    {st['vectors']}  ({st['index_type']}, dim {enc.get('dim', '?')})")
     t = st.get("index_tuning")
     if t:

@@ -30,6 +30,7 @@ from indexer.vectors import VectorIndex
 from retrieval.encoders import Encoder, EncoderSpec
 from retrieval.paths import default_library_dir
 from retrieval.query import Query
+from retrieval.filters import Filters
 from retrieval.search import Hit, Searcher
 
 __all__ = ["CheckReport", "Library"]
@@ -179,15 +180,20 @@ class Library:
     # -- reading ------------------------------------------------------------------------------
 
     def search(self, query: Query | str | None = None, *, k: int = 10, modality: str | None = None,
-               vector: np.ndarray | None = None, group: bool = False, mode: str = "hybrid") -> list[Hit]:
+               vector: np.ndarray | None = None, group: bool = False, mode: str = "hybrid",
+               filters: Filters | None = None, offset: int = 0, sort: str = "relevance",
+               cutoff: str | float | None = None) -> list[Hit]:
         """Nearest items to a Query (or plain text, or a ready unit vector), best first.
 
         With several modalities in the library and no `modality` filter, each modality is
         searched on its own and the lists are merged by calibrated score. With `group`, one
         hit per file carrying its best segments. `mode`: 'hybrid' (words and meaning fused),
-        'semantic' or 'words' (see retrieval.hybrid).
+        'semantic' or 'words' (see retrieval.hybrid). `filters` (retrieval.filters.make_filters),
+        `offset` (the next page), `cutoff` (a minimum score or 'auto') and `sort` ('relevance'
+        or 'date'): see Searcher.search.
         """
-        return self.searcher.search(query, k=k, modality=modality, vector=vector, group=group, mode=mode)
+        return self.searcher.search(query, k=k, modality=modality, vector=vector, group=group, mode=mode,
+                                    filters=filters, offset=offset, sort=sort, cutoff=cutoff)
 
     def item(self, item_id: int) -> dict[str, Any]:
         """One item with its file: what a result links to. NotFoundError when it is not there."""
@@ -200,6 +206,43 @@ class Library:
     def similar(self, item_id: int, *, k: int = 10, modality: str | None = None) -> list[Hit]:
         """More like this: the nearest items from other files."""
         return self.searcher.similar(item_id, k=k, modality=modality)
+
+    # -- organising: tags and duplicates ------------------------------------------------------
+
+    def tag(self, labels: Sequence[str], *, threshold: float = 0.5, prompt: str | None = None,
+            modality: str | None = None, wait: bool = False, progress: Callable[[str], None] | None = None) -> dict[str, int]:
+        """Zero-shot tags for the library's items (retrieval.tagging); items newly tagged per label."""
+        from retrieval.tagging import tag_items
+
+        with self.store.write_lock(wait), self.store.Session() as s:
+            added = tag_items(s, self.searcher, labels, threshold=threshold, prompt=prompt, modality=modality,
+                              progress=progress)
+            s.commit()
+        return added
+
+    def tags(self, label: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+        """Labels with their counts; with `label`, its items, most sure first."""
+        from retrieval.tagging import tag_counts, tagged
+
+        with self.store.Session() as s:
+            return tagged(s, label, limit) if label is not None else tag_counts(s)
+
+    def untag(self, labels: Sequence[str], wait: bool = False) -> int:
+        """Remove labels and their tags; the tags removed."""
+        from retrieval.tagging import forget_labels
+
+        with self.store.write_lock(wait), self.store.Session() as s:
+            removed = forget_labels(s, labels)
+            s.commit()
+        return removed
+
+    def dupes(self, *, threshold: float = 0.95, modality: str | None = None,
+              progress: Callable[[int], None] | None = None) -> list[Any]:
+        """Groups of duplicate files (retrieval.dupes.DupeGroup), largest reclaimable space first."""
+        from retrieval.dupes import find_dupes
+
+        with self.store.Session() as s:
+            return find_dupes(s, self.store.vectors(), threshold=threshold, modality=modality, progress=progress)
 
     def embed_audio_file(self, path: str) -> np.ndarray:
         """A sound file as a query vector (its windows averaged, bridged into the CLIP space)."""

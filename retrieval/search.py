@@ -6,8 +6,8 @@ own and the lists are merged by calibrated score (retrieval.calibration).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
-from typing import Any, Iterable
+from dataclasses import replace
+from typing import Any, Hashable
 
 import numpy as np
 from sqlalchemy import select
@@ -15,16 +15,20 @@ from sqlalchemy.orm import Session
 
 from indexer import words
 from indexer.audio_bridge import AudioBridge
-from indexer.catalog import File, Item, chunked
-from indexer.kinds import get_kind, kind_names
+from indexer.catalog import File, Item, get_meta
+from indexer.kinds import kind_names
 from indexer.models import Models
 from indexer.store import Store
 from indexer.vectors import VectorIndex
+from retrieval import ranking
 from retrieval.calibration import Calibrator, Channel
+from retrieval.cutoff import AUTO, MAX_RESULTS, parse_cutoff
 from retrieval.errors import NotFoundError, UsageError
-from retrieval.hybrid import DEFAULT_MODE, MODES, SOME_WEIGHT, depth, rrf
+from retrieval.filters import SORTS, Filters, matching_ids
+from retrieval.hits import Hit, add_tags, by_date, group_hits, hits_from, load_rows, location, make_hit
+from retrieval.hybrid import DEFAULT_MODE, DEPTH, MODES
+from retrieval.paging import Cand, Memo, RankedList, extend, query_key
 from retrieval.query import Query
-
 
 
 def modalities() -> tuple[str, ...]:
@@ -32,87 +36,16 @@ def modalities() -> tuple[str, ...]:
     return kind_names()
 
 
-@dataclass
-class Hit:
-    """One search result. `score` is the cosine similarity to the query vector (in `words` mode,
-    which has no query vector, its full-text relevance); `calibrated` (only when modalities are
-    mixed, by meaning) is the score that ranked it among other modalities; `fused` (hybrid) the
-    one that ranked it among word and meaning finds.
-    Each kind fills its location fields: text hits chunk/snippet/char offsets, audio hits the
-    window's chunk and `start`/`end` seconds (see indexer.kinds)."""
-
-    path: str
-    modality: str
-    score: float
-    item_id: int
-    chunk: int | None = None
-    snippet: str | None = None
-    char_start: int | None = None
-    char_end: int | None = None
-    start: float | None = None
-    end: float | None = None
-    page: int | None = None  # a document's page, from 1
-    confidence: float | None = None  # how sure OCR or speech recognition was of `snippet`, 0..1
-    track: str | None = None  # a video's: "picture" (a shot) or "sound" (a window of its sound)
-    calibrated: float | None = None
-    segments: list[dict[str, Any]] | None = None  # grouped: the file's best items, best first
-    words: float | None = None  # its relevance in the full-text index (BM25 / ts_rank_cd), when its words matched
-    fused: float | None = None  # hybrid search: the Reciprocal Rank Fusion score that ranked it
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
 GROUP_DEPTH = 10  # grouped search looks this many times deeper, so k files can be filled
 MAX_GROUPED = 2000
-GROUP_SEGMENTS = 5
+# A fused (hybrid) list is computed this long for its first n hits: in fixed steps, so a first
+# page and a longer list come from the same computation and concatenate exactly (vector-only and
+# words-only lists are the same at any length).
+BLOCKS = (DEPTH, 200, 1000, 2000, MAX_RESULTS)
 
 
-def group_hits(hits: list[Hit], k: int) -> list[Hit]:
-    """One hit per file, in the order of each file's best hit; each keeps its file's best
-    GROUP_SEGMENTS items (where, score, track) in `segments`."""
-    groups: dict[str, Hit] = {}
-    for h in hits:
-        head = groups.get(h.path)
-        if head is None:
-            if len(groups) == k:
-                continue
-            head = groups[h.path] = Hit(**{**asdict(h), "segments": []})
-        if head.segments is not None and len(head.segments) < GROUP_SEGMENTS:
-            head.segments.append({"item_id": h.item_id, "score": h.score, "calibrated": h.calibrated,
-                                  "chunk": h.chunk, "page": h.page, "start": h.start, "end": h.end, "track": h.track})
-    return list(groups.values())
-
-
-def location(item: Item) -> dict[str, Any]:
-    """The location fields a hit of this item's kind carries."""
-    try:
-        return get_kind(item.modality).hit_fields(item)
-    except KeyError:  # a kind this xmr does not know (a newer xmr wrote it): show what there is
-        return {"chunk": item.chunk, "snippet": item.snippet, "start": item.start, "end": item.end, "page": item.page}
-
-
-def _rows(session: Session, ids: Iterable[int]) -> dict[int, tuple[Item, str]]:
-    out: dict[int, tuple[Item, str]] = {}
-    for part in chunked(ids):
-        stmt = select(Item, File.path).join(File).where(Item.id.in_(part))
-        for item, path in session.execute(stmt):
-            out[item.id] = (item, path)
-    return out
-
-
-def _hits(session: Session, D: np.ndarray, I: np.ndarray) -> list[Hit]:
-    """Hits for one query's FAISS answer, best first; vectors whose row is gone are never shown."""
-    pairs = [(int(i), float(d)) for d, i in zip(D[0], I[0]) if i != -1]
-    rows = _rows(session, [i for i, _ in pairs])
-    hits = []
-    for item_id, score in pairs:
-        row = rows.get(item_id)
-        if row is None:  # a vector whose row is gone (crash before commit)
-            continue
-        item, path = row
-        hits.append(Hit(path=path, modality=item.modality, score=score, item_id=item.id, **location(item)))
-    return hits
+def block(n: int) -> int:
+    return next((b for b in BLOCKS if b >= n), n)
 
 
 def search_vectors(session: Session, vectors: VectorIndex, xq: np.ndarray, k: int,
@@ -125,7 +58,7 @@ def search_vectors(session: Session, vectors: VectorIndex, xq: np.ndarray, k: in
         D, I = vectors.search_subset(xq.reshape(1, -1), k, among)
     else:
         D, I = vectors.search(xq.reshape(1, -1), k)
-    return _hits(session, D, I)
+    return hits_from(session, D, I)
 
 
 class Searcher:
@@ -137,10 +70,13 @@ class Searcher:
         self._ids: dict[Channel, np.ndarray] = {}
         self._present: list[Channel] | None = None
         self._ids_of: tuple[VectorIndex, int] | None = None  # the index (and its version) they belong to
+        self._allowed: dict[Hashable, np.ndarray] = {}  # the items that pass a filter, by (filter, version)
+        self.memo = Memo()
 
     def _follow(self, vecs: VectorIndex) -> None:
         if self._ids_of != (vecs, vecs.version):
             self._ids, self._present, self._ids_of = {}, None, (vecs, vecs.version)
+            self._allowed = {}
 
     def present(self, s: Session, vecs: VectorIndex) -> list[Channel]:
         """The (modality, embedder) pairs of the library's items, sorted (kept like `channel_ids`).
@@ -163,21 +99,39 @@ class Searcher:
         return ids
 
     def search(self, query: Query | str | None = None, *, k: int = 10, modality: str | None = None,
-               vector: np.ndarray | None = None, group: bool = False, mode: str = DEFAULT_MODE) -> list[Hit]:
+               vector: np.ndarray | None = None, group: bool = False, mode: str = DEFAULT_MODE,
+               filters: Filters | None = None, offset: int = 0, sort: str = "relevance",
+               cutoff: str | float | None = None) -> list[Hit]:
         """Best items for a Query (or plain text, or a ready unit vector), best first. `mode`:
         'hybrid' fuses the full-text and the vector rankings (retrieval.hybrid), 'semantic' is
         vectors only, 'words' the full-text index only. With `group`, one hit per file: its best
-        item, carrying its best few items in `segments`."""
+        item, carrying its best few items in `segments`. `filters` keep the items that pass
+        (retrieval.filters); `offset` skips that many hits (pages: the query is not encoded
+        again); `cutoff` ends the list at a minimum score or, 'auto', where hits stop standing
+        out (retrieval.cutoff); `sort='date'` orders the hits that pass the cutoff ('auto' when
+        none is given) newest first."""
         if k <= 0:
             raise UsageError(f"k must be positive, got {k}")
+        if offset < 0:
+            raise UsageError(f"offset must not be negative, got {offset}")
+        if offset + k > MAX_RESULTS:
+            raise UsageError(f"offset + k may be at most {MAX_RESULTS:,}, got {offset + k:,}")
         if mode not in MODES:
             raise UsageError(f"unknown mode {mode!r}; choose from: {', '.join(MODES)}")
+        if sort not in SORTS:
+            raise UsageError(f"unknown sort {sort!r}; choose from: {', '.join(SORTS)}")
         if modality in (None, "any"):
             modality = None
         elif modality not in modalities():
             raise UsageError(f"unknown type {modality!r}; choose from: {', '.join(modalities())}, any")
-        want = min(MAX_GROUPED, k * GROUP_DEPTH) if group else k
+        cut = parse_cutoff(cutoff)
+        if sort == "date" and cut is None:
+            cut = AUTO
+        if mode == "words" and cut not in (None, AUTO):
+            raise UsageError("--mode words ranks by word relevance, not by a score: use --cutoff auto there")
+        filters = filters if filters is not None and not filters.empty else None
         wq: words.WordQuery | None = None
+        q: Query | None = None
         if vector is None:
             q = Query(texts=[query]) if isinstance(query, str) else query
             if q is None:
@@ -187,99 +141,131 @@ class Searcher:
                 wq = words.parse(" ".join(q.texts))
                 # the meaning side reads the words without the quotes that mark phrases
                 q = replace(q, texts=[t.replace('"', " ").strip() or t for t in q.texts])
-            if mode == "words":
-                if wq is None or wq.empty:
-                    raise UsageError("--mode words needs words to look for (a text query)")
-                hits = self._word_hits(wq, want, modality)
-                return group_hits(hits, k) if group else hits[:k]
-            vecs = self.store.vectors()
-            if vecs is None or vecs.ntotal == 0:
-                return []
-            vector = q.embed(lambda: self.models.encoder, audio=self.bridge.embed_file)
+            if mode == "words" and (wq is None or wq.empty):
+                raise UsageError("--mode words needs words to look for (a text query)")
         elif mode == "words":
             raise UsageError("--mode words needs words to look for (a text query)")
-        if wq is not None and not wq.empty:
-            hits = self._fuse(self._search(vector, depth(want), modality), wq, vector, want, modality)
-        else:
-            hits = self._search(vector, want, modality)
-        return group_hits(hits, k) if group else hits[:k]
-
-    def _word_hits(self, wq: words.WordQuery, n: int, modality: str | None) -> list[Hit]:
-        """The full-text index's best n items; `score` is their relevance there."""
+        if wq is not None and wq.empty:
+            wq = None
+        what = query_key(q) if q is not None else ("vector", np.asarray(vector, np.float32).tobytes())
+        key = (what, modality, group, mode if wq is not None else "semantic", filters, cut, sort)
         with self.store.Session() as s:
-            found = words.search(s, wq, n, modality, every=True)
-            held = {i for i, _ in found}
-            found += [(i, r) for i, r in words.search(s, wq, n, modality) if i not in held]
-            found = found[:n]
-            rows = _rows(s, [i for i, _ in found])
-        return [Hit(path=rows[i][1], modality=rows[i][0].modality, score=r, item_id=i, words=r, **location(rows[i][0]))
-                for i, r in found if i in rows]
+            vecs = self.store.vectors()
+            version = (id(vecs), vecs.version if vecs is not None else -1,
+                       get_meta(s, "tags_version", 0) if filters and filters.tags else 0)
+            old = self.memo.ranked(key, version)
+            need = offset + k
+            if old is None or not (old.complete or len(old.cands) >= need):
+                if mode != "words" and vector is None and (vecs is None or vecs.ntotal == 0):
+                    return []
+                if mode != "words" and vector is None:
+                    vector = self._embed(what, q)
+                new = self._rank(s, vector, wq, need, old, modality, group, mode, filters, cut, sort)
+                old = extend(old, new)
+                self.memo.keep_ranked(key, version, old)
+            page = old.cands[offset:need]
+            if group or sort == "date":  # these lists hold finished hits (rows read to group and sort)
+                return add_tags(s, list(page))  # type: ignore[arg-type]
+            return add_tags(s, self._materialise(s, page))
 
-    def _fuse(self, semantic: list[Hit], wq: words.WordQuery, vector: np.ndarray, n: int,
-              modality: str | None) -> list[Hit]:
-        """The meaning and word rankings fused by RRF (retrieval.hybrid); with phrases, only
-        items that hold them."""
-        with self.store.Session() as s:
-            # a phrase filters: look deep enough that the items holding it are all known
-            deep = max(depth(n), 1000) if wq.phrases else depth(n)
-            every = words.search(s, wq, deep, modality, every=True)
-            relevance = dict(every)
-            some: list[tuple[int, float]] = []
-            if not every:  # nothing holds every word: the items holding some of them, at a lower weight
-                some = words.search(s, wq, deep, modality)
-            relevance.update(some)
-            if wq.phrases:
-                semantic = [h for h in semantic if h.item_id in relevance]
-            fused = rrf([([i for i, _ in every[: depth(n)]], 1.0), ([h.item_id for h in semantic], 1.0),
-                         ([i for i, _ in some[: depth(n)]], SOME_WEIGHT)])[:n]
-            by_id = {h.item_id: h for h in semantic}
-            rows = _rows(s, [i for i, _ in fused if i not in by_id])
-        similarity = self._similarity(vector, list(rows))
-        hits = []
-        for item_id, f in fused:
-            h = by_id.get(item_id)
-            if h is None:
-                if item_id not in rows:
+    def _embed(self, key: Hashable, q: Query | None) -> np.ndarray:
+        v = self.memo.vector(key)
+        if v is None:
+            assert q is not None
+            v = q.embed(lambda: self.models.encoder, audio=self.bridge.embed_file)
+            self.memo.keep_vector(key, v)
+        return v
+
+    def _rank(self, s: Session, vector: np.ndarray | None, wq: words.WordQuery | None, need: int,
+              old: RankedList | None, modality: str | None, group: bool, mode: str, filters: Filters | None,
+              cut: str | float | None, sort: str) -> RankedList:
+        """The ranked list, long enough for `need` hits (after cutoff, grouping and sorting)."""
+        n = max(need, old.length * 2 if old else 0)
+        if wq is not None and mode == "hybrid":
+            n = block(n)
+        if cut is not None:
+            n = max(n, 200)
+        allowed = self._allowed_ids(s, filters, modality)
+        while True:
+            want = min(MAX_GROUPED, n * GROUP_DEPTH) if group else n
+            every: set[int] = set()
+            if mode == "words":
+                assert wq is not None
+                cands, every = ranking.word_cands(s, wq, want, modality, allowed)
+            else:
+                assert vector is not None
+                cands = self._vector_cands(s, vector, ranking.depth_for(wq, want), modality, allowed)
+                if wq is not None:
+                    cands, every = ranking.fuse(s, self.store.vectors(), cands, wq, vector, want, modality, allowed)
+            ran_dry = len(cands) < want
+            if cut is not None:
+                kept = ranking.apply_cutoff(s, self.calibrator, self.store.vectors(), vector, cands, cut, every)
+                if len(kept) < len(cands) or ran_dry or n >= MAX_RESULTS:
+                    cands, ran_dry = kept, True
+                else:  # every hit stood out: look deeper
+                    n = min(MAX_RESULTS, n * 5)
                     continue
-                item, path = rows[item_id]
-                h = Hit(path=path, modality=item.modality, score=similarity.get(item_id, 0.0), item_id=item_id,
-                        **location(item))
-            h.words, h.fused = relevance.get(item_id), f
-            hits.append(h)
-        return hits
+            break
+        if not group and sort != "date":
+            return RankedList(cands[:n], ran_dry, n)
+        hits = self._materialise(s, cands)
+        if group:
+            hits = group_hits(hits, n)
+        if sort == "date":
+            hits = by_date(hits)
+        return RankedList(hits, ran_dry or cut is not None, n)  # type: ignore[arg-type]
 
-    def _similarity(self, vector: np.ndarray, ids: list[int]) -> dict[int, float]:
-        """Cosine of the query to stored vectors (items the full-text side alone found)."""
-        vecs = self.store.vectors()
-        if vecs is None or not ids:
-            return {}
-        held = vecs.present(np.asarray(ids, np.int64))
-        stored = vecs.reconstruct_many(held)
-        norms = np.maximum(np.linalg.norm(stored, axis=1), 1e-12)
-        return {int(i): float(v) for i, v in zip(held, stored @ vector / norms)}
+    def _materialise(self, s: Session, cands: list[Cand]) -> list[Hit]:
+        """Hits for candidates, in their order; those whose row is gone are left out."""
+        rows = load_rows(s, [c.item_id for c in cands])
+        return [make_hit(*rows[c.item_id], c.score, calibrated=c.calibrated, words=c.words, fused=c.fused)
+                for c in cands if c.item_id in rows]
 
-    def _search(self, vector: np.ndarray, k: int, modality: str | None) -> list[Hit]:
+    def _allowed_ids(self, s: Session, filters: Filters | None, modality: str | None) -> np.ndarray | None:
+        """The ids of the items that pass the filters (and the index holds), kept per index version."""
         vecs = self.store.vectors()
-        if vecs is None:
+        if filters is None:
+            return None
+        if vecs is not None:
+            self._follow(vecs)
+        key = (filters, modality, get_meta(s, "tags_version", 0) if filters.tags else 0)
+        ids = self._allowed.get(key)
+        if ids is None:
+            ids = matching_ids(s, filters, modality)
+            if len(self._allowed) >= 16:
+                self._allowed.clear()
+            self._allowed[key] = ids
+        return ids
+
+    def _vector_cands(self, s: Session, vector: np.ndarray, k: int, modality: str | None,
+                      allowed: np.ndarray | None) -> list[Cand]:
+        """The k nearest items (of a modality, among `allowed`); several kinds are each searched
+        and merged by calibrated score."""
+        vecs = self.store.vectors()
+        if vecs is None or vecs.ntotal == 0:
             return []
-        with self.store.Session() as s:
-            present = self.present(s, vecs)
-            channels = [c for c in present if modality is None or c[0] == modality]
-            if not channels:
+        present = self.present(s, vecs)
+        channels = [c for c in present if modality is None or c[0] == modality]
+        subsets: list[np.ndarray | None] = []
+        for c in channels:
+            among = None if len(present) == 1 else self.channel_ids(s, vecs, c)
+            if allowed is not None:
+                among = np.intersect1d(among if among is not None else vecs.present(allowed), allowed, assume_unique=True)
+            subsets.append(among)
+        if not channels:
+            return []
+        if len(channels) == 1:
+            sub = subsets[0]
+            if sub is not None and len(sub) == 0:
                 return []
-            if len(channels) == 1:
-                among = None if len(present) == 1 else self.channel_ids(s, vecs, channels[0])
-                return search_vectors(s, vecs, vector, k, among)
-            answers = vecs.search_subsets(vector.reshape(1, -1), k, [self.channel_ids(s, vecs, c) for c in channels])
-            found = {c: _hits(s, D, I) for c, (D, I) in zip(channels, answers)}
-            calibrated = self.calibrator.calibrate(s, vecs, vector, {c: [h.score for h in f] for c, f in found.items()})
-            hits: list[Hit] = []
-            for c, f in found.items():
-                for h, value in zip(f, calibrated[c]):
-                    h.calibrated = value
-                hits += f
-        hits.sort(key=lambda h: h.calibrated if h.calibrated is not None else h.score, reverse=True)
-        return hits[:k]
+            D, I = vecs.search_subset(vector.reshape(1, -1), k, sub) if sub is not None else vecs.search(vector.reshape(1, -1), k)
+            return [Cand(int(i), float(d)) for d, i in zip(D[0], I[0]) if i != -1]
+        answers = vecs.search_subsets(vector.reshape(1, -1), k, [x for x in subsets])  # type: ignore[misc]
+        found = {c: [(int(i), float(d)) for d, i in zip(D[0], I[0]) if i != -1] for c, (D, I) in zip(channels, answers)}
+        calibrated = self.calibrator.calibrate(s, vecs, vector, {c: [d for _, d in f] for c, f in found.items()})
+        cands = [Cand(i, d, z) for c, f in found.items() for (i, d), z in zip(f, calibrated[c])]
+        cands.sort(key=lambda c: c.calibrated, reverse=True)  # type: ignore[arg-type,return-value]
+        return cands[:k]
 
     def item(self, item_id: int) -> dict[str, Any]:
         """One item with its file: what a result links to. NotFoundError when it is not there."""
@@ -308,5 +294,5 @@ class Searcher:
         """More like this: the nearest items to a library item's own vector, other files only
         (the item's neighbouring windows or chunks would crowd out everything else)."""
         info = self.item(item_id)
-        hits = self.search(k=k + info["file_items"], modality=modality, vector=self.item_vector(item_id))
+        hits = self.search(k=min(MAX_RESULTS, k + info["file_items"]), modality=modality, vector=self.item_vector(item_id))
         return [h for h in hits if h.path != info["path"]][:k]

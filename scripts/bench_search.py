@@ -2,6 +2,7 @@
 of the whole query batch against every stored vector, then argpartition).
 
     python scripts/bench_search.py --n 1000000 --dim 512 --queries 1000 [--mixed]
+        [--filter-fraction 0.001 0.01 0.1 0.5] [--dupes 0.95]
 
 Prints one JSON object. Data are CLIP-like: 2,000 centres in a random 64-dim subspace, points =
 centre + spread inside the subspace + a little isotropic noise, normalised (uniform noise is not
@@ -110,7 +111,59 @@ def bench_mixed(index: VectorIndex, xq: np.ndarray, k: int, rng: np.random.Gener
             "mixed_over_unfiltered": round(mixed_ms / unfiltered, 2), "rare_kind_only_p50_ms": round(rare, 3)}
 
 
-def bench(n: int, d: int, nq: int, k: int, seed: int, recall: float, max_memory: int | None, mixed: bool = False) -> dict:
+def bench_filters(index: VectorIndex, xb: np.ndarray, xq: np.ndarray, k: int, rng: np.random.Generator,
+                  fractions: list[float]) -> dict:
+    """Filtered search (what `xmr search --after/--in/--tag ...` runs once the filter's ids are
+    known: retrieval.filters -> VectorIndex.search_subset): a random fraction F of the library
+    passes. Single queries, p50 (the first query, which builds the filter's selector or exact
+    copy, reported apart: a server keeps them for the next queries); recall@10 against exact
+    search over the passing vectors."""
+    out = {}
+    for f in fractions:
+        subset = np.sort(rng.choice(index.ntotal, max(k, int(round(f * index.ntotal))), replace=False)).astype(np.int64)
+        t = time.perf_counter()
+        index.search_subset(xq[:1], k, subset)
+        first = time.perf_counter() - t
+        times, got = [], []
+        for q in xq[:200]:
+            t = time.perf_counter()
+            _, I = index.search_subset(q[None], k, subset)
+            times.append(time.perf_counter() - t)
+            got.append(I[0])
+        truth = subset[autoindex.exact_neighbours(xq[:200], xb[subset], k)]
+        rec = float(np.mean([len(set(a) & set(b)) / k for a, b in zip(got, truth)]))
+        out[str(f)] = {"passing": int(len(subset)), "p50_ms": round(float(np.median(times)) * 1e3, 3),
+                       "first_query_ms": round(first * 1e3, 1), "recall_at_10": round(rec, 4)}
+    return out
+
+
+def plant_copies(xb: np.ndarray, n_copies: int, rng: np.random.Generator) -> list[tuple[int, int]]:
+    """The last n_copies vectors become near copies (cosine about 0.98) of random others: what a
+    re-encoded or resized photo is to its original. Returns (original, copy) pairs."""
+    n = len(xb)
+    originals = rng.choice(n - n_copies, n_copies, replace=False)
+    for j, o in enumerate(originals):
+        v = xb[o] + 0.2 * rng.standard_normal(xb.shape[1]).astype(np.float32) / np.sqrt(xb.shape[1])
+        xb[n - n_copies + j] = v / np.linalg.norm(v)
+    return [(int(o), n - n_copies + j) for j, o in enumerate(originals)]
+
+
+def bench_dupes(index: VectorIndex, planted: list[tuple[int, int]], threshold: float) -> dict:
+    """`xmr dupes`' near-duplicate search over the whole library (retrieval.dupes.near_pairs:
+    FAISS range search of every vector in the index), its time and the planted pairs found."""
+    from retrieval.dupes import near_pairs
+
+    t = time.perf_counter()
+    pairs = near_pairs(index, index.ids(), None, threshold)
+    seconds = time.perf_counter() - t
+    found = {(min(a, b), max(a, b)) for a, b, _ in pairs}
+    want = {(min(a, b), max(a, b)) for a, b in planted}
+    return {"threshold": threshold, "seconds": round(seconds, 1), "vectors_per_s": round(index.ntotal / seconds),
+            "pairs": len(found), "planted": len(want), "planted_found": round(len(found & want) / max(len(want), 1), 4)}
+
+
+def bench(n: int, d: int, nq: int, k: int, seed: int, recall: float, max_memory: int | None, mixed: bool = False,
+          fractions: list[float] | None = None, dupes: float | None = None) -> dict:
     rng = np.random.default_rng(seed)
     basis = np.linalg.qr(rng.standard_normal((d, SUBSPACE)))[0].T.astype(np.float32)  # orthonormal rows
     centres = rng.standard_normal((CENTRES, SUBSPACE)).astype(np.float32)
@@ -120,6 +173,7 @@ def bench(n: int, d: int, nq: int, k: int, seed: int, recall: float, max_memory:
     for i in range(0, n, chunk):  # in chunks: the float64 temporaries of one 1M block would need 4 GB
         xb[i : i + chunk] = clip_like(min(chunk, n - i), d, rng, centres, basis)
     xq = clip_like(nq, d, rng, centres, basis)
+    planted = plant_copies(xb, max(1, n // 1000), rng) if dupes else []
     gen_s = time.perf_counter() - t
 
     # rclip's method on the whole batch, and one query at a time
@@ -159,6 +213,8 @@ def bench(n: int, d: int, nq: int, k: int, seed: int, recall: float, max_memory:
     if mixed:  # the issue's case (pictures and 5 sounds), and a harder one with 5 % text as well
         mixed_result = {"pictures_and_5_sounds": bench_mixed(index, xq, k, rng, n_text=0, n_audio=5),
                         "with_5_percent_text": bench_mixed(index, xq, k, rng, n_text=max(1, n // 20), n_audio=5)}
+    filtered = bench_filters(index, xb, xq, k, rng, fractions) if fractions else None
+    dupes_result = bench_dupes(index, planted, dupes) if dupes else None
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "vectors.faiss"
         index.save(path)
@@ -195,6 +251,8 @@ def bench(n: int, d: int, nq: int, k: int, seed: int, recall: float, max_memory:
         "mmap_open_and_first_query_s": loads["mmap_open_and_first_query_s"],
         "mmap_rss_bytes_per_vector_after_first_query": round(loads["mmap_ram_bytes"] / n, 1),
         **({"mixed": mixed_result} if mixed_result else {}),
+        **({"filtered": filtered} if filtered else {}),
+        **({"dupes": dupes_result} if dupes_result else {}),
     }
 
 
@@ -233,10 +291,13 @@ def main() -> None:
     ap.add_argument("--max-memory", type=int, help="bytes for the vectors, as xmr index --max-memory")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--mixed", action="store_true", help="also time a mixed query over three kinds, one of 5 items")
+    ap.add_argument("--filter-fraction", type=float, nargs="+", metavar="F",
+                    help="also time filtered searches where a fraction F of the library passes (e.g. 0.01 0.1 0.5)")
+    ap.add_argument("--dupes", type=float, metavar="T", help="also time `xmr dupes`' range search at cosine T (e.g. 0.95)")
     a = ap.parse_args()
     import faiss
 
-    result = bench(a.n, a.dim, a.queries, a.k, a.seed, a.recall, a.max_memory, a.mixed)
+    result = bench(a.n, a.dim, a.queries, a.k, a.seed, a.recall, a.max_memory, a.mixed, a.filter_fraction, a.dupes)
     result.update(machine=f"{platform.machine()}, {os.cpu_count()} cores", faiss=faiss.__version__)
     print(json.dumps(result, indent=2))
 

@@ -7,7 +7,10 @@ then times, as separate processes, the way a user runs them:
 - `cold_cli_s`: `xmr search TEXT --no-server` (imports, model load, search), median of --runs;
 - `server_start_s`: `xmr serve --port 0` until it announces itself (model loaded, index read);
 - `warm_cli_s`: `xmr search TEXT` while the server runs (finds it, asks over HTTP), median;
-- `api_ms`: GET /api/search from this process, p50/p90 over 50 different texts (no process start).
+- `api_ms`: GET /api/search from this process, p50/p90 over 50 different texts (no process start);
+- `results_2000_ms`: one GET asking for k=2000 (a new text each time: encoded, searched, 2,000
+  rows read and sent), median of 5; `next_page_ms`: the pages after the first (k=100, offset 100,
+  200, ...; the query is not encoded again), median.
 Prints JSON with the ratio cold/warm. Random weights (the default) time the same as real ones.
 """
 
@@ -73,6 +76,20 @@ def main() -> None:
                 with urllib.request.urlopen(url) as resp:
                     json.load(resp)
                 api.append((time.perf_counter() - t1) * 1000)
+            def get(params: dict) -> tuple[float, dict]:
+                url = info["url"] + "/api/search?" + urllib.parse.urlencode(params)
+                t1 = time.perf_counter()
+                with urllib.request.urlopen(url) as resp:
+                    body = json.load(resp)
+                return (time.perf_counter() - t1) * 1000, body
+
+            long_lists, pages = [], []
+            for i in range(5):
+                took, body = get({"q": f"{QUERIES[i]} long {i}", "k": 2000})
+                assert len(body["hits"]) == min(2000, a.n), len(body["hits"])
+                long_lists.append(took)
+                for offset in range(100, 1100, 100):
+                    pages.append(get({"q": f"{QUERIES[i]} long {i}", "k": 100, "offset": offset})[0])
         finally:
             proc.send_signal(signal.SIGINT)
             proc.wait(30)
@@ -84,6 +101,8 @@ def main() -> None:
         "warm_cli_s": round(statistics.median(warm), 3),
         "speedup_cli": round(statistics.median(cold) / statistics.median(warm), 1),
         "api_ms": {"p50": round(api[len(api) // 2], 1), "p90": round(api[int(len(api) * 0.9)], 1)},
+        "results_2000_ms": round(statistics.median(long_lists), 1),
+        "next_page_ms": round(statistics.median(pages), 1),
     }, indent=2))
 
 

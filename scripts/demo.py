@@ -58,6 +58,25 @@ def demo_model_dir() -> Path:
     return Path(platformdirs.user_cache_dir("xmr", appauthor=False)) / f"demo-model-v{train_demo_model.VERSION}"
 
 
+def demo_model_ready() -> Path:
+    """The demo model's folder, trained first (once, cached) when it is not there."""
+    folder = demo_model_dir()
+    if not (folder / "open_clip_model.safetensors").is_file():
+        print(f"training the demo model into {folder} (seeded; 70 s on 2 idle cores, several minutes on a "
+              "busy machine; cached afterwards)", file=sys.stderr)
+        tmp = folder.with_name(folder.name + ".partial")
+        shutil.rmtree(tmp, ignore_errors=True)
+        train_demo_model.train(tmp)
+        shutil.rmtree(folder, ignore_errors=True)
+        tmp.rename(folder)
+    return folder
+
+
+def model_or_demo(model: str | None) -> str:
+    """An evaluation's --model, or the demo model (trained first if need be)."""
+    return model if model is not None else f"local-dir:{demo_model_ready()}"
+
+
 def choose_model() -> tuple[list[str], str]:
     """(model flags for `xmr index`, banner text)."""
     forced = os.environ.get("XMR_DEMO_MODEL")
@@ -69,15 +88,7 @@ def choose_model() -> tuple[list[str], str]:
             "model hub cannot be reached from here, so they cannot be downloaded.\n"
             "Falling back to xmr's demo model: a tiny CLIP trained on synthetic coloured shapes.\n"
         )
-    folder = demo_model_dir()
-    if not (folder / "open_clip_model.safetensors").is_file():
-        print(f"training the demo model into {folder} (seeded; 70 s on 2 idle cores, several minutes on a "
-              "busy machine; cached afterwards)")
-        tmp = folder.with_name(folder.name + ".partial")
-        shutil.rmtree(tmp, ignore_errors=True)
-        train_demo_model.train(tmp)
-        shutil.rmtree(folder, ignore_errors=True)
-        tmp.rename(folder)
+    folder = demo_model_ready()
     return ["--model", f"local-dir:{folder}"], (
         f"local-dir:{folder}  (xmr demo model: a tiny CLIP that knows only colours and shapes)"
     )

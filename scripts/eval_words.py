@@ -105,11 +105,9 @@ def main() -> None:
     ap.add_argument("--model", help="default: the demo model (trained once, cached)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    model = args.model
-    if model is None:
-        from scripts.demo import demo_model_dir
+    from scripts.demo import model_or_demo
 
-        model = f"local-dir:{demo_model_dir()}"
+    model = model_or_demo(args.model)
     print(json.dumps(evaluate(model, args.seed), indent=2))
 
 

@@ -377,3 +377,74 @@ def test_videos_show_a_poster_play_from_the_moment_and_mark_their_timeline(tmp_p
         settled(page)
         expect(page.locator(".result.video")).to_have_count(1)
         assert not problems, problems
+
+
+def test_filters_in_the_address_infinite_scroll_tags_and_duplicates(tmp_path, browser, trained_model):
+    """Filters narrow the page's results and live in its address (reload, back and forward keep
+    them); scrolling to the end loads the next page; tags show on results; the Duplicates view
+    shows the planted copies with their keepers."""
+    from playwright.sync_api import expect
+
+    from scripts.photo_world import make_world
+
+    media = tmp_path / "media"
+    manifest = make_world(media, seed=2)
+    lib = Library(tmp_path / "lib", model=trained_model, create=True)
+    lib.index([media], progress=False)
+    from collections import Counter
+
+    concept = Counter(p["concept"] for p in manifest["pictures"].values() if p["taken"].startswith("2021")).most_common(1)[0][0]
+    lib.tag([concept, "blue star"], prompt="a {}")
+    total = len(manifest["pictures"]) + len(manifest["copies"])
+    with live_server(lib.path) as (_, info):
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        problems: list[str] = []
+        page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+        page.goto(info["url"] + "/#q=" + f"a {concept}".replace(" ", "+") + "&mode=semantic")
+        settled(page)
+        expect(page.locator(".result").nth(29)).to_be_visible()  # the first page
+        page.mouse.wheel(0, 20_000)
+        page.wait_for_function("() => document.querySelectorAll('.result').length >= 60")  # scrolled on: the next page came
+        settled(page)
+        expect(page.locator(".result [data-testid=tags]").first).to_contain_text(concept)
+        expect(page.locator(".result [data-testid=facts]").first).to_contain_text("20")  # a date
+
+        # A filter: only 2021's pictures, and the address says so.
+        page.click("#filters summary")
+        page.fill("#f-after", "2021-01-01")
+        page.fill("#f-before", "2022-01-01")
+        page.dispatch_event("#f-before", "change")
+        settled(page)
+        in_2021 = sum(1 for p in manifest["pictures"].values() if p["taken"].startswith("2021"))
+        page.wait_for_function("() => location.hash.includes('before=2022-01-01')")
+        page.mouse.wheel(0, 20_000)  # all of them, page after page
+        page.wait_for_function(f"() => document.querySelectorAll('.result').length === {in_2021}")
+        facts = page.locator(".result [data-testid=facts]").all_text_contents()
+        assert facts and all(f.startswith("2021-") for f in facts), facts
+        page.check("#f-cutoff")
+        settled(page)
+        page.wait_for_function("() => location.hash.includes('cutoff=auto')")
+        red_2021 = sum(1 for p in manifest["pictures"].values() if p["taken"].startswith("2021") and p["concept"] == concept)
+        expect(page.locator(".result")).to_have_count(red_2021)
+
+        # Back: the filter without the cutoff; reload keeps the address's state.
+        page.go_back()
+        settled(page)
+        expect(page.locator("#f-cutoff")).not_to_be_checked()
+        expect(page.locator(".result").first).to_be_visible()
+        assert page.locator(".result").count() > red_2021
+        page.reload()
+        settled(page)
+        expect(page.locator("#f-after")).to_have_value("2021-01-01")
+        expect(page.locator(".result").first).to_be_visible()
+        assert all(f.startswith("2021-") for f in page.locator(".result [data-testid=facts]").all_text_contents())
+
+        # The Duplicates view.
+        page.click("#dupes-link")
+        expect(page.locator("[data-testid=dupe-group]")).to_have_count(len(manifest["copies"]))
+        expect(page.locator("[data-testid=dupe-group] figure.keeper img")).to_have_count(len(manifest["copies"]))
+        page.screenshot(path=str(tmp_path / "dupes.png"))
+        page.go_back()
+        settled(page)
+        expect(page.locator("#dupes")).to_be_hidden()
+        assert total > 60 and not problems, problems

@@ -13,7 +13,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Annotated, Any, Callable, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
 from fastapi import FastAPI, File, Form, Query as Param, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
@@ -31,13 +31,14 @@ from retrieval.errors import (
     UsageError,
     XmrError,
 )
+from retrieval.cutoff import MAX_RESULTS
+from retrieval.filters import Filters, make_filters
 from retrieval.query import Query
 from retrieval.server.media import THUMBNAIL_SIZES, indexed_file, media_type, thumbnail
 from retrieval.server.security import DEFAULT_MAX_UPLOAD, Guard
 from retrieval.server.state import LibraryState, describe
 
 STATIC = Path(__file__).parent / "static"
-MAX_RESULTS = 1000  # k + offset: paging deeper than this is not what a person does
 
 
 def _modality_enum() -> Any:
@@ -61,10 +62,20 @@ class SearchRequest(BaseModel):
     not_weight: float = Field(0.5, ge=0, le=1)
     type: str = Field("any", description="'any', or a kind of item: " + ", ".join(kind_names()))
     k: int = Field(10, ge=1, le=MAX_RESULTS)
-    offset: int = Field(0, ge=0, lt=MAX_RESULTS)
+    offset: int = Field(0, ge=0, lt=MAX_RESULTS, description="Skip this many hits: the next page (the query is not encoded again)")
     group: bool = Field(False, description="One hit per file, with its best segments (a video's moments)")
     mode: SearchMode = Field("hybrid", description="hybrid: words and meaning fused (RRF); semantic: vectors only; "
                              "words: the full-text index only")
+    after: Optional[str] = Field(None, description="Taken (else modified) on or after this date: YYYY[-MM[-DD[THH:MM]]]")
+    before: Optional[str] = Field(None, description="Taken (else modified) before this date")
+    in_: Optional[str] = Field(None, alias="in", description="Path glob: a folder, a file pattern ('*.png', 'Trips/2023')")
+    camera: Optional[str] = Field(None, description="Part of the camera's make or model")
+    near: Optional[str] = Field(None, description="LAT,LON,KM: taken within KM kilometres of a place")
+    min_size: Optional[str] = Field(None, description="Smallest file size (e.g. 200KB)")
+    max_size: Optional[str] = Field(None, description="Largest file size (e.g. 5MB)")
+    tag: list[str] = Field(default_factory=list, description="Only items with every one of these tags")
+    sort: Literal["relevance", "date"] = Field("relevance", description="date: the hits that pass the cutoff, newest first")
+    cutoff: Optional[str] = Field(None, description="'auto' (the hits that stand out for this query) or a minimum score")
 
     model_config = {"populate_by_name": True}
 
@@ -75,6 +86,15 @@ class SearchRequest(BaseModel):
         if value != "any" and value not in kind_names():
             raise ValueError(f"Input should be 'any' or one of {', '.join(repr(k) for k in kind_names())}")
         return value
+
+    def filters(self) -> Filters:
+        return make_filters(after=self.after, before=self.before, path=self.in_, camera=self.camera, near=self.near,
+                            min_size=self.min_size, max_size=self.max_size, tags=self.tag)
+
+    def options(self) -> dict[str, Any]:
+        """What lib.search takes besides the query."""
+        return {"modality": self.type, "k": self.k, "offset": self.offset, "group": self.group, "mode": self.mode,
+                "filters": self.filters(), "sort": self.sort, "cutoff": self.cutoff}
 
 
 _STATUS = [(UsageError, 400), (NotFoundError, 404), (DecodeError, 422), (EncoderMismatchError, 503),
@@ -105,30 +125,26 @@ def create_app(state: LibraryState, *, token: str | None = None, max_upload: int
         status = next((code for cls, code in _STATUS if isinstance(exc, cls)), 500)
         return JSONResponse({"detail": str(exc)}, status_code=status)
 
-    def paged(lib: Any, find: Callable[[int], list[Any]], k: int, offset: int) -> dict[str, Any]:
-        """Results offset..offset+k of `find(n)` (the best n hits), as the API answers them."""
-        if k + offset > MAX_RESULTS:
-            raise UsageError(f"k + offset may be at most {MAX_RESULTS}")
+    def search(lib: Any, q: Query, body: SearchRequest) -> dict[str, Any]:
+        """One page of hits, as the API answers them; `more` says whether a next page may hold more."""
+        q.validate()  # before waiting for the model
+        options = body.options()
         t0 = time.perf_counter()
         with state.compute:
-            hits = find(k + offset)
+            hits = lib.search(q, **options)
         answer = {
             "library": str(lib.path.resolve()),
-            "hits": [h.to_dict() for h in hits[offset:]],
-            "k": k,
-            "offset": offset,
-            "more": len(hits) == k + offset,
+            "hits": [h.to_dict() for h in hits],
+            "k": body.k,
+            "offset": body.offset,
+            "more": len(hits) == body.k and body.offset + body.k < MAX_RESULTS,
+            "filters": options["filters"].to_dict(),
             "took_ms": round((time.perf_counter() - t0) * 1000, 2),
         }
-        if not hits:  # is the library empty, or without that kind? (a few SQL counts: only when needed)
+        if not hits and body.offset == 0:  # is the library empty, or without that kind? (only when needed)
             facts = describe(lib)
             answer["items"], answer["items_by_modality"] = facts["items"], facts["items_by_modality"]
         return answer
-
-    def search(lib: Any, q: Query, modality: str, k: int, offset: int, group: bool = False,
-               mode: str = "hybrid") -> dict[str, Any]:
-        q.validate()  # before waiting for the model
-        return paged(lib, lambda n: lib.search(q, k=n, modality=modality, group=group, mode=mode), k, offset)
 
     def like_vectors(lib: Any, ids: list[int]) -> list[Any]:
         out = []
@@ -162,11 +178,23 @@ def create_app(state: LibraryState, *, token: str | None = None, max_upload: int
         offset: Annotated[int, Param(ge=0, lt=MAX_RESULTS)] = 0,
         group: bool = False,
         mode: SearchMode = "hybrid",
+        after: Optional[str] = None,
+        before: Optional[str] = None,
+        in_: Annotated[Optional[str], Param(alias="in")] = None,
+        camera: Optional[str] = None,
+        near: Optional[str] = None,
+        min_size: Optional[str] = None,
+        max_size: Optional[str] = None,
+        tag: Annotated[Optional[list[str]], Param()] = None,
+        sort: Literal["relevance", "date"] = "relevance",
+        cutoff: Optional[str] = None,
     ) -> dict[str, Any]:
         """Search by text (and/or library items), e.g. /api/search?q=sunset&type=image&k=20;
-        mode=words for exact words only, semantic for meaning only."""
+        mode=words for exact words only, semantic for meaning only; filters as in SearchRequest."""
         return search_json(SearchRequest(q=q or [], like=like or [], not_=not_ or [], weight=weight, not_weight=not_weight,
-                                         type=type, k=k, offset=offset, group=group, mode=mode))
+                                         type=type, k=k, offset=offset, group=group, mode=mode, after=after, before=before,
+                                         in_=in_, camera=camera, near=near, min_size=min_size, max_size=max_size,
+                                         tag=tag or [], sort=sort, cutoff=cutoff))
 
     @app.post("/api/search", tags=["search"])
     def search_json(body: SearchRequest) -> dict[str, Any]:
@@ -174,7 +202,7 @@ def create_app(state: LibraryState, *, token: str | None = None, max_upload: int
         lib = state.library()
         q = Query(texts=body.q, negatives=body.not_, media_weight=body.weight, negative_weight=body.not_weight,
                   vectors=like_vectors(lib, body.like))
-        return search(lib, q, body.type, body.k, body.offset, body.group, body.mode)
+        return search(lib, q, body)
 
     @app.post("/api/search/upload", tags=["search"])
     def search_upload(
@@ -190,6 +218,16 @@ def create_app(state: LibraryState, *, token: str | None = None, max_upload: int
         offset: Annotated[int, Form(ge=0, lt=MAX_RESULTS)] = 0,
         group: Annotated[bool, Form()] = False,
         mode: Annotated[SearchMode, Form()] = "hybrid",
+        after: Annotated[Optional[str], Form()] = None,
+        before: Annotated[Optional[str], Form()] = None,
+        in_: Annotated[Optional[str], Form(alias="in")] = None,
+        camera: Annotated[Optional[str], Form()] = None,
+        near: Annotated[Optional[str], Form()] = None,
+        min_size: Annotated[Optional[str], Form()] = None,
+        max_size: Annotated[Optional[str], Form()] = None,
+        tag: Annotated[Optional[list[str]], Form()] = None,
+        sort: Annotated[Literal["relevance", "date"], Form()] = "relevance",
+        cutoff: Annotated[Optional[str], Form()] = None,
     ) -> dict[str, Any]:
         """Search by uploaded pictures, sounds and/or videos (multipart/form-data), optionally with text.
         Uploads are decoded by the same guarded decoders as indexing and deleted afterwards."""
@@ -211,7 +249,28 @@ def create_app(state: LibraryState, *, token: str | None = None, max_upload: int
 
             query = Query(texts=q or [], negatives=not_ or [], images=save(image or [], "image"), audios=save(audio or [], "audio"),
                           videos=save(video or [], "video"), media_weight=weight, negative_weight=not_weight, names=names)
-            return search(lib, query, type, k, offset, group, mode)
+            body = SearchRequest(type=type, k=k, offset=offset, group=group, mode=mode, after=after, before=before,
+                                 in_=in_, camera=camera, near=near, min_size=min_size, max_size=max_size,
+                                 tag=tag or [], sort=sort, cutoff=cutoff)
+            return search(lib, query, body)
+
+    @app.get("/api/tags", tags=["organise"])
+    def tags(label: Optional[str] = None, k: Annotated[int, Param(ge=1, le=MAX_RESULTS)] = 100) -> dict[str, Any]:
+        """The library's tags with their counts (`xmr tags`); with `label`, its items, most sure first."""
+        lib = state.library()
+        if label is None:
+            return {"tags": lib.tags()}
+        return {"label": label, "items": lib.tags(label, k)}
+
+    @app.get("/api/dupes", tags=["organise"])
+    def dupes(threshold: Annotated[float, Param(gt=0, le=1)] = 0.95, type: Modality = "any") -> dict[str, Any]:
+        """Groups of duplicate files, each with a suggested keeper (`xmr dupes`)."""
+        lib = state.library()
+        t0 = time.perf_counter()
+        with state.compute:
+            groups = lib.dupes(threshold=threshold, modality=None if type == "any" else type)
+        return {"groups": [g.to_dict() for g in groups], "threshold": threshold,
+                "took_ms": round((time.perf_counter() - t0) * 1000, 2)}
 
     @app.get("/api/items/{item_id}", tags=["items"])
     def item(item_id: int) -> dict[str, Any]:
@@ -227,7 +286,13 @@ def create_app(state: LibraryState, *, token: str | None = None, max_upload: int
                 offset: Annotated[int, Param(ge=0, lt=MAX_RESULTS)] = 0) -> dict[str, Any]:
         """More like this: the items nearest to this one, from other files."""
         lib = state.library()
-        return paged(lib, lambda n: lib.similar(item_id, k=n, modality=type), k, offset)
+        if k + offset > MAX_RESULTS:
+            raise UsageError(f"k + offset may be at most {MAX_RESULTS:,}")
+        t0 = time.perf_counter()
+        with state.compute:
+            hits = lib.similar(item_id, k=k + offset, modality=type)[offset:]
+        return {"library": str(lib.path.resolve()), "hits": [h.to_dict() for h in hits], "k": k, "offset": offset,
+                "more": len(hits) == k, "took_ms": round((time.perf_counter() - t0) * 1000, 2)}
 
     @app.get("/api/items/{item_id}/media", tags=["items"])
     def media(item_id: int) -> FileResponse:

@@ -85,6 +85,7 @@ def search(
     k: int,
     group: bool = False,
     mode: str = "hybrid",
+    extra: dict[str, Any] | None = None,
     timeout: float = 60.0,
 ) -> dict[str, Any]:
     """POST the query to the server in `info` (a discovery record); its JSON answer."""
@@ -97,12 +98,15 @@ def search(
         fields = [("type", modality), ("k", str(k)), ("not_weight", str(not_weight)), ("group", str(group).lower()),
                   ("mode", mode)]
         fields += [("q", t) for t in texts] + [("not", t) for t in negatives]
+        for key, value in (extra or {}).items():  # filters, paging, sort, cutoff
+            fields += [(key, str(v)) for v in (value if isinstance(value, list) else [value])]
         if weight is not None:
             fields.append(("weight", str(weight)))
         body, ctype = _multipart(fields, [("image", p) for p in images] + [("audio", p) for p in audios])
         url = info["url"] + "/api/search/upload"
     else:
-        query = {"q": list(texts), "not": list(negatives), "not_weight": not_weight, "type": modality, "k": k, "group": group, "mode": mode}
+        query = {"q": list(texts), "not": list(negatives), "not_weight": not_weight, "type": modality, "k": k, "group": group,
+                 "mode": mode, **(extra or {})}
         body, ctype = json.dumps(query).encode(), "application/json"
         url = info["url"] + "/api/search"
     request = urllib.request.Request(url, data=body, headers={"Content-Type": ctype}, method="POST")

@@ -167,6 +167,16 @@ function card(hit) {
   }
   const part = hit.page ? ` · page ${hit.page}` : hit.snippet && hit.chunk ? ` · part ${hit.chunk + 1}` : "";
   body.append(el("span", { class: "name", text: name + part }));
+  const facts = [hit.date ? new Date(hit.date * 1000).toISOString().slice(0, 10) : null, hit.camera,
+    hit.lat != null ? `${hit.lat.toFixed(3)}, ${hit.lon.toFixed(3)}` : null].filter(Boolean);
+  if (facts.length) body.append(el("span", { class: "facts", "data-testid": "facts", text: facts.join(" · ") }));
+  if (hit.tags && hit.tags.length) {
+    const tags = el("span", { class: "tags", "data-testid": "tags" });
+    for (const t of hit.tags.slice(0, 6)) {
+      tags.append(el("span", { class: "tag", title: `${Math.round(t.confidence * 100)} % sure`, text: t.label }));
+    }
+    body.append(tags);
+  }
   node.append(body);
   const more = () => moreLike(hit.item_id, name);
   node.addEventListener("click", more);
@@ -222,7 +232,10 @@ function showEmptyLibrary() {
 async function search(append = false) {
   state.text = $("#q").value.trim(); // what the box shows is what is searched, with any chips
   const params = new URLSearchParams({ type: state.type, k: PAGE, offset: append ? state.offset : 0 });
-  if (!state.like) params.set("mode", $("#mode").value); // "more like this" is by meaning alone
+  if (!state.like) {
+    params.set("mode", $("#mode").value); // "more like this" is by meaning alone
+    for (const [key, value] of filterParams()) params.set(key, value);
+  }
   if (!append) state.offset = 0;
   let request;
   if (state.like) {
@@ -254,7 +267,7 @@ async function search(append = false) {
     if (answer.items !== undefined) state.items = answer.items;
     state.offset = (append ? state.offset : 0) + answer.hits.length;
     render(answer, append);
-    remember();
+    if (!append) remember();
   } catch (e) {
     if (seq !== state.seq) return;
     setStatus(e.message, true);
@@ -323,13 +336,66 @@ function renderChips() {
   });
 }
 
-function remember() {
-  // The text query and tab live in the address, so reload and back keep them.
+const FILTERS = ["after", "before", "in", "camera", "near", "tag", "sort", "cutoff"];
+
+function filterParams() {
+  // The filter fields that are set, as the API names them.
+  const out = new URLSearchParams();
+  for (const name of FILTERS) {
+    const field = $(`#f-${name}`);
+    const value = field.type === "checkbox" ? (field.checked ? field.value : "") : field.value.trim();
+    if (value && !(name === "sort" && value === "relevance")) out.set(name, value);
+  }
+  return out;
+}
+
+function address() {
+  // The query, tab, match mode, filters and order, as the page's address keeps them.
   const params = new URLSearchParams();
   if (state.text && !state.files.length && !state.like) params.set("q", state.text);
   if (state.type !== "any") params.set("type", state.type);
-  const hash = params.toString();
-  history.replaceState(null, "", hash ? `#${hash}` : location.pathname);
+  if ($("#mode").value !== "hybrid") params.set("mode", $("#mode").value);
+  for (const [key, value] of filterParams()) params.set(key, value);
+  return params.toString();
+}
+
+function remember() {
+  // A new search is a new entry in the history: back and forward step through searches.
+  const hash = address();
+  if (hash === location.hash.slice(1)) return;
+  history.pushState(null, "", hash ? `#${hash}` : location.pathname);
+}
+
+function restore() {
+  // The page's state from its address (on load, back and forward).
+  const params = new URLSearchParams(location.hash.slice(1));
+  if (params.get("view") === "dupes") return showDupes();
+  $("#dupes").hidden = true;
+  $("#results").hidden = false;
+  selectTab(params.get("type") || "any");
+  state.text = params.get("q") || "";
+  $("#q").value = state.text;
+  $("#mode").value = params.get("mode") || "hybrid";
+  for (const name of FILTERS) {
+    const field = $(`#f-${name}`);
+    const value = params.get(name) || "";
+    if (field.type === "checkbox") field.checked = value === field.value;
+    else {
+      if (field.tagName === "SELECT" && value && ![...field.options].some((o) => o.value === value)) {
+        field.append(el("option", { value, text: value }));
+      }
+      field.value = value || (name === "sort" ? "relevance" : "");
+    }
+  }
+  $("#filters").open = FILTERS.some((name) => params.get(name));
+  state.like = null;
+  $("#like").hidden = true;
+  if (state.text) search();
+  else {
+    $("#results").replaceChildren();
+    $("#more").hidden = true;
+    setStatus("");
+  }
 }
 
 function selectTab(type) {
@@ -353,6 +419,51 @@ function addTabs(kinds) {
     tabs.append(tab);
   }
   selectTab(state.type);
+}
+
+async function loadTags() {
+  try {
+    const answer = await api("/api/tags");
+    const select = $("#f-tag");
+    for (const t of answer.tags) {
+      if (!t.items || [...select.options].some((o) => o.value === t.label)) continue;
+      select.append(el("option", { value: t.label, text: `${t.label} (${t.items})` }));
+    }
+  } catch (e) { /* tags are extras: search works without the list */ }
+}
+
+async function showDupes() {
+  // Groups of duplicates, each keeper first; a picture's thumbnail, else its name.
+  if (location.hash.slice(1) !== "view=dupes") history.pushState(null, "", "#view=dupes");
+  $("#results").hidden = true;
+  $("#more").hidden = true;
+  $("#dupes").hidden = false;
+  const box = $("#dupe-groups");
+  setStatus("Looking for duplicates…");
+  setBusy(true);
+  try {
+    const answer = await api(`/api/dupes?threshold=${encodeURIComponent($("#d-threshold").value)}`);
+    box.replaceChildren();
+    answer.groups.forEach((g, n) => {
+      const group = el("div", { class: "dupe-group", "data-testid": "dupe-group" },
+        [el("h3", { text: `Group ${n + 1} · ${g.exact ? "same content" : "near duplicates"}` })]);
+      for (const [f, keep] of [[g.keeper, true], ...g.others.map((o) => [o, false])]) {
+        const kind = state.kinds[f.modality] || {};
+        const item = el("figure", { class: keep ? "keeper" : "other", title: f.path });
+        if (kind.thumbnail && f.item_id != null) item.append(el("img", { src: `/api/items/${f.item_id}/thumbnail?size=256`, alt: "", loading: "lazy" }));
+        const how = keep ? "keep" : f.same_content ? "same content" : `similarity ${f.similarity.toFixed(3)}`;
+        item.append(el("figcaption", { text: `${baseName(f.path)} · ${how} · ${Math.round(f.size / 1024)} KB` }));
+        group.append(item);
+      }
+      box.append(group);
+    });
+    setStatus(`${answer.groups.length} group${answer.groups.length === 1 ? "" : "s"} · ${answer.took_ms} ms`);
+    if (!answer.groups.length) box.replaceChildren(el("p", { class: "empty", text: "No duplicates at this similarity." }));
+  } catch (e) {
+    setStatus(e.message, true);
+  } finally {
+    setBusy(false);
+  }
 }
 
 async function loadLibrary() {
@@ -405,13 +516,25 @@ function setup() {
     if (e.dataTransfer.files.length) setFiles(e.dataTransfer.files);
   });
 
-  const params = new URLSearchParams(location.hash.slice(1));
-  if (params.get("type")) selectTab(params.get("type"));
-  if (params.get("q")) {
-    state.text = params.get("q");
-    $("#q").value = state.text;
-  }
-  loadLibrary().then(() => { if (state.text) search(); });
+  for (const name of FILTERS) $(`#f-${name}`).addEventListener("change", () => { if (!state.like) search(); });
+  $("#f-clear").addEventListener("click", () => {
+    for (const name of FILTERS) {
+      const field = $(`#f-${name}`);
+      if (field.type === "checkbox") field.checked = false;
+      else field.value = name === "sort" ? "relevance" : "";
+    }
+    search();
+  });
+  // Scrolling on loads the next page (the server keeps the query's list: nothing is encoded again).
+  new IntersectionObserver((entries) => {
+    if (entries.some((e) => e.isIntersecting) && !$("#more").hidden && $("#results").getAttribute("aria-busy") !== "true") {
+      search(true);
+    }
+  }, { rootMargin: "400px" }).observe($("#more"));
+  window.addEventListener("popstate", restore);
+  $("#d-threshold").addEventListener("change", showDupes);
+  $("#d-back").addEventListener("click", () => history.back());
+  loadLibrary().then(() => { loadTags(); restore(); });
   $("#q").focus();
 }
 
