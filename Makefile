@@ -20,10 +20,11 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)
-	$(BIN)/python scripts/bench_search.py --n 1000000 --dim 512 --queries 1000
+	$(BIN)/python scripts/bench_search.py --n 1000000 --dim 512 --queries 1000 --filter-fraction 0.001 0.01 0.05 0.2 0.5 0.9 --dupes 0.95
 	$(BIN)/python scripts/bench_index.py --images 96 --model ViT-B-32 --ocr
 	$(BIN)/python scripts/bench_words.py
 	$(BIN)/python -m scripts.eval_words
+	$(BIN)/python -m scripts.eval_cutoff
 	$(BIN)/python scripts/bench_query.py --model ViT-B-32
 	$(BIN)/python scripts/bench_server.py --model ViT-B-32
 

@@ -336,7 +336,7 @@ function renderChips() {
   });
 }
 
-const FILTERS = ["after", "before", "in", "camera", "near", "tag", "sort", "cutoff"];
+const FILTERS = ["after", "before", "in", "camera", "near", "min_size", "max_size", "tag", "sort", "cutoff"];
 
 function filterParams() {
   // The filter fields that are set, as the API names them.
@@ -395,6 +395,7 @@ function restore() {
     $("#results").replaceChildren();
     $("#more").hidden = true;
     setStatus("");
+    if (state.items === 0) showEmptyLibrary();
   }
 }
 
