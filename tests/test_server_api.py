@@ -89,7 +89,9 @@ def test_paging_and_modality_filter(client):
     assert page2["more"] is True and page2["offset"] == 4
     last = client.get("/api/search", params={"q": "a green star", "type": "text", "k": 50}).json()
     assert last["more"] is False and {h["modality"] for h in last["hits"]} == {"text"}
-    assert client.get("/api/search", params={"q": "x", "k": 1000, "offset": 10}).status_code == 400
+    assert client.get("/api/search", params={"q": "x", "k": 10_000, "offset": 10}).status_code == 400  # up to 10,000 in all
+    assert client.get("/api/search", params={"q": "x", "near": "1,2"}).status_code == 400
+    assert client.get("/api/search", params={"q": "x", "after": "soon"}).json()["detail"].startswith("--after: not a date")
 
 
 def test_hits_have_the_fields_of_the_cli_json(client, trained_library):
