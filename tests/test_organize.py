@@ -5,7 +5,6 @@ cameras and GPS places, three planted copies)."""
 from __future__ import annotations
 
 import json
-import shutil
 import sqlite3
 from datetime import datetime
 from pathlib import Path
