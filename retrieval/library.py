@@ -248,6 +248,21 @@ class Library:
         """A sound file as a query vector (its windows averaged, bridged into the CLIP space)."""
         return self.audio.embed_file(path)
 
+    # -- lifetime ---------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Let go of the catalog's connections and the loaded index (the models stay loaded
+        with this object until it is dropped). Using the library after it is closed opens
+        new connections and reads the index again; closing twice is harmless."""
+        self.store.forget_loaded()
+        self.engine.dispose()
+
+    def __enter__(self) -> "Library":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
     # -- long-lived readers -------------------------------------------------------------------
 
     def disk_signature(self) -> tuple[Any, ...]:

@@ -6,6 +6,7 @@ own and the lists are merged by calibrated score (retrieval.calibration).
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import replace
 from typing import Any, Hashable
 
@@ -151,7 +152,9 @@ class Searcher:
         key = (what, modality, group, mode if wq is not None else "semantic", filters, cut, sort)
         with self.store.Session() as s:
             vecs = self.store.vectors()
-            version = (id(vecs), vecs.version if vecs is not None else -1,
+            # the index by a weak reference: a list is never served from an index since let go
+            # (an id() could be reused by the next one), nor does the memo keep an old index alive
+            version = (weakref.ref(vecs) if vecs is not None else None, vecs.version if vecs is not None else -1,
                        get_meta(s, "tags_version", 0) if filters and filters.tags else 0)
             old = self.memo.ranked(key, version)
             need = offset + k

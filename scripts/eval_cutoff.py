@@ -63,7 +63,7 @@ def evaluate(model: str, seeds: list[int]) -> dict[str, Any]:
                     p["relevant"].append(relevant)
                     p["auto"].append(set(rel(lib.search(q, k=2000, mode="semantic", cutoff="auto"))))
                     p["ranked"].append(rel(lib.search(q, k=2000, mode="semantic")))
-                lib.engine.dispose()
+                lib.close()
     out: dict[str, Any] = {"seeds": seeds}
     for name, p in pooled.items():
         k = max(1, round(sum(map(len, p["auto"])) / len(p["auto"])))

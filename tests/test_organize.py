@@ -262,3 +262,16 @@ def test_filters_tags_and_dupes_on_either_catalog(tmp_path, trained_model, catal
     assert len(lib.dupes()) == len(manifest["copies"])
     assert lib.stats()["facts"]["with_place"] == sum(1 for p in pictures.values() if p["place"])
     assert lib.stats()["tags"] == {"red circle": len(tagged)}
+
+
+def test_a_library_closes_and_works_as_a_context_manager(tmp_path, trained_model):
+    """Open, index, search, close: the way an app embeds xmr (README "Embedding xmr")."""
+    media = tmp_path / "media"
+    make_world(media, seed=4, concepts=2, copies=False)
+    with Library(tmp_path / "lib", model=trained_model, create=True) as lib:
+        lib.index([media], progress=False)
+        first = lib.search("a red circle", k=3, mode="semantic")
+    assert lib.store.loaded_vectors is None  # closed: the index is let go
+    lib.close()  # twice is harmless
+    again = lib.search("a red circle", k=3, mode="semantic")  # and it reopens what it needs
+    assert [h.item_id for h in again] == [h.item_id for h in first]
