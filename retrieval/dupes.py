@@ -137,12 +137,13 @@ def near_pairs(vecs: VectorIndex, ids: np.ndarray, xb: np.ndarray | None, thresh
         source = lambda part: xb[part]  # noqa: E731
         search = lambda q: index.range_search(q, threshold)  # noqa: E731
     else:
-        held = set(map(int, vecs.ids())) if len(ids) < vecs.ntotal else None
-        sel = vecs.faiss.IDSelectorBatch(ids) if held is not None else None
+        # a kind among others: only its own vectors are candidates (`ids` are all the index holds)
+        sel = vecs.faiss.IDSelectorBatch(ids) if len(ids) < vecs.ntotal else None
         source = lambda part: vecs.reconstruct_many(ids[part])  # noqa: E731
         if vecs.is_ivf:
-            params = vecs.faiss.SearchParametersIVF(sel=sel, nprobe=int(vecs.nprobe or 1)) if sel is not None else \
-                vecs.faiss.SearchParametersIVF(nprobe=int(vecs.nprobe or 1))
+            params = vecs.faiss.SearchParametersIVF(nprobe=int(vecs.nprobe or 1))
+            if sel is not None:
+                params.sel = sel
         else:
             params = vecs.faiss.SearchParameters(sel=sel) if sel is not None else None
         search = lambda q: vecs.index.range_search(q, threshold, params=params)  # noqa: E731

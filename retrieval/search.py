@@ -263,7 +263,7 @@ class Searcher:
                 return []
             D, I = vecs.search_subset(vector.reshape(1, -1), k, sub) if sub is not None else vecs.search(vector.reshape(1, -1), k)
             return [Cand(int(i), float(d)) for d, i in zip(D[0], I[0]) if i != -1]
-        answers = vecs.search_subsets(vector.reshape(1, -1), k, [x for x in subsets])  # type: ignore[misc]
+        answers = vecs.search_subsets(vector.reshape(1, -1), k, subsets)  # type: ignore[arg-type]
         found = {c: [(int(i), float(d)) for d, i in zip(D[0], I[0]) if i != -1] for c, (D, I) in zip(channels, answers)}
         calibrated = self.calibrator.calibrate(s, vecs, vector, {c: [d for _, d in f] for c, f in found.items()})
         cands = [Cand(i, d, z) for c, f in found.items() for (i, d), z in zip(f, calibrated[c])]
