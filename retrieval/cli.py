@@ -260,8 +260,13 @@ def _via_server(ctx: click.Context, ask: Any) -> dict[str, Any] | None:
               help="Port (0: any free one; `xmr search` finds it anyway).")
 @click.option("--token", envvar="XMR_TOKEN", help="Require this secret on every request [env XMR_TOKEN].")
 @click.option("--max-upload", type=ByteSize(), default="32M", show_default=True, help="Largest request body (uploads).")
+@click.option("--cors", multiple=True, metavar="ORIGIN", envvar="XMR_CORS",
+              help="Let pages of this origin (e.g. clip-front's, http://127.0.0.1:1235) use the API; repeatable.")
+@click.option("--allow-image-urls", is_flag=True,
+              help="Let /knn-service queries name a picture by image_url, which the server then fetches.")
 @click.pass_context
-def serve(ctx: click.Context, host: str, port: int, token: str | None, max_upload: int) -> None:
+def serve(ctx: click.Context, host: str, port: int, token: str | None, max_upload: int, cors: tuple[str, ...],
+          allow_image_urls: bool) -> None:
     """Serve the library over HTTP with the model loaded: a web page at / and a JSON API
     (/api/..., schema at /openapi.json). `xmr search` uses it automatically while it runs.
 
@@ -269,6 +274,7 @@ def serve(ctx: click.Context, host: str, port: int, token: str | None, max_uploa
     xmr serve                      # http://127.0.0.1:8765
     xmr serve --port 0             # any free port
     xmr serve --host 0.0.0.0 --token SECRET
+    xmr serve --cors http://127.0.0.1:1235   # clip-front there; ClipClient(url=".../knn-service")
     """
     from retrieval.server.serve import serve as run
 
@@ -278,10 +284,18 @@ def serve(ctx: click.Context, host: str, port: int, token: str | None, max_uploa
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         run(o["library"], db=o["db"], device=o["device"], host=host, port=port, token=token, max_upload=max_upload,
-            access_log=o["verbose"], on_ready=lambda url: click.echo(f"xmr: serving at {url}  (Ctrl-C to stop)", err=True))
+            access_log=o["verbose"], cors=cors, allow_image_urls=allow_image_urls,
+            on_ready=lambda url: _announce(url, token, cors))
     except KeyboardInterrupt:
         pass
     click.echo("xmr: server stopped", err=True)
+
+
+def _announce(url: str, token: str | None, cors: tuple[str, ...]) -> None:
+    click.echo(f"xmr: serving at {url}  (Ctrl-C to stop)", err=True)
+    if cors:  # what clip-front and ClipClient take as their back end
+        back = url.split("/?")[0].rstrip("/") + (f"/t/{token}" if token else "")
+        click.echo(f"xmr: clip-retrieval back end {back}  (ClipClient url {back}/knn-service)", err=True)
 
 
 @cli.command()

@@ -34,6 +34,7 @@ from retrieval.errors import (
 from retrieval.cutoff import MAX_RESULTS
 from retrieval.filters import Filters, make_filters
 from retrieval.query import Query
+from retrieval.server.clip_compat import add_clip_retrieval_routes
 from retrieval.server.media import THUMBNAIL_SIZES, indexed_file, media_type, thumbnail
 from retrieval.server.security import DEFAULT_MAX_UPLOAD, Guard
 from retrieval.server.state import LibraryState, describe
@@ -102,8 +103,9 @@ _STATUS = [(UsageError, 400), (NotFoundError, 404), (DecodeError, 422), (Encoder
 
 
 def create_app(state: LibraryState, *, token: str | None = None, max_upload: int = DEFAULT_MAX_UPLOAD,
-               allowed_hosts: tuple[str, ...] = ()) -> Any:
-    """The ASGI app: FastAPI behind the Guard (host check or token, upload limit, headers).
+               allowed_hosts: tuple[str, ...] = (), cors: tuple[str, ...] = (), allow_image_urls: bool = False) -> Any:
+    """The ASGI app: FastAPI behind the Guard (host check or token, upload limit, CORS, headers),
+    with clip-retrieval's routes beside xmr's own (clip_compat).
     The OpenAPI schema is at /openapi.json; the interactive /docs page is off because it loads
     its scripts from a CDN, and nothing here leaves the machine."""
     global Modality  # the kinds registered now (the routes below resolve it by name)
@@ -314,5 +316,6 @@ def create_app(state: LibraryState, *, token: str | None = None, max_upload: int
     def page() -> FileResponse:
         return FileResponse(STATIC / "index.html", media_type="text/html; charset=utf-8", headers={"Cache-Control": "no-cache"})
 
+    add_clip_retrieval_routes(app, state, allow_image_urls=allow_image_urls, max_upload=max_upload)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    return Guard(app, token=token, max_upload=max_upload, allowed_hosts=allowed_hosts)
+    return Guard(app, token=token, max_upload=max_upload, allowed_hosts=allowed_hosts, cors=cors)

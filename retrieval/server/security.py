@@ -10,6 +10,12 @@ that keep the browser from doing anything the page did not mean.
   browser's `Sec-Fetch-Site` or `Origin` header. A page elsewhere could otherwise make the
   server run searches or decode uploaded bytes (a "simple" cross-site POST needs no preflight).
   Programs (curl, `xmr search`) send neither header; bound beyond loopback they need the token.
+- `cors` origins (`xmr serve --cors ORIGIN`, off by default) may use the API from their pages:
+  preflights are answered, answers carry Access-Control-Allow-Origin, and pictures and media may
+  be embedded by other origins (Cross-Origin-Resource-Policy: cross-origin on /api/items/ only).
+  Pages such as clip-front cannot send a header or a cookie to another origin, so with a token
+  the address itself may carry it: http://HOST:PORT/t/TOKEN/... (the prefix is removed, and kept
+  in the addresses answers give, see clip_compat).
 - Request bodies over `max_upload` bytes get 413, whether announced by Content-Length or not.
 - Responses forbid framing, sniffing and any script or media from elsewhere (CSP).
 """
@@ -18,6 +24,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import re
 from typing import Any, Awaitable, Callable
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -36,8 +43,10 @@ SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
     (b"referrer-policy", b"no-referrer"),
-    (b"cross-origin-resource-policy", b"same-origin"),
 ]
+TOKEN_PREFIX = "/t/"
+PREFIX_KEY = "xmr.prefix"  # where a removed /t/TOKEN prefix is left in the scope
+EMBEDDABLE = re.compile(r"/api/items/\d+/(thumbnail|media)")
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -56,8 +65,9 @@ class Guard:
     """ASGI middleware around the whole app."""
 
     def __init__(self, app: Any, *, token: str | None, max_upload: int = DEFAULT_MAX_UPLOAD,
-                 allowed_hosts: tuple[str, ...] = ()) -> None:
+                 allowed_hosts: tuple[str, ...] = (), cors: tuple[str, ...] = ()) -> None:
         self.app = app
+        self.cors = {o.rstrip("/").lower() for o in cors}
         self.token = token or None
         self.max_upload = max_upload
         self.allowed_hosts = {h.lower().strip("[]") for h in (*LOOPBACK_HOSTS, *allowed_hosts)}
@@ -68,16 +78,35 @@ class Guard:
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         started = False
+        origin = headers.get("origin", "").rstrip("/").lower()
+        allowed_origin = origin in self.cors
+        scope, by_prefix = self._token_prefix(scope)
+        extra = list(SECURITY_HEADERS)
+        embeddable = bool(self.cors) and EMBEDDABLE.fullmatch(scope["path"]) is not None
+        extra.append((b"cross-origin-resource-policy", b"cross-origin" if embeddable else b"same-origin"))
+        if allowed_origin:
+            extra += [(b"access-control-allow-origin", headers["origin"].encode("latin-1")), (b"vary", b"Origin")]
 
         async def send_guarded(message: dict[str, Any]) -> None:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
-                message = {**message, "headers": [*message.get("headers", []), *SECURITY_HEADERS]}
+                message = {**message, "headers": [*message.get("headers", []), *extra]}
             await send(message)
 
+        if allowed_origin and scope.get("method") == "OPTIONS" and "access-control-request-method" in headers:
+            await send_guarded({"type": "http.response.start", "status": 204, "headers": [
+                (b"access-control-allow-methods", b"GET, HEAD, POST, OPTIONS"),
+                (b"access-control-allow-headers", b"Authorization, Content-Type"),
+                (b"access-control-max-age", b"600")]})
+            await send_guarded({"type": "http.response.body", "body": b""})
+            return
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-        refusal = self._refuse(headers, query) or _cross_site(scope, headers)
+        refusal = None if by_prefix else self._refuse(headers, query)
+        if by_prefix is False:
+            refusal = (401, "wrong token in the address (/t/TOKEN/...)")
+        if refusal is None and not allowed_origin and not (embeddable and scope.get("method") in ("GET", "HEAD")):
+            refusal = _cross_site(scope, headers)
         if refusal is not None:
             await _json(send_guarded, *refusal)
             return
@@ -114,6 +143,17 @@ class Guard:
             if started or e.status_code != 413:
                 raise
             await _json(send_guarded, 413, self._too_large())
+
+    def _token_prefix(self, scope: Scope) -> tuple[Scope, bool | None]:
+        """A request to /t/TOKEN/rest: (scope for /rest, whether the token is right); else (scope, None)."""
+        path = scope["path"]
+        if not self.token or not path.startswith(TOKEN_PREFIX):
+            return scope, None
+        offered, _, rest = path[len(TOKEN_PREFIX):].partition("/")
+        if not hmac.compare_digest(offered.encode(), self.token.encode()):
+            return scope, False
+        rest = "/" + rest
+        return {**scope, "path": rest, "raw_path": rest.encode("utf-8", "replace"), PREFIX_KEY: TOKEN_PREFIX + offered}, True
 
     def _too_large(self) -> str:
         return f"upload larger than the server's limit of {self.max_upload / 2**20:g} MiB (xmr serve --max-upload)"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import socket
+from urllib.parse import urlsplit
 from typing import Callable
 
 from retrieval.errors import UsageError, XmrError
@@ -53,6 +54,8 @@ def serve(
     token: str | None = None,
     max_upload: int = DEFAULT_MAX_UPLOAD,
     access_log: bool = False,
+    cors: tuple[str, ...] = (),
+    allow_image_urls: bool = False,
     on_ready: Callable[[str], None] | None = None,
 ) -> None:
     """Serve `library` until SIGINT/SIGTERM. Binding beyond loopback needs a token."""
@@ -68,7 +71,12 @@ def serve(
 
     state = LibraryState(library, db=db, device=device)
     state.warm()
-    app = create_app(state, token=token, max_upload=max_upload, allowed_hosts=(host,))
+    for origin in cors:
+        parts = urlsplit(origin)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/"):
+            raise UsageError(f"--cors {origin!r}: give an origin, such as http://127.0.0.1:1235")
+    app = create_app(state, token=token, max_upload=max_upload, allowed_hosts=(host,), cors=cors,
+                     allow_image_urls=allow_image_urls)
     sock = listen(host, port)
     bound_port = sock.getsockname()[1]
     config = uvicorn.Config(app, log_level="info" if access_log else "warning", access_log=access_log,
