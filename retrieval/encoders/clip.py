@@ -16,6 +16,9 @@ from retrieval.errors import ModelLoadError, UsageError
 log = logging.getLogger(__name__)
 
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt")
+# What else decides a local-dir model's vectors: its config, and a Hugging Face text tower's
+# shape and tokenizer (multilingual models).
+_CONFIG_FILES = ("open_clip_config.json", "config.json", "tokenizer.json", "tokenizer_config.json")
 
 LOCAL_WEIGHTS_HELP = (
     "To use weights you already have, pass --pretrained /path/to/open_clip_pytorch_model.bin "
@@ -46,10 +49,30 @@ def weight_files(spec: EncoderSpec) -> list[Path]:
     """The files whose content defines the weights (empty for registry tags and hub repos)."""
     if spec.model.startswith("local-dir:"):
         folder = Path(spec.model[len("local-dir:"):]).expanduser()
-        return sorted(p for p in folder.iterdir() if p.suffix in _WEIGHT_SUFFIXES or p.name == "open_clip_config.json")
+        return sorted(p for p in folder.iterdir() if p.suffix in _WEIGHT_SUFFIXES or p.name in _CONFIG_FILES)
     if spec.pretrained and not spec.model.startswith("hf-hub:") and os.path.isfile(spec.pretrained):
         return [Path(spec.pretrained)]
     return []
+
+
+def local_text_tower(spec: EncoderSpec) -> dict[str, Any]:
+    """For a `local-dir:` model whose text tower is a Hugging Face model (open_clip's multilingual
+    models: xlm-roberta, mt5, nllb) and whose folder holds that tower's config.json: build the
+    tower from the folder, not from the hub name in open_clip_config.json (open_clip already reads
+    the tokenizer from the folder). Returns create_model's override, or nothing."""
+    if not spec.model.startswith("local-dir:"):
+        return {}
+    import json
+
+    folder = Path(spec.model[len("local-dir:"):]).expanduser()
+    try:
+        text_cfg = json.loads((folder / "open_clip_config.json").read_text())["model_cfg"]["text_cfg"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}  # _check_spec and open_clip report a broken folder
+    if not text_cfg.get("hf_model_name") or not (folder / "config.json").is_file():
+        return {}
+    # The CLIP checkpoint holds the tower's weights: only its shape comes from config.json.
+    return {"text_cfg": {**text_cfg, "hf_model_name": str(folder.resolve()), "hf_model_pretrained": False}}
 
 
 def _check_spec(spec: EncoderSpec) -> None:
@@ -108,6 +131,7 @@ class OpenClipEncoder:
                 spec.model,
                 pretrained=None if spec.model.startswith(("hf-hub:", "local-dir:")) else spec.pretrained,
                 device=self.device,
+                **local_text_tower(spec),
             )
             tokenizer = open_clip.get_tokenizer(spec.model)
         except Exception as e:  # open_clip raises bare RuntimeError/OSError for every failure
