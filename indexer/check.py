@@ -11,7 +11,7 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from indexer import words
+from indexer import extra_models, words
 from indexer.audio_bridge import AudioBridge
 from indexer.catalog import File, Item
 from indexer.store import Store
@@ -90,6 +90,7 @@ def _check(s: Session, store: Store, bridge: AudioBridge, vecs: VectorIndex | No
         report.warnings.append(
             f"{len(strays)} files left by an interrupted run (e.g. {strays[0].name}); the next `xmr index` removes them")
     bridge.check(s, report.problems)
+    extra_models.check(s, store, report.problems, report.warnings)
     words_off = _check_words(s, report.problems)
     if repair and (report.problems or gone):
         removed, dropped = store.repair_vectors(s)

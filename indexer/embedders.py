@@ -90,7 +90,25 @@ class SoundEmbedder:
         return Embedded(self.bridge_for(raw).map_audio(raw), raw)
 
 
-class Embedders:
+class EncoderContext:
+    """The picture and text encoder's part of a DecodeContext (indexer.kinds.base)."""
+
+    encoder: Encoder
+    wants_sound = True
+
+    @property
+    def image_size(self) -> int | None:
+        return getattr(self.encoder, "input_size", None)
+
+    @property
+    def context_length(self) -> int:
+        return self.encoder.context_length
+
+    def count_tokens(self, text: str) -> int:
+        return self.encoder.count_tokens(text)
+
+
+class Embedders(EncoderContext):
     """The embedders of one index run, by name; also what kinds may ask while decoding
     (indexer.kinds.base.DecodeContext)."""
 
@@ -111,17 +129,6 @@ class Embedders:
             return self._by_name[name]
         except KeyError:
             raise DecodeError(f"no embedder {name!r}; available: {', '.join(self._by_name)}") from None
-
-    @property
-    def image_size(self) -> int | None:
-        return getattr(self.encoder, "input_size", None)
-
-    @property
-    def context_length(self) -> int:
-        return self.encoder.context_length
-
-    def count_tokens(self, text: str) -> int:
-        return self.encoder.count_tokens(text)
 
     def ocr(self) -> Any:
         return self.readers.ocr() if self.readers is not None else None

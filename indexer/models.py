@@ -39,9 +39,10 @@ class Models:
 
     def __init__(self, session: Session, *, model: str | None = None, pretrained: str | None = None,
                  encoder: Encoder | None = None, audio_model: str | None = None, audio_encoder: Any = None,
-                 device: str = "auto") -> None:
+                 device: str = "auto", identity: dict[str, Any] | None = None) -> None:
         self.device = device
-        self.recorded_identity: dict[str, Any] | None = get_meta(session, "encoder")
+        # `identity`: a view of one of the library's added models (indexer.extra_models).
+        self.recorded_identity: dict[str, Any] | None = identity or get_meta(session, "encoder")
         self.recorded_audio: dict[str, Any] | None = get_meta(session, "audio_encoder")
         self._encoder: Encoder | None = None
         self._audio_encoder: Any = None
@@ -56,7 +57,8 @@ class Models:
                 if asked.model != rec_spec.model or (pretrained is not None and asked.pretrained != rec_spec.pretrained):
                     raise EncoderMismatchError(
                         f"this library was built with {rec_spec.describe()}, not {asked.describe()}; "
-                        "drop --model/--pretrained to use the library's own encoder, or use another --library"
+                        "drop --model/--pretrained to use the library's own encoder, use another --library, "
+                        "or add that model's vectors beside (`xmr index --model ... --add-model`)"
                     )
             self.spec = rec_spec
         else:

@@ -32,6 +32,8 @@ _THUMBNAIL_NAME = re.compile(r"([0-9a-f]{40})(?:-t\d+)?-\d+\.jpg")  # hash, a vi
 _INDEX_NAME = re.compile(r"vectors(?:-(\d+))?\.faiss")
 _BRIDGE_NAME = re.compile(r"bridge(?:-[0-9a-f]+)?\.safetensors")
 _TEMP_NAME = re.compile(r"\.vectors.*\.tmp|bridge.*\.tmp")
+_EXTRA_NAME = re.compile(r"vectors-m[0-9a-f]{8}-\d+\.faiss")  # a further model's (indexer.extra_models)
+EXTRA_META = "extra_models"
 
 FileSignature = tuple[int, int, int]
 
@@ -50,12 +52,14 @@ class Store:
     loaded index, and the commit that makes a writer's changes current.
 
     `factory` is the FAISS index of a new library (the catalog's record wins once there is one).
-    `device` 'cpu' keeps searches off a GPU even when faiss has one.
+    `device` 'cpu' keeps searches off a GPU even when faiss has one. `slot`: a read-only view
+    whose index is that further model's (indexer.extra_models), not the main one's.
     """
 
     def __init__(self, path: Path, *, db: str | None = None, create: bool = False, device: str = "auto",
-                 factory: str | None = None) -> None:
+                 factory: str | None = None, slot: str | None = None) -> None:
         self.path = path
+        self.slot = slot
         self.created_folder = create and not path.exists()
         if create:
             path.mkdir(parents=True, exist_ok=True)
@@ -77,6 +81,8 @@ class Store:
                 self._read_file_names(s)
                 self.factory: str = get_meta(s, "factory") or full_factory(factory or DEFAULT_FACTORY)
                 self.tuning: dict[str, Any] | None = get_meta(s, "index_tuning")
+                if slot is not None:
+                    self.factory, self.tuning = self._slot_factory, None
         except BaseException:
             self.discard_if_unused()
             raise
@@ -87,6 +93,12 @@ class Store:
         """Which index and bridge files the last commit made current (older libraries: fixed names)."""
         self._index_file: str = get_meta(session, "index_file") or INDEX_FILE
         self._bridge_file: str = get_meta(session, "bridge_file") or BRIDGE_FILE
+        if self.slot is not None:
+            entry = (get_meta(session, EXTRA_META) or {}).get(self.slot)
+            if entry is None:
+                raise LibraryError("that model's vectors were dropped from this library")
+            self._index_file = entry.get("index_file") or f"vectors-{self.slot}-0.faiss"
+            self._slot_factory: str = entry.get("factory") or "IDMap2,Flat"
 
     def refresh(self, session: Session | None = None) -> bool:
         """Re-read the committed file names and index settings (a writer may have committed since
@@ -97,6 +109,8 @@ class Store:
             self._read_file_names(s)
             self.factory = get_meta(s, "factory") or self.factory
             self.tuning = get_meta(s, "index_tuning")
+            if self.slot is not None:
+                self.factory, self.tuning = self._slot_factory, None
         return self._index_file != before
 
     @property
@@ -117,9 +131,11 @@ class Store:
     def stray_files(self) -> list[Path]:
         """Index, bridge and temporary files that no commit names: left by an interrupted run."""
         keep = {self._index_file, self._bridge_file, self._pending_bridge_file}
+        with self.Session() as s:
+            keep |= {e.get("index_file") for e in (get_meta(s, EXTRA_META) or {}).values()}
         return sorted(
             p for p in self.path.iterdir()
-            if p.name not in keep and any(r.fullmatch(p.name) for r in (_INDEX_NAME, _BRIDGE_NAME, _TEMP_NAME))
+            if p.name not in keep and any(r.fullmatch(p.name) for r in (_INDEX_NAME, _BRIDGE_NAME, _TEMP_NAME, _EXTRA_NAME))
         )
 
     def _next_index_file(self) -> str:
@@ -191,7 +207,7 @@ class Store:
     def reopen(self) -> "Store":
         """A fresh view of the library as it is on disk now, keeping the loaded index when its
         file did not change. Readers call this after a writer committed."""
-        new = Store(self.path, db=self.db_url, device=self.device)
+        new = Store(self.path, db=self.db_url, device=self.device, slot=self.slot)
         vecs = self._vectors
         if vecs is not None and vecs.disk_signature == file_signature(new.index_path) and new.factory == self.factory:
             new._vectors = vecs

@@ -16,7 +16,9 @@ import click
 
 from indexer.kinds import kind_names
 from retrieval.cli_output import print_hits, print_stats
+from retrieval.cli_models import open_for_index, register as register_models
 from retrieval.cli_organize import register as register_organize
+from retrieval.cli_serve import register as register_serve
 from retrieval.cli_types import ByteSize, Count, Device, filter_options, shared_options
 from retrieval.errors import LibraryLockedError, NotFoundError, UsageError, XmrError
 
@@ -117,11 +119,13 @@ def _open(ctx: click.Context, create: bool = False, **kw: Any):
               help="Transcribe speech in sounds and videos with this faster-whisper model: a size name (base, small.en, "
                    "large-v3, ...) or a CTranslate2 model folder; 'none' for no transcripts. Remembered by the library "
                    "[default: base]")
+@click.option("--add-model", is_flag=True,
+              help="On a library of another model: add --model's vectors beside its own (asked on a terminal).")
 @click.pass_context
 def index(ctx: click.Context, paths: tuple[str, ...], model: str | None, pretrained: str | None, audio_model: str | None,
           factory: str | None, recall: float | None, max_memory: int | None, batch_size: int | None, workers: int | None,
           checkpoint_seconds: float, progress: bool | None, wait: bool, segment_max: float | None, ocr: bool | None,
-          speech_model: str | None) -> None:
+          speech_model: str | None, add_model: bool) -> None:
     """Index PATHS (folders or files); with none, refresh every folder indexed before.
 
     Pictures (and the words on them), text files and documents (PDF, HTML, DOCX, EPUB), sounds
@@ -133,15 +137,18 @@ def index(ctx: click.Context, paths: tuple[str, ...], model: str | None, pretrai
     """
     # A plain `kill` should stop as cleanly as Ctrl-C.
     signal.signal(signal.SIGTERM, _on_signal)
-    lib = _open(ctx, create=True, model=model, pretrained=pretrained, factory=factory, audio_model=audio_model,
-                recall=recall, max_memory=max_memory)
+    lib, adding = open_for_index(lambda **kw: _open(ctx, **kw), model, pretrained, add_model, factory=factory,
+                                 audio_model=audio_model, recall=recall, max_memory=max_memory)
     try:
         report = lib.index(paths, batch_size=batch_size, workers=workers, progress=progress, checkpoint_seconds=checkpoint_seconds,
                            wait=wait, on_wait=lambda message: click.echo(f"{message} ...", err=True),
                            segment_max=segment_max, ocr=ocr, speech_model=speech_model)
+        added = lib.add_model(model, pretrained, wait=wait, checkpoint_seconds=checkpoint_seconds) if adding else {}
     except LibraryLockedError as e:
         raise LibraryLockedError(f"{e}, or add --wait to queue behind it") from None
     click.echo(f"indexed {lib.path}: {report.summary()}")
+    for r in added.values():
+        click.echo(f"added {model}: {r.added} vectors beside {lib.spec.describe()}'s ({r.skipped} files skipped)")
 
 
 @cli.command()
@@ -187,6 +194,7 @@ def search(ctx: click.Context, query: str | None, texts: tuple[str, ...], images
     xmr search "birthday cake" --after 2023-01 --near 48.85,2.35,20 --sort date
     xmr search "receipt" --in Documents --tag receipt -k 50 --offset 50
     xmr search "a red car" --cutoff auto
+    xmr search "a lighthouse" --model ViT-B-16-SigLIP   # with a model added by `xmr index --add-model`
     """
     from retrieval.cutoff import MAX_RESULTS, parse_cutoff
     from retrieval.filters import make_filters
@@ -251,51 +259,6 @@ def _via_server(ctx: click.Context, ask: Any) -> dict[str, Any] | None:
         return None
     log.info("answered by xmr serve at %s", info["url"])
     return answer
-
-
-@cli.command()
-@click.option("--host", default="127.0.0.1", show_default=True, envvar="XMR_HOST",
-              help="Address to listen on; anything but loopback needs --token.")
-@click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535), envvar="XMR_PORT",
-              help="Port (0: any free one; `xmr search` finds it anyway).")
-@click.option("--token", envvar="XMR_TOKEN", help="Require this secret on every request [env XMR_TOKEN].")
-@click.option("--max-upload", type=ByteSize(), default="32M", show_default=True, help="Largest request body (uploads).")
-@click.option("--cors", multiple=True, metavar="ORIGIN", envvar="XMR_CORS",
-              help="Let pages of this origin (e.g. clip-front's, http://127.0.0.1:1235) use the API; repeatable.")
-@click.option("--allow-image-urls", is_flag=True,
-              help="Let /knn-service queries name a picture by image_url, which the server then fetches.")
-@click.pass_context
-def serve(ctx: click.Context, host: str, port: int, token: str | None, max_upload: int, cors: tuple[str, ...],
-          allow_image_urls: bool) -> None:
-    """Serve the library over HTTP with the model loaded: a web page at / and a JSON API
-    (/api/..., schema at /openapi.json). `xmr search` uses it automatically while it runs.
-
-    \b
-    xmr serve                      # http://127.0.0.1:8765
-    xmr serve --port 0             # any free port
-    xmr serve --host 0.0.0.0 --token SECRET
-    xmr serve --cors http://127.0.0.1:1235   # clip-front there; ClipClient(url=".../knn-service")
-    """
-    from retrieval.server.serve import serve as run
-
-    o = ctx.obj
-    # uvicorn stops gracefully on SIGINT/SIGTERM, then raises the signal again; as an exception
-    # it lets the discovery file be removed on the way out.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    try:
-        run(o["library"], db=o["db"], device=o["device"], host=host, port=port, token=token, max_upload=max_upload,
-            access_log=o["verbose"], cors=cors, allow_image_urls=allow_image_urls,
-            on_ready=lambda url: _announce(url, token, cors))
-    except KeyboardInterrupt:
-        pass
-    click.echo("xmr: server stopped", err=True)
-
-
-def _announce(url: str, token: str | None, cors: tuple[str, ...]) -> None:
-    click.echo(f"xmr: serving at {url}  (Ctrl-C to stop)", err=True)
-    if cors:  # what clip-front and ClipClient take as their back end
-        back = url.split("/?")[0].rstrip("/") + (f"/t/{token}" if token else "")
-        click.echo(f"xmr: clip-retrieval back end {back}  (ClipClient url {back}/knn-service)", err=True)
 
 
 @cli.command()
@@ -378,6 +341,8 @@ def bridge_show(ctx: click.Context, as_json: bool) -> None:
 
 
 register_organize(cli, _open)
+register_serve(cli)
+register_models(cli, _open)
 
 
 def main(args: list[str] | None = None) -> None:

@@ -20,7 +20,9 @@ import numpy as np
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from indexer import extra_models
 from indexer.audio_bridge import AudioBridge
+from indexer.catalog import get_meta
 from indexer.check import CheckReport, check_library
 from indexer.index_policy import IndexPolicy
 from indexer.models import Models
@@ -28,6 +30,7 @@ from indexer.pipeline import IndexReport
 from indexer.store import Store
 from indexer.vectors import VectorIndex
 from retrieval.encoders import Encoder, EncoderSpec
+from retrieval.errors import UsageError
 from retrieval.paths import default_library_dir
 from retrieval.query import Query
 from retrieval.filters import Filters
@@ -63,6 +66,12 @@ class Library:
         self.device = device
         store = Store(self.path, db=db, create=create, device=device, factory=factory)
         with self._undone_if_first_fails(store):
+            if model is not None or encoder is not None:  # one of the library's added models?
+                asked = (encoder.spec.model, encoder.spec.pretrained or "none") if encoder is not None else (model, pretrained)
+                with store.Session() as s:
+                    main, key = get_meta(s, "encoder"), extra_models.find(s, *asked)
+                    if main is not None and key is not None and not extra_models.asked_for(EncoderSpec.from_dict(main), *asked):
+                        store = Store(self.path, db=db, device=device, slot=key)  # searches with that model
             self._compose(store, model=model, pretrained=pretrained, encoder=encoder, audio_model=audio_model,
                           factory=factory, recall=recall, max_memory=max_memory)
 
@@ -79,6 +88,9 @@ class Library:
 
     def _compose(self, store: Store, *, audio_encoder: Any = None, factory: str | None = None,
                  recall: float | None = None, max_memory: int | None = None, **models: Any) -> None:
+        if store.slot is not None:
+            with store.Session() as s:
+                models["identity"] = extra_models.extras(s)[store.slot]["identity"]
         self.store = store
         with store.Session() as s:
             self.models = Models(s, audio_encoder=audio_encoder, device=self.device, **models)
@@ -158,11 +170,61 @@ class Library:
             yield
 
     def index(self, paths: Sequence[str | os.PathLike[str]] = (), **options: Any) -> IndexReport:
-        """Index `paths` (or every root indexed before); see indexer.pipeline.run_index."""
+        """Index `paths` (or every root indexed before); see indexer.pipeline.run_index. The
+        main model makes the items; then every added model's vectors follow (extra_models.sync)."""
         from indexer.pipeline import run_index
 
+        if self.slot is not None:  # a view of an added model: the main one indexes
+            with Library(self.path, db=self.db_url, device=self.device) as main:
+                return main.index(paths, **options)
         with self._undone_if_first_fails(self.store):
-            return run_index(self.store, self.models, self.audio, self.policy, [str(p) for p in paths], **options)
+            report = run_index(self.store, self.models, self.audio, self.policy, [str(p) for p in paths], **options)
+        self.sync_models(on_skip=options.get("on_skip"), wait=options.get("wait", False))
+        return report
+
+    # -- more than one model ------------------------------------------------------------------
+
+    @property
+    def slot(self) -> str | None:
+        """The key of the added model this view searches with; None for the main model."""
+        return self.store.slot
+
+    def sync_models(self, **options: Any) -> dict[str, Any]:
+        """Bring the added models' vectors in step with the catalog (extra_models.sync)."""
+        with self.store.Session() as s:
+            if not extra_models.extras(s):
+                return {}
+        encoders = {k: e for k, e in getattr(self, "_added_encoders", {}).items()}
+        return extra_models.sync(self.store, device=self.device, encoders=encoders, **options)
+
+    def add_model(self, model: str | None, pretrained: str | None = None, **options: Any) -> dict[str, Any]:
+        """Add model B's vectors beside the main model's (`xmr index --add-model`): every picture
+        and text item is encoded with B; searches with `Library(path, model=B)` use them."""
+        if self.recorded_identity is None:
+            raise UsageError("this library has no vectors yet: index it with the model first")
+        key, encoder = extra_models.add(self.store, self.spec, model, pretrained, device=self.device,
+                                        wait=options.get("wait", False))
+        self._added_encoders = {**getattr(self, "_added_encoders", {}), key: encoder}
+        return self.sync_models(**options)
+
+    def models_info(self) -> list[extra_models.ModelInfo]:
+        """The library's models (`xmr models`): the main one, then the added ones."""
+        with self.store.Session() as s:
+            return extra_models.describe(s, get_meta(s, "encoder"), get_meta(s, "vectors_total"))
+
+    def drop_model(self, model: str, pretrained: str | None = None, wait: bool = False) -> str:
+        """Remove a model's vectors (`xmr models drop`). Dropping the main model makes the first
+        up-to-date added one the main model. Returns the description of the model dropped."""
+        with self.store.Session() as s:
+            main, key = get_meta(s, "encoder"), extra_models.find(s, model, pretrained)
+            added = list(extra_models.extras(s))
+        if key is not None:
+            return extra_models.drop(self.store, key, wait=wait)
+        if main is not None and extra_models.asked_for(EncoderSpec.from_dict(main), model, pretrained):
+            if not added:
+                raise UsageError("it is this library's only model; remove the library instead")
+            return extra_models.promote(self.store, added[0], wait=wait)
+        raise UsageError(f"this library has no vectors of {model}; `xmr models` lists its models")
 
     def fit_bridge(self, session: Session, **options: Any) -> Any:
         """Fit and stage a new audio bridge (see AudioBridge.fit); the caller holds the write
@@ -192,6 +254,9 @@ class Library:
         `offset` (the next page), `cutoff` (a minimum score or 'auto') and `sort` ('relevance'
         or 'date'): see Searcher.search.
         """
+        if self.slot is not None and isinstance(query, Query) and query.audios:
+            raise UsageError("sounds are bridged into the library's main model only; "
+                                          "search by sound without --model")
         return self.searcher.search(query, k=k, modality=modality, vector=vector, group=group, mode=mode,
                                     filters=filters, offset=offset, sort=sort, cutoff=cutoff)
 
@@ -214,6 +279,8 @@ class Library:
         """Zero-shot tags for the library's items (retrieval.tagging); items newly tagged per label."""
         from retrieval.tagging import tag_items
 
+        if self.slot is not None:
+            raise UsageError("tags are made with the library's main model; drop --model")
         with self.store.write_lock(wait), self.store.Session() as s:
             added = tag_items(s, self.searcher, labels, threshold=threshold, prompt=prompt, modality=modality,
                               progress=progress)

@@ -81,11 +81,11 @@ class Corpus:
         return changes
 
 
-def random_model(folder: Path) -> str:
+def random_model(folder: Path, seed: int = 0) -> str:
     """`local-dir:` spec of a tiny random-weights open_clip model, made in a separate process
     (so the caller never starts torch's thread pools, and may fork)."""
     root = Path(__file__).resolve().parents[1]
     subprocess.run([sys.executable, "-c", "import sys; from pathlib import Path; "
-                    "from scripts.train_demo_model import save_random_model as s; s(Path(sys.argv[1]), 0)",
-                    str(folder)], check=True, cwd=root)
+                    "from scripts.train_demo_model import save_random_model as s; s(Path(sys.argv[1]), int(sys.argv[2]))",
+                    str(folder), str(seed)], check=True, cwd=root)
     return f"local-dir:{folder}"

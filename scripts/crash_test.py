@@ -10,6 +10,9 @@ stop the run cleanly with a message and exit 130. After every signal `xmr check`
 catalog row has exactly one vector, each vector a row, and the index file is the whole one the
 last commit named. At the end the library must equal one built from the final folder in a single
 uninterrupted run: the same items, vectors equal (up to float noise from batch composition).
+With `--added-model`, the library also holds a second model's vectors (`xmr models add`), which
+every run brings in step after the main one, so kills land in that too; at the end they must
+equal those of a library built with the second model alone.
 
 Each run is a real process (forked from this one after the imports, so that 50 restarts cost
 seconds rather than the ~8 s of importing torch each; `--exec` starts `python -m retrieval.cli`
@@ -128,7 +131,7 @@ class Runner:
         return code, out.read_text(errors="replace"), err.read_text(errors="replace")
 
 
-def snapshot(library: Path, db: str | None = None) -> dict[tuple, Any]:
+def snapshot(library: Path, db: str | None = None, model: str | None = None) -> dict[tuple, Any]:
     """(path, modality, embedder, chunk, char_start, char_end, start) -> vector, for every item of a library."""
     import numpy as np
     from sqlalchemy import select
@@ -136,10 +139,11 @@ def snapshot(library: Path, db: str | None = None) -> dict[tuple, Any]:
     from indexer.catalog import File, Item
     from retrieval.library import Library
 
-    lib = Library(library, db=db)
+    lib = Library(library, db=db, model=model)  # an added model's view holds no sounds
+    query = select(File.path, Item.modality, Item.embedder, Item.chunk, Item.char_start, Item.char_end, Item.start,
+                   Item.id).join(Item)
     with lib.Session() as s:
-        rows = s.execute(select(File.path, Item.modality, Item.embedder, Item.chunk, Item.char_start, Item.char_end, Item.start,
-                                Item.id).join(Item)).all()
+        rows = s.execute(query.where(Item.embedder != "audio") if model else query).all()
     vecs = lib.vectors()
     ids = np.array([r[-1] for r in rows], np.int64)
     xb = vecs.reconstruct_many(ids) if len(ids) else np.zeros((0, vecs.d if vecs else 0), np.float32)
@@ -157,6 +161,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--videos", type=int, default=6)
     ap.add_argument("--model", help="open_clip spec [default: a tiny random-weights model made here]")
     ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--added-model", action="store_true", help="the library also holds a second model's vectors")
     ap.add_argument("--targeted", type=float, default=0.3,
                     help="share of kills aimed at the narrowest windows: just before a commit or a rename (fork mode)")
     ap.add_argument("--exec", dest="exec_mode", action="store_true", help="start each run as `python -m retrieval.cli`")
@@ -178,6 +183,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         corpus.add_video()
     runner = Runner(args.exec_mode, logs)
     lib = work / "lib"
+    model_b = random_model(work / "model-b", seed=1) if args.added_model else None
 
     def on(library: Path) -> list[str]:
         """The library under test uses --db; the calibration and reference builds their own SQLite."""
@@ -194,6 +200,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if code != 0:
         raise SystemExit(f"the calibration run failed ({code}):\n{err}")
     shutil.rmtree(work / "calibration")
+    if model_b:  # the library starts with both models; every later run syncs the second
+        for step in (index(lib), [*on(lib), "models", "add", model_b]):
+            code, _, err = runner.run(*step)
+            if code != 0:
+                raise SystemExit(f"setting up the second model failed ({code}):\n{err}")
 
     result: dict[str, Any] = {
         "kills": 0, "sigints": 0, "sigint_clean": 0, "completed_runs": 0, "signals_after_finish": 0,
@@ -273,6 +284,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     common = got.keys() & want.keys()
     result["max_vector_diff"] = float(max((np.abs(got[k] - want[k]).max() for k in common), default=0.0))
     result["vectors_equal"] = result["same_items"] and result["max_vector_diff"] <= 1e-4
+    if model_b:
+        code_b, _, err_b = runner.run("--library", str(work / "reference-b"), "index", str(corpus.folder), "--model", model_b,
+                                      "--no-progress", "--batch-size", str(args.batch_size))
+        if code_b != 0:
+            raise SystemExit(f"the second model's reference run failed ({code_b}):\n{err_b}")
+        got_b, want_b = snapshot(lib, args.db, model_b), snapshot(work / "reference-b", model=model_b)
+        common = got_b.keys() & want_b.keys()
+        result["added_model"] = {
+            "same_items": got_b.keys() == want_b.keys(), "items": len(want_b),
+            "max_vector_diff": float(max((np.abs(got_b[k] - want_b[k]).max() for k in common), default=0.0))}
+        result["vectors_equal"] = result["vectors_equal"] and result["added_model"]["same_items"] and \
+            result["added_model"]["max_vector_diff"] <= 1e-4
     result["ok"] = (
         not result["checks_failed"] and result["final_run_exit"] == 0 and code == 0 and result["vectors_equal"]
         and result["sigint_clean"] == result["sigints"]

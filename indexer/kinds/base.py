@@ -81,6 +81,11 @@ class DecodeContext(Protocol):
     def segment_max(self) -> float:
         """Longest segment of a timeline (a video's shots), in seconds."""
 
+    @property
+    def wants_sound(self) -> bool:
+        """Whether sounds are wanted at all (False: only pictures and words, e.g. when another
+        model re-encodes a library's pictures); kinds then skip decoding their sound."""
+
     def ocr(self) -> Any:
         """The OCR reader for words in pictures (indexer.ocr.Reader), or None when OCR is off."""
 

@@ -245,7 +245,8 @@ class VideoKind(MediaKind):
                     log.warning("videos are indexed by what is seen only, not what is heard: %s", e)
                 return None
 
-        yield from video_segments(path, ctx.image_size or 224, ctx.segment_max, audio_format)
+        yield from video_segments(path, ctx.image_size or 224, ctx.segment_max,
+                                  audio_format if getattr(ctx, "wants_sound", True) else None)
         transcriber = ctx.speech()
         if transcriber is not None:
             from indexer.speech import speech_segments

@@ -1,0 +1,166 @@
+"""More than one model in a library (indexer.extra_models): model B's vectors added beside A's
+equal a library built with B alone; they follow later index runs; searches never mix the two;
+an interrupted run resumes; dropping either model; the CLI."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from retrieval import Library
+from retrieval.errors import EncoderMismatchError, UsageError
+from retrieval.query import Query
+from tests.conftest import run_xmr
+
+
+@pytest.fixture()
+def folder(tmp_path, samples):
+    """A copy of the sample folder (pictures, caption notes), which the tests change."""
+    return Path(shutil.copytree(samples[0], tmp_path / "media"))
+
+
+def _ranking(lib: Library, q: str, modality: str | None = None) -> list[tuple[str, float]]:
+    return [(Path(h.path).name, h.score) for h in lib.search(q, k=8, modality=modality, mode="semantic")]
+
+
+def _same(a: list[tuple[str, float]], b: list[tuple[str, float]]) -> None:
+    assert [n for n, _ in a] == [n for n, _ in b]
+    assert np.allclose([s for _, s in a], [s for _, s in b], atol=1e-5)
+
+
+def test_an_added_model_equals_a_library_built_with_it_and_follows_index_runs(tmp_path, folder, random_model, trained_model):
+    lib = Library(tmp_path / "lib", model=random_model, create=True)
+    lib.index([folder], progress=False)
+    before = _ranking(lib, "a photo of a red circle")
+    reports = lib.add_model(trained_model)
+    (report,) = reports.values()
+    n_items = lib.stats()["items"]
+    assert report.added == n_items and report.skipped == 0
+    fresh = Library(tmp_path / "fresh", model=trained_model, create=True)
+    fresh.index([folder], progress=False)
+    as_b = Library(tmp_path / "lib", model=trained_model)
+    assert as_b.slot is not None and lib.slot is None
+    for q, kind in [("a photo of a red circle", "image"), ("a blue star", None), ("a green square", "text")]:
+        _same(_ranking(as_b, q, kind), _ranking(fresh, q, kind))
+    _same(_ranking(Library(tmp_path / "lib"), "a photo of a red circle"), before)  # A's own vectors untouched
+    assert [m.role for m in lib.models_info()] == ["main", "added"]
+    assert lib.models_info()[1].vectors == n_items and lib.models_info()[1].behind == 0
+    assert lib.check().ok
+
+    # A later run of the main model: a new picture, one removed, one changed; B follows.
+    photos = sorted((folder / "photos").iterdir())
+    shutil.copy(photos[0], folder / "photos" / "zz-new.png")
+    photos[1].unlink()
+    shutil.copy(photos[2], photos[3])
+    lib.index([folder], progress=False)
+    fresh.index([folder], progress=False)
+    as_b = Library(tmp_path / "lib", model=trained_model)
+    info = lib.models_info()
+    assert info[1].vectors == info[0].vectors == lib.stats()["items"] and info[1].behind == 0
+    for q in ("a photo of a red circle", "a yellow triangle"):
+        _same(_ranking(as_b, q, "image"), _ranking(fresh, q, "image"))
+    assert as_b.vectors().ntotal == fresh.vectors().ntotal
+    assert lib.check().ok and not lib.check().warnings
+
+
+def test_searches_never_mix_models_and_sounds_stay_with_the_main_one(tmp_path, folder, random_model, trained_model, tiny_clap):
+    from scripts.synthetic_audio import synth, write_sound
+
+    write_sound(folder / "rain.wav", synth("noise", 3.0))
+    lib = Library(tmp_path / "lib", model=random_model, audio_model=tiny_clap, create=True)
+    lib.index([folder], progress=False)
+    lib.add_model(trained_model)
+    as_b = Library(tmp_path / "lib", model=trained_model)
+    hits = as_b.search("rain", k=200, mode="semantic")
+    assert hits and all(h.modality != "audio" for h in hits)
+    assert as_b.vectors().d == 64 and set(as_b.vectors().ids().tolist()) < set(lib.vectors().ids().tolist())
+    with pytest.raises(UsageError, match="sounds"):
+        as_b.search(Query(audios=[str(folder / "rain.wav")]))
+    with pytest.raises(UsageError, match="main model"):
+        as_b.tag(["cat"])
+    with pytest.raises(UsageError, match="sounds"):  # the main model holds the only vectors of the sound
+        lib.drop_model(random_model)
+    assert lib.drop_model(trained_model) == trained_model
+    assert [m.role for m in lib.models_info()] == ["main"]
+    with pytest.raises(EncoderMismatchError, match="--add-model"):
+        Library(tmp_path / "lib", model=trained_model)
+    assert not list((tmp_path / "lib").glob("vectors-m*.faiss"))
+
+
+def test_an_interrupted_sync_resumes_and_strays_are_removed(tmp_path, folder, random_model, trained_model, monkeypatch):
+    from indexer import extra_models
+
+    lib = Library(tmp_path / "lib", model=random_model, create=True)
+    lib.index([folder], progress=False)
+    calls = []
+    real = extra_models._Writer.checkpoint
+
+    def checkpoint_then_stop(self):
+        real(self)
+        calls.append(1)
+        if len(calls) == 2:  # after a checkpoint with part of the work: like Ctrl-C there
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(extra_models._Writer, "checkpoint", checkpoint_then_stop)
+    monkeypatch.setattr(extra_models, "FILES_PER_ROUND", 4)
+    with pytest.raises(KeyboardInterrupt):
+        lib.add_model(trained_model, checkpoint_seconds=0)
+    monkeypatch.undo()
+    info = lib.models_info()[1]
+    assert 0 < info.vectors < lib.stats()["items"] and info.behind > 0
+    report = lib.check()
+    assert report.ok and any("no vector of this model yet" in w for w in report.warnings)
+    (tmp_path / "lib" / "vectors-m0123abcd-7.faiss").write_bytes(b"left by a killed run")
+    lib.index([folder], progress=False)  # the next run resumes (and removes what no commit names)
+    assert not (tmp_path / "lib" / "vectors-m0123abcd-7.faiss").exists()
+    assert lib.models_info()[1].behind == 0 and lib.check().ok
+    fresh = Library(tmp_path / "fresh", model=trained_model, create=True)
+    fresh.index([folder], progress=False)
+    _same(_ranking(Library(tmp_path / "lib", model=trained_model), "a purple square"), _ranking(fresh, "a purple square"))
+
+
+def test_the_cli_asks_adds_lists_searches_and_drops(tmp_path, folder, samples, random_model, trained_model):
+    lib = str(tmp_path / "lib")
+    assert run_xmr("--library", lib, "index", str(folder), "--model", random_model).returncode == 0
+    r = run_xmr("--library", lib, "index", "--model", trained_model)  # no terminal to ask on
+    assert r.returncode == 1 and "--add-model" in r.stderr and "Traceback" not in r.stderr
+    r = run_xmr("--library", lib, "index", "--model", trained_model, "--add-model")
+    assert r.returncode == 0 and "added" in r.stdout, r.stderr
+    r = run_xmr("--library", lib, "models", "--json")
+    rows = json.loads(r.stdout)
+    assert [x["role"] for x in rows] == ["main", "added"] and rows[1]["vectors"] == rows[0]["vectors"] > 0
+    r = run_xmr("--library", lib, "search", "a photo of a blue star", "--model", trained_model, "--type", "image",
+                "-k", "1", "--json", "--no-server")
+    assert r.returncode == 0, r.stderr
+    assert samples[1][str(Path(json.loads(r.stdout)[0]["path"]).relative_to(folder))] == "blue star"
+    r = run_xmr("--library", lib, "models", "drop", "ViT-H-14")
+    assert r.returncode == 2 and "no vectors of ViT-H-14" in r.stderr
+    r = run_xmr("--library", lib, "models", "drop", random_model)  # the main one: B becomes main
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(run_xmr("--library", lib, "models", "--json").stdout)
+    assert [(x["role"], x["model"]) for x in rows] == [("main", trained_model)]
+    r = run_xmr("--library", lib, "search", "a red circle", "--no-server")  # the library's own model now
+    assert r.returncode == 0 and run_xmr("--library", lib, "check").returncode == 0
+    r = run_xmr("--library", lib, "models", "drop", trained_model)
+    assert r.returncode == 2 and "only model" in r.stderr
+
+
+def test_index_asks_before_adding_a_model_on_a_terminal(tmp_path, folder, random_model, trained_model, monkeypatch):
+    from click.testing import CliRunner
+
+    from retrieval import cli, cli_models
+
+    lib = tmp_path / "lib"
+    Library(lib, model=random_model, create=True).index([folder / "photos"], progress=False)
+    monkeypatch.setattr(cli_models, "_can_ask", lambda: True)
+    runner = CliRunner()
+    no = runner.invoke(cli.cli, ["--library", str(lib), "index", "--model", trained_model, "--no-progress"], input="n\n")
+    assert no.exit_code == 1 and "Add " in no.output and "beside" in no.output
+    assert [m.role for m in Library(lib).models_info()] == ["main"]
+    yes = runner.invoke(cli.cli, ["--library", str(lib), "index", "--model", trained_model, "--no-progress"], input="y\n")
+    assert yes.exit_code == 0, yes.output
+    assert [m.role for m in Library(lib).models_info()] == ["main", "added"]
