@@ -154,74 +154,80 @@ def test_cors_only_for_the_given_origin_and_the_token_in_the_address(trained_lib
     assert c.get("/t/s3cret/api/search?q=x", headers={"Origin": "http://127.0.0.1:9999"}).status_code == 403
 
 
-def test_the_real_clip_client_finds_the_right_items(trained_library, samples):
-    module = clip_client_class()
-    folder, notes, pictures = caption_notes_and_pictures(samples)
-    with live_server(trained_library.path) as (_, info):
-        name = json.loads(module.requests.get(info["url"] + "/indices-list", timeout=30).text)[0]
-        images = module.ClipClient(url=info["url"] + "/knn-service", indice_name=name, num_images=3)
-        texts = module.ClipClient(url=info["url"] + "/knn-service", indice_name=name, num_images=3,
-                                  modality=module.Modality.TEXT)
-        right = 0
-        for c in CONCEPTS:
-            label = f"{c.color} {c.shape}"
-            rows = images.query(text=f"a photo of a {label}")
-            assert len(rows) == 3 and all(r["modality"] == "image" for r in rows)
-            right += concept_of(rows[0]["path"], samples) == label
-        assert right / len(CONCEPTS) >= 0.85, right
-        # A picture file (ClipClient sends its bytes in base64) finds its caption note.
-        found = 0
-        for rel, label in notes.items():
-            rows = texts.query(image=str(folder / pictures[label]))
-            found += concept_of(rows[0]["path"], samples) == label
-        assert found / len(notes) >= 0.8, (found, len(notes))
-        # An embedding: a picture's own stored vector finds that picture first.
-        target = images.query(text="a photo of a yellow circle")[0]
-        vector = trained_library.item_vector(target["id"])
-        rows = images.query(embedding_input=[float(x) for x in vector])
-        assert rows[0]["id"] == target["id"] and abs(rows[0]["similarity"] - 1.0) < 1e-4
-        assert np.isclose(np.linalg.norm(vector), 1.0)
-
-
-def test_clip_front_from_another_origin_shows_xmr_results(trained_library, samples, tmp_path):
-    from playwright.sync_api import expect
-
-    from tests.test_browser import CHROMIUM_FLAGS, chromium_path
-
-    executable = chromium_path()
-    build = clip_retrieval_file("front/build/index.html").parent
-    site = tmp_path / "front"
-    shutil.copytree(build, site)
+@pytest.fixture(scope="module")
+def served(trained_library, tmp_path_factory):
+    """A live `xmr serve --cors ORIGIN --token` and, on ORIGIN, clip-front's built page (a copy of
+    the wheel's front/build folder, served by a plain static server)."""
+    site = tmp_path_factory.mktemp("front") / "build"
+    shutil.copytree(clip_retrieval_file("front/build/index.html").parent, site)
     handler = lambda *a, **kw: http.server.SimpleHTTPRequestHandler(*a, directory=str(site), **kw)  # noqa: E731
     front = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=front.serve_forever, daemon=True).start()
     origin = f"http://127.0.0.1:{front.server_address[1]}"
-    from playwright.sync_api import sync_playwright
-
     try:
-        with live_server(trained_library.path, "--cors", origin, "--token", "tok3n") as (proc, info), sync_playwright() as p:
-            import requests
-
-            # clip-front reads its back end from its own config.json: xmr's, as `/config.json` gives it.
-            config = requests.get(info["url"] + "/t/tok3n/config.json", timeout=30).json()
-            (site / "config.json").write_text(json.dumps(config))
-            browser = p.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
-            page = browser.new_page()
-            errors: list[str] = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(f"{origin}/index.html?query=a%20photo%20of%20a%20blue%20square")
-            pics = page.locator("clip-front img.pic")
-            expect(pics.first).to_be_visible(timeout=60_000)
-            assert pics.count() >= 2
-            # Each picture loads from xmr (another origin) or fails; lazy ones below the fold wait.
-            page.wait_for_function("""() => [...document.querySelector('clip-front').shadowRoot
-                .querySelectorAll('img.pic')].slice(0, 2).every(i => i.complete)""")
-            shown = page.evaluate("""() => [...document.querySelector('clip-front').shadowRoot
-                .querySelectorAll('img.pic')].filter(i => i.complete).map(i => [i.src, i.naturalWidth, i.alt])""")
-            browser.close()
+        with live_server(trained_library.path, "--cors", origin, "--token", "tok3n") as (_, info):
+            yield {"origin": origin, "site": site, "url": info["url"], "back": info["url"] + "/t/tok3n"}
     finally:
         front.shutdown()
-    assert len(shown) >= 2 and all(src.startswith(info["url"] + "/t/tok3n/api/items/") and width > 0 for src, width, _ in shown), shown
+
+
+def test_the_real_clip_client_finds_the_right_items(served, trained_library, samples):
+    module = clip_client_class()
+    folder, notes, pictures = caption_notes_and_pictures(samples)
+    back = served["back"]  # the token in the address, as clip-front uses it too
+    name = json.loads(module.requests.get(back + "/indices-list", timeout=30).text)[0]
+    assert module.requests.get(served["url"] + "/indices-list", timeout=30).status_code == 401  # no token
+    images = module.ClipClient(url=back + "/knn-service", indice_name=name, num_images=3)
+    texts = module.ClipClient(url=back + "/knn-service", indice_name=name, num_images=3, modality=module.Modality.TEXT)
+    right = 0
+    for c in CONCEPTS:
+        label = f"{c.color} {c.shape}"
+        rows = images.query(text=f"a photo of a {label}")
+        assert len(rows) == 3 and all(r["modality"] == "image" for r in rows)
+        right += concept_of(rows[0]["path"], samples) == label
+    assert right / len(CONCEPTS) >= 0.85, right
+    # A picture file (ClipClient sends its bytes in base64) finds its caption note.
+    found = 0
+    for rel, label in notes.items():
+        rows = texts.query(image=str(folder / pictures[label]))
+        found += concept_of(rows[0]["path"], samples) == label
+    assert found / len(notes) >= 0.8, (found, len(notes))
+    # An embedding: a picture's own stored vector finds that picture first.
+    target = images.query(text="a photo of a yellow circle")[0]
+    vector = trained_library.item_vector(target["id"])
+    rows = images.query(embedding_input=[float(x) for x in vector])
+    assert rows[0]["id"] == target["id"] and abs(rows[0]["similarity"] - 1.0) < 1e-4
+    assert np.isclose(np.linalg.norm(vector), 1.0)
+
+
+def test_clip_front_from_another_origin_shows_xmr_results(served, trained_library, samples):
+    import requests
+    from playwright.sync_api import expect, sync_playwright
+
+    from tests.test_browser import CHROMIUM_FLAGS, chromium_path
+
+    executable = chromium_path()
+    # clip-front reads its back end from its own config.json: xmr's, as `/config.json` gives it.
+    config = requests.get(served["back"] + "/config.json", timeout=30).json()
+    assert config["defaultBackend"] == served["back"]
+    (served["site"] / "config.json").write_text(json.dumps(config))
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
+        page = browser.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(f"{served['origin']}/index.html?query=a%20photo%20of%20a%20blue%20square")
+        pics = page.locator("clip-front img.pic")
+        expect(pics.first).to_be_visible(timeout=60_000)
+        assert pics.count() >= 2
+        # Each picture loads from xmr (another origin) or fails; lazy ones below the fold wait.
+        page.wait_for_function("""() => [...document.querySelector('clip-front').shadowRoot
+            .querySelectorAll('img.pic')].slice(0, 2).every(i => i.complete)""")
+        shown = page.evaluate("""() => [...document.querySelector('clip-front').shadowRoot
+            .querySelectorAll('img.pic')].filter(i => i.complete).map(i => [i.src, i.naturalWidth, i.alt])""")
+        browser.close()
+    assert len(shown) >= 2 and all(src.startswith(served["back"] + "/api/items/") and width > 0
+                                   for src, width, _ in shown), shown
     first = int(shown[0][0].split("/api/items/")[1].split("/")[0])
     assert concept_of(trained_library.item(first)["path"], samples) == "blue square", shown[0]
     assert not errors, errors

@@ -123,30 +123,36 @@ def test_an_interrupted_sync_resumes_and_strays_are_removed(tmp_path, folder, ra
     _same(_ranking(Library(tmp_path / "lib", model=trained_model), "a purple square"), _ranking(fresh, "a purple square"))
 
 
-def test_the_cli_asks_adds_lists_searches_and_drops(tmp_path, folder, samples, random_model, trained_model):
+def test_the_cli_adds_lists_searches_and_drops(tmp_path, folder, samples, random_model, trained_model):
+    from click.testing import CliRunner
+
+    from retrieval import cli
+
     lib = str(tmp_path / "lib")
+
+    def xmr(*args: str):  # in-process: these are many commands, each would import torch anew
+        return CliRunner().invoke(cli.cli, ["--library", lib, *args])
+
     assert run_xmr("--library", lib, "index", str(folder), "--model", random_model).returncode == 0
-    r = run_xmr("--library", lib, "index", "--model", trained_model)  # no terminal to ask on
+    r = run_xmr("--library", lib, "index", "--model", trained_model)  # a real process: no terminal to ask on
     assert r.returncode == 1 and "--add-model" in r.stderr and "Traceback" not in r.stderr
-    r = run_xmr("--library", lib, "index", "--model", trained_model, "--add-model")
-    assert r.returncode == 0 and "added" in r.stdout, r.stderr
-    r = run_xmr("--library", lib, "models", "--json")
-    rows = json.loads(r.stdout)
+    r = xmr("index", "--model", trained_model, "--add-model", "--no-progress")
+    assert r.exit_code == 0 and "added" in r.stdout, r.output
+    rows = json.loads(xmr("models", "--json").stdout)
     assert [x["role"] for x in rows] == ["main", "added"] and rows[1]["vectors"] == rows[0]["vectors"] > 0
-    r = run_xmr("--library", lib, "search", "a photo of a blue star", "--model", trained_model, "--type", "image",
-                "-k", "1", "--json", "--no-server")
-    assert r.returncode == 0, r.stderr
+    r = xmr("search", "a photo of a blue star", "--model", trained_model, "--type", "image", "-k", "1", "--json", "--no-server")
+    assert r.exit_code == 0, r.output
     assert samples[1][str(Path(json.loads(r.stdout)[0]["path"]).relative_to(folder))] == "blue star"
-    r = run_xmr("--library", lib, "models", "drop", "ViT-H-14")
-    assert r.returncode == 2 and "no vectors of ViT-H-14" in r.stderr
-    r = run_xmr("--library", lib, "models", "drop", random_model)  # the main one: B becomes main
-    assert r.returncode == 0, r.stderr
-    rows = json.loads(run_xmr("--library", lib, "models", "--json").stdout)
+    r = xmr("models", "drop", "ViT-H-14")
+    assert r.exit_code == 2 and "no vectors of ViT-H-14" in r.output
+    r = xmr("models", "drop", random_model)  # the main one: B becomes main
+    assert r.exit_code == 0, r.output
+    rows = json.loads(xmr("models", "--json").stdout)
     assert [(x["role"], x["model"]) for x in rows] == [("main", trained_model)]
-    r = run_xmr("--library", lib, "search", "a red circle", "--no-server")  # the library's own model now
-    assert r.returncode == 0 and run_xmr("--library", lib, "check").returncode == 0
-    r = run_xmr("--library", lib, "models", "drop", trained_model)
-    assert r.returncode == 2 and "only model" in r.stderr
+    r = xmr("search", "a red circle", "--no-server")  # the library's own model now
+    assert r.exit_code == 0 and xmr("check").exit_code == 0
+    r = xmr("models", "drop", trained_model)
+    assert r.exit_code == 2 and "only model" in r.output
 
 
 def test_index_asks_before_adding_a_model_on_a_terminal(tmp_path, folder, random_model, trained_model, monkeypatch):
