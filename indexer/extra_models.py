@@ -42,7 +42,7 @@ from retrieval.errors import DecodeError, UsageError, XmrError
 META = "extra_models"
 EMBEDDERS = ("image", "text")  # what a further model embeds; "audio" is the main model's
 EXTRA_FACTORY = full_factory("Flat")
-FILES_PER_ROUND = 32  # files decoded ahead of the encoder
+FILES_PER_ROUND = 8  # files decoded ahead of the encoder (a video's shots are all held at once)
 
 OnSkip = Callable[[str, str], None]
 
@@ -166,6 +166,9 @@ def sync(store: Store, *, device: str = "auto", encoders: dict[str, Encoder] | N
     reports: dict[str, SyncReport] = {}
     with store.write_lock(wait), store.Session() as s:
         for key, entry in extras(s).items():
+            if _in_step(s, store, entry):  # nothing to do: not even the model is loaded
+                reports[key] = SyncReport()
+                continue
             spec = EncoderSpec.from_dict(entry["identity"])
             encoder = encoders.get(key)
             if encoder is None:
@@ -176,6 +179,16 @@ def sync(store: Store, *, device: str = "auto", encoders: dict[str, Encoder] | N
             reports[key] = _sync_one(s, store, key, encoder, on_skip or _default_on_skip, checkpoint_seconds,
                                      workers or os.cpu_count() or 2)
     return reports
+
+
+def _in_step(s: Session, store: Store, entry: dict[str, Any]) -> bool:
+    """Does the model's committed index hold exactly the items it should?"""
+    name = entry.get("index_file")
+    if not name or not (store.path / name).exists():
+        return False
+    have = VectorIndex.load(store.path / name, entry.get("factory") or EXTRA_FACTORY).ids()
+    wanted = np.fromiter(s.scalars(select(Item.id).where(Item.embedder.in_(EMBEDDERS))), np.int64)
+    return len(have) == len(wanted) and bool(np.array_equal(np.sort(have), np.sort(wanted)))
 
 
 def _sync_one(s: Session, store: Store, key: str, encoder: Encoder, on_skip: OnSkip, checkpoint_seconds: float,

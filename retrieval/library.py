@@ -71,6 +71,7 @@ class Library:
                 with store.Session() as s:
                     main, key = get_meta(s, "encoder"), extra_models.find(s, *asked)
                     if main is not None and key is not None and not extra_models.asked_for(EncoderSpec.from_dict(main), *asked):
+                        store.engine.dispose()
                         store = Store(self.path, db=db, device=device, slot=key)  # searches with that model
             self._compose(store, model=model, pretrained=pretrained, encoder=encoder, audio_model=audio_model,
                           factory=factory, recall=recall, max_memory=max_memory)

@@ -32,7 +32,8 @@ def _same(a: list[tuple[str, float]], b: list[tuple[str, float]]) -> None:
     assert np.allclose([s for _, s in a], [s for _, s in b], atol=1e-5)
 
 
-def test_an_added_model_equals_a_library_built_with_it_and_follows_index_runs(tmp_path, folder, random_model, trained_model):
+def test_an_added_model_equals_a_library_built_with_it_and_follows_index_runs(tmp_path, folder, random_model, trained_model,
+                                                                              monkeypatch):
     lib = Library(tmp_path / "lib", model=random_model, create=True)
     lib.index([folder], progress=False)
     before = _ranking(lib, "a photo of a red circle")
@@ -50,6 +51,11 @@ def test_an_added_model_equals_a_library_built_with_it_and_follows_index_runs(tm
     assert [m.role for m in lib.models_info()] == ["main", "added"]
     assert lib.models_info()[1].vectors == n_items and lib.models_info()[1].behind == 0
     assert lib.check().ok
+    from indexer import extra_models
+
+    with monkeypatch.context() as m:  # a run with nothing new does not even load B
+        m.setattr(extra_models, "load_encoder", lambda *a, **kw: pytest.fail("B was loaded for nothing"))
+        Library(tmp_path / "lib").index([folder], progress=False)
 
     # A later run of the main model: a new picture, one removed, one changed; B follows.
     photos = sorted((folder / "photos").iterdir())
