@@ -1,6 +1,6 @@
 """More than one model in a library (indexer.extra_models): model B's vectors added beside A's
-equal a library built with B alone; they follow later index runs; searches never mix the two;
-an interrupted run resumes; dropping either model; the CLI."""
+equal a library built with B alone (SQLite and PostgreSQL catalogs); they follow later index
+runs; searches never mix the two; an interrupted run resumes; dropping either model; the CLI."""
 
 from __future__ import annotations
 
@@ -33,8 +33,8 @@ def _same(a: list[tuple[str, float]], b: list[tuple[str, float]]) -> None:
 
 
 def test_an_added_model_equals_a_library_built_with_it_and_follows_index_runs(tmp_path, folder, random_model, trained_model,
-                                                                              monkeypatch):
-    lib = Library(tmp_path / "lib", model=random_model, create=True)
+                                                                              monkeypatch, catalog_db):
+    lib = Library(tmp_path / "lib", model=random_model, create=True, db=catalog_db)
     lib.index([folder], progress=False)
     before = _ranking(lib, "a photo of a red circle")
     reports = lib.add_model(trained_model)
@@ -43,11 +43,11 @@ def test_an_added_model_equals_a_library_built_with_it_and_follows_index_runs(tm
     assert report.added == n_items and report.skipped == 0
     fresh = Library(tmp_path / "fresh", model=trained_model, create=True)
     fresh.index([folder], progress=False)
-    as_b = Library(tmp_path / "lib", model=trained_model)
+    as_b = Library(tmp_path / "lib", model=trained_model, db=catalog_db)
     assert as_b.slot is not None and lib.slot is None
     for q, kind in [("a photo of a red circle", "image"), ("a blue star", None), ("a green square", "text")]:
         _same(_ranking(as_b, q, kind), _ranking(fresh, q, kind))
-    _same(_ranking(Library(tmp_path / "lib"), "a photo of a red circle"), before)  # A's own vectors untouched
+    _same(_ranking(Library(tmp_path / "lib", db=catalog_db), "a photo of a red circle"), before)  # A's own vectors untouched
     assert [m.role for m in lib.models_info()] == ["main", "added"]
     assert lib.models_info()[1].vectors == n_items and lib.models_info()[1].behind == 0
     assert lib.check().ok
@@ -55,7 +55,7 @@ def test_an_added_model_equals_a_library_built_with_it_and_follows_index_runs(tm
 
     with monkeypatch.context() as m:  # a run with nothing new does not even load B
         m.setattr(extra_models, "load_encoder", lambda *a, **kw: pytest.fail("B was loaded for nothing"))
-        Library(tmp_path / "lib").index([folder], progress=False)
+        Library(tmp_path / "lib", db=catalog_db).index([folder], progress=False)
 
     # A later run of the main model: a new picture, one removed, one changed; B follows.
     photos = sorted((folder / "photos").iterdir())
@@ -64,7 +64,7 @@ def test_an_added_model_equals_a_library_built_with_it_and_follows_index_runs(tm
     shutil.copy(photos[2], photos[3])
     lib.index([folder], progress=False)
     fresh.index([folder], progress=False)
-    as_b = Library(tmp_path / "lib", model=trained_model)
+    as_b = Library(tmp_path / "lib", model=trained_model, db=catalog_db)
     info = lib.models_info()
     assert info[1].vectors == info[0].vectors == lib.stats()["items"] and info[1].behind == 0
     for q in ("a photo of a red circle", "a yellow triangle"):
