@@ -127,14 +127,8 @@ def _pictures(ctx: _Context, f: File, items: list[Item]) -> tuple[File, list[Ite
 class _Writer:
     """A further model's index being brought in step, saved under a new name at checkpoints."""
 
-    def __init__(self, s: Session, store: Store, key: str, encoder: Encoder) -> None:
-        self.s, self.store, self.key = s, store, key
-        entry = extras(s)[key]
-        name = entry.get("index_file")
-        if name and (store.path / name).exists():
-            self.vecs = VectorIndex.load(store.path / name, entry.get("factory") or EXTRA_FACTORY)
-        else:
-            self.vecs = VectorIndex.create(encoder.dim, "Flat")
+    def __init__(self, s: Session, store: Store, key: str, vecs: VectorIndex) -> None:
+        self.s, self.store, self.key, self.vecs = s, store, key, vecs
         self.last = time.perf_counter()
 
     def checkpoint(self) -> None:
@@ -166,7 +160,8 @@ def sync(store: Store, *, device: str = "auto", encoders: dict[str, Encoder] | N
     reports: dict[str, SyncReport] = {}
     with store.write_lock(wait), store.Session() as s:
         for key, entry in extras(s).items():
-            if _in_step(s, store, entry):  # nothing to do: not even the model is loaded
+            vecs = _committed(store, entry)
+            if vecs is not None and _in_step(s, vecs):  # nothing to do: not even the model is loaded
                 reports[key] = SyncReport()
                 continue
             spec = EncoderSpec.from_dict(entry["identity"])
@@ -176,25 +171,30 @@ def sync(store: Store, *, device: str = "auto", encoders: dict[str, Encoder] | N
             same_weights(entry["identity"], encoder.identity(), spec.describe())
             if progress:
                 progress(f"bringing {spec.describe()} up to date")
-            reports[key] = _sync_one(s, store, key, encoder, on_skip or _default_on_skip, checkpoint_seconds,
+            reports[key] = _sync_one(s, store, key, encoder, vecs or VectorIndex.create(encoder.dim, "Flat"), on_skip or _default_on_skip, checkpoint_seconds,
                                      workers or os.cpu_count() or 2)
     return reports
 
 
-def _in_step(s: Session, store: Store, entry: dict[str, Any]) -> bool:
-    """Does the model's committed index hold exactly the items it should?"""
+def _committed(store: Store, entry: dict[str, Any]) -> VectorIndex | None:
+    """A further model's committed index, read; None before its first checkpoint."""
     name = entry.get("index_file")
     if not name or not (store.path / name).exists():
-        return False
-    have = VectorIndex.load(store.path / name, entry.get("factory") or EXTRA_FACTORY).ids()
+        return None
+    return VectorIndex.load(store.path / name, entry.get("factory") or EXTRA_FACTORY)
+
+
+def _in_step(s: Session, vecs: VectorIndex) -> bool:
+    """Does the model's index hold exactly the items it should?"""
+    have = vecs.ids()
     wanted = np.fromiter(s.scalars(select(Item.id).where(Item.embedder.in_(EMBEDDERS))), np.int64)
     return len(have) == len(wanted) and bool(np.array_equal(np.sort(have), np.sort(wanted)))
 
 
-def _sync_one(s: Session, store: Store, key: str, encoder: Encoder, on_skip: OnSkip, checkpoint_seconds: float,
-              workers: int) -> SyncReport:
+def _sync_one(s: Session, store: Store, key: str, encoder: Encoder, vecs: VectorIndex, on_skip: OnSkip,
+              checkpoint_seconds: float, workers: int) -> SyncReport:
     report = SyncReport()
-    w = _Writer(s, store, key, encoder)
+    w = _Writer(s, store, key, vecs)
     have = set(w.vecs.ids().tolist())
     items = list(s.scalars(select(Item).where(Item.embedder.in_(EMBEDDERS)).order_by(Item.file_id, Item.chunk, Item.start)))
     if orphans := have - {i.id for i in items}:

@@ -93,6 +93,7 @@ class Library:
             with store.Session() as s:
                 models["identity"] = extra_models.extras(s)[store.slot]["identity"]
         self.store = store
+        self._added_encoders: dict[str, Encoder] = {}  # added models loaded by this view, by key
         with store.Session() as s:
             self.models = Models(s, audio_encoder=audio_encoder, device=self.device, **models)
         self.policy = IndexPolicy(store, factory=factory, recall=recall, max_memory=max_memory,
@@ -195,8 +196,7 @@ class Library:
         with self.store.Session() as s:
             if not extra_models.extras(s):
                 return {}
-        encoders = {k: e for k, e in getattr(self, "_added_encoders", {}).items()}
-        return extra_models.sync(self.store, device=self.device, encoders=encoders, **options)
+        return extra_models.sync(self.store, device=self.device, encoders=self._added_encoders, **options)
 
     def add_model(self, model: str | None, pretrained: str | None = None, **options: Any) -> dict[str, Any]:
         """Add model B's vectors beside the main model's (`xmr index --add-model`): every picture
@@ -205,7 +205,7 @@ class Library:
             raise UsageError("this library has no vectors yet: index it with the model first")
         key, encoder = extra_models.add(self.store, self.spec, model, pretrained, device=self.device,
                                         wait=options.get("wait", False))
-        self._added_encoders = {**getattr(self, "_added_encoders", {}), key: encoder}
+        self._added_encoders[key] = encoder
         return self.sync_models(**options)
 
     def models_info(self) -> list[extra_models.ModelInfo]:
