@@ -32,6 +32,7 @@ from indexer.kinds.video import SEGMENT_MAX_S, SEGMENT_MIN_S
 from indexer.models import Models
 from indexer.readers import Readers
 from indexer.scan import MediaFile, scan
+from indexer.signals import Signals, signals_deferred
 from indexer.store import Store
 from retrieval.errors import DecodeError, UsageError
 from retrieval.paths import display_path
@@ -122,50 +123,6 @@ def _write_rows(session: Session, store: Store, decoded: list[_Decoded], known: 
         report.items += len(items)
 
 
-class Signals:
-    """Ctrl-C / SIGTERM caught while a block runs: recorded by the handler, raised as
-    KeyboardInterrupt where the code asks (`check`), and at the end of the block."""
-
-    def __init__(self) -> None:
-        self.caught: list[int] = []
-
-    def check(self) -> None:
-        if self.caught:
-            self.caught.clear()
-            raise KeyboardInterrupt
-
-
-@contextmanager
-def signals_deferred() -> Iterator[Signals]:
-    """Hold Ctrl-C / SIGTERM until the block is done (or calls `check()`), then raise
-    KeyboardInterrupt.
-
-    A KeyboardInterrupt raised by a signal handler lands between any two bytecodes: inside
-    SQLAlchemy's commit it left a transaction half closed (seen as ResourceClosedError), and
-    inside a lock's acquire-release it can leave the lock held (logging's: decode threads then
-    wait for it forever). So during an index run signals are only noted, and the run stops at
-    the next safe point. Signal handlers can only be swapped in the main thread; elsewhere this
-    does nothing.
-    """
-    import signal
-    import threading
-
-    signals = Signals()
-    if threading.current_thread() is not threading.main_thread():
-        yield signals
-        return
-    kinds = [signal.SIGINT] + ([signal.SIGTERM] if hasattr(signal, "SIGTERM") else [])
-    previous = {k: signal.getsignal(k) for k in kinds}
-    for k in kinds:
-        signal.signal(k, lambda signum, frame: signals.caught.append(signum))
-    try:
-        yield signals
-    finally:
-        for k, handler in previous.items():
-            signal.signal(k, handler)
-    signals.check()
-
-
 def run_index(
     store: Store,
     models: Models,
@@ -183,6 +140,8 @@ def run_index(
     segment_max: float | None = None,
     ocr: bool | None = None,
     speech_model: str | None = None,
+    ray: str | bool | None = None,
+    ship_bytes: bool = False,
 ) -> IndexReport:
     """Bring the library up to date with `paths` (or every root indexed before).
 
@@ -191,7 +150,9 @@ def run_index(
     every `checkpoint_seconds` and at the end (the index saved under a new name, which the SQL
     commit of the rows then records), so an interrupted run loses at most one interval and the
     next run resumes. While another process writes, raises LibraryLockedError, or with `wait`
-    queues behind it (see Store.write_lock).
+    queues behind it (see Store.write_lock). `ray` (True, or a cluster address) decodes and
+    encodes on a Ray cluster instead of this process's threads (indexer.cluster; `ship_bytes`:
+    the driver sends the files' bytes); the writing stays here.
     """
     if batch_size is not None and batch_size <= 0:
         raise UsageError("batch size must be positive")
@@ -210,6 +171,7 @@ def run_index(
     with store.write_lock(wait, on_wait), store.Session() as s:
         roots = roots_to_index(s, paths)
         encoder = models.encoder
+        batch_given = batch_size is not None
         batch_size = batch_size or int(getattr(encoder, "batch_size", 32))
         t0 = time.perf_counter()  # indexing time, not model loading time
         models.record(s)
@@ -305,9 +267,7 @@ def run_index(
             except DecodeError as e:
                 todo_segments[:] = [(x, i) for x, i in todo_segments if x is not d]
                 skip(stream.path, str(e))
-                if stream.path in known:  # its old vectors describe content that is gone
-                    with writing():
-                        store.drop_files(s, [known.pop(stream.path).id])
+                forget(stream.path)
                 return None
             finally:
                 bar.update(1)
@@ -315,6 +275,20 @@ def run_index(
                 skip(stream.path, "nothing to index in it")
                 return None
             return d
+
+        def completed(d: _Decoded) -> None:
+            """A file whose segments are all decoded: written with the next batch, checkpointed when due."""
+            complete.append(d)
+            if sum(len(x.segments) for x in complete) >= batch_size:
+                flush()
+                if time.perf_counter() - last_checkpoint >= checkpoint_seconds:
+                    checkpoint()
+
+        def forget(path: str) -> None:
+            """A file that could not be read this time: its old vectors describe content that is gone."""
+            if path in known:
+                with writing():
+                    store.drop_files(s, [known.pop(path).id])
 
         def decode_and_encode(signals: Signals) -> None:
             while True:
@@ -327,16 +301,39 @@ def run_index(
                     break
                 d = next_file(signals)
                 if d is not None:
-                    complete.append(d)
-                    if sum(len(x.segments) for x in complete) >= batch_size:
-                        flush()
-                        if time.perf_counter() - last_checkpoint >= checkpoint_seconds:
-                            checkpoint()
+                    completed(d)
+            flush()
+
+        def from_cluster(signals: Signals) -> None:
+            import numpy as np
+
+            from indexer import cluster
+            from indexer.kinds import get_kind
+
+            jobs = {mf.path: mf for mf in todo.jobs}
+            setup = cluster.setup_for(models, readers, embedders.segment_max, batch_size if batch_given else None)
+            address = None if ray is True else str(ray)
+            for out in cluster.outcomes(address, list(jobs.values()), setup, ship_bytes=ship_bytes, poll=signals.check):
+                bar.update(1)
+                readers.adopt(out.engines)
+                if out.error is not None or (out.kind is not None and not out.segments):
+                    skip(out.path, out.error or "nothing to index in it")
+                    forget(out.path)
+                    continue
+                if out.kind is None:
+                    continue
+                d = _Decoded(jobs[out.path], get_kind(out.kind), out.phash, out.facts, out.segments, out.vectors, out.raw)
+                sounds = [i for i, v in enumerate(d.vectors) if v is None]
+                if sounds:  # CLAP's vectors, into the library's space through its bridge
+                    raw = np.stack([d.raw[i] for i in sounds])
+                    for i, v in zip(sounds, bridge_for(raw).map_audio(raw)):
+                        d.vectors[i] = v
+                completed(d)
             flush()
 
         try:
             with signals_deferred() as signals:  # a Ctrl-C stops the run at the next file, not mid-write
-                decode_and_encode(signals)
+                (from_cluster if ray else decode_and_encode)(signals)
                 with writing():
                     policy.maybe_reindex(s, progress)
                 checkpoint()

@@ -64,6 +64,7 @@ class Readers:
         self._failed: set[str] = set()
         self._lock = threading.Lock()
         self._asked = (ocr, speech_model)
+        self._adopted: dict[str, dict[str, Any]] = {}
 
     def remember(self, session: Session) -> None:
         """Store the settings this run was asked for (the next runs default to them)."""
@@ -120,8 +121,16 @@ class Readers:
                                  f"{' (other data)' if was == now else ''}; words read by two engines are not mixed: "
                                  f"give the library's own, or {off_flag}, or index into a new --library")
 
+    def adopt(self, engines: dict[str, dict[str, Any]]) -> None:
+        """Engines that read files on Ray workers (indexer.remote): recorded like this process's own."""
+        self._adopted.update(engines)
+
     def record(self, session: Session) -> None:
         """Record the engines that read something in this run (once per library)."""
+        for what, ident in self._adopted.items():
+            if getattr(self, f"recorded_{what}") is None:
+                setattr(self, f"recorded_{what}", ident)
+                set_meta(session, f"{what}_engine", ident)
         if self._ocr is not None and self.recorded_ocr is None:
             self.recorded_ocr = self._ocr.identity()
             set_meta(session, "ocr_engine", self.recorded_ocr)

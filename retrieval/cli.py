@@ -121,11 +121,15 @@ def _open(ctx: click.Context, create: bool = False, **kw: Any):
                    "[default: base]")
 @click.option("--add-model", is_flag=True,
               help="On a library of another model: add --model's vectors beside its own (asked on a terminal).")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="local", metavar="[ADDRESS]",
+              help="Decode and encode on a Ray cluster: 'auto' (the running one), HOST:PORT or ray://..., "
+                   "or nothing (one on this machine). The writing stays here.")
+@click.option("--ship-bytes", is_flag=True, help="With --ray: send the files' bytes to the workers (no shared storage).")
 @click.pass_context
 def index(ctx: click.Context, paths: tuple[str, ...], model: str | None, pretrained: str | None, audio_model: str | None,
           factory: str | None, recall: float | None, max_memory: int | None, batch_size: int | None, workers: int | None,
           checkpoint_seconds: float, progress: bool | None, wait: bool, segment_max: float | None, ocr: bool | None,
-          speech_model: str | None, add_model: bool) -> None:
+          speech_model: str | None, add_model: bool, ray_address: str | None, ship_bytes: bool) -> None:
     """Index PATHS (folders or files); with none, refresh every folder indexed before.
 
     Pictures (and the words on them), text files and documents (PDF, HTML, DOCX, EPUB), sounds
@@ -135,6 +139,8 @@ def index(ctx: click.Context, paths: tuple[str, ...], model: str | None, pretrai
     Unreadable files are reported as "skipping PATH: reason" and the run goes on. The first
     sounds in a library fit its audio bridge (see `xmr bridge fit`).
     """
+    if ship_bytes and ray_address is None:
+        raise click.UsageError("--ship-bytes goes with --ray")
     # A plain `kill` should stop as cleanly as Ctrl-C.
     signal.signal(signal.SIGTERM, _on_signal)
     lib, adding = open_for_index(lambda **kw: _open(ctx, **kw), model, pretrained, add_model, factory=factory,
@@ -142,7 +148,8 @@ def index(ctx: click.Context, paths: tuple[str, ...], model: str | None, pretrai
     try:
         report = lib.index(paths, batch_size=batch_size, workers=workers, progress=progress, checkpoint_seconds=checkpoint_seconds,
                            wait=wait, on_wait=lambda message: click.echo(f"{message} ...", err=True),
-                           segment_max=segment_max, ocr=ocr, speech_model=speech_model)
+                           segment_max=segment_max, ocr=ocr, speech_model=speech_model,
+                           ray=True if ray_address == "local" else ray_address, ship_bytes=ship_bytes)
         added = lib.add_model(model, pretrained, wait=wait, checkpoint_seconds=checkpoint_seconds) if adding else {}
     except LibraryLockedError as e:
         raise LibraryLockedError(f"{e}, or add --wait to queue behind it") from None

@@ -41,3 +41,7 @@ class NotFoundError(XmrError):
 
 class DecodeError(XmrError):
     """A media file could not be read; the message is the reason shown after 'skipping PATH:'."""
+
+
+class ClusterError(XmrError):
+    """The Ray cluster could not be reached, or failed under a run (indexer.cluster)."""

@@ -118,7 +118,7 @@ def test_a_signal_during_a_checkpoint_waits_for_its_end():
     """Ctrl-C inside the commit of a checkpoint is held until the commit is done, then raised."""
     import os
 
-    from indexer.pipeline import signals_deferred
+    from indexer.signals import signals_deferred
 
     finished = []
     with pytest.raises(KeyboardInterrupt):

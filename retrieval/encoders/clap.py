@@ -47,6 +47,43 @@ def _quiet_transformers() -> None:
     hf_logging.disable_progress_bar()
 
 
+def window_features(extractor: Any, fused: bool, samples: np.ndarray) -> dict[str, np.ndarray]:
+    """One window (<= the model's window) -> CLAP's model inputs.
+
+    Windows are never longer than the model's input, so `truncation` never crops at
+    random; shorter ones are padded by repetition ("repeatpad"), as CLAP was trained.
+    """
+    out = extractor(
+        samples,
+        sampling_rate=int(extractor.sampling_rate),
+        truncation="fusion" if fused else "rand_trunc",
+        padding="repeatpad",
+        return_tensors="np",
+    )
+    return {"input_features": out["input_features"][0], "is_longer": out["is_longer"][0]}
+
+
+class ClapFeatures:
+    """CLAP's feature extractor alone (no weights): what a Ray decode worker needs to turn
+    sound windows into model inputs (indexer.remote)."""
+
+    def __init__(self, model: str) -> None:
+        from transformers import ClapConfig, ClapFeatureExtractor
+
+        _quiet_transformers()
+        self.model_id = resolve_audio_model(model)
+        try:
+            self.feature_extractor = ClapFeatureExtractor.from_pretrained(self.model_id)
+            self.fused = bool(getattr(ClapConfig.from_pretrained(self.model_id).audio_config, "enable_fusion", False))
+        except Exception as e:  # OSError for a missing repo/dir
+            raise ModelLoadError(f"could not load the audio model {self.model_id}'s feature extractor: {e}") from e
+        self.sampling_rate = int(self.feature_extractor.sampling_rate)
+        self.window_samples = int(self.feature_extractor.nb_max_samples)
+
+    def features(self, samples: np.ndarray) -> dict[str, np.ndarray]:
+        return window_features(self.feature_extractor, self.fused, samples)
+
+
 class ClapAudioEncoder:
     """A CLAP checkpoint: `encode_audio` for sound windows, `encode_text` for captions."""
 
@@ -110,19 +147,8 @@ class ClapAudioEncoder:
         return self._identity
 
     def features(self, samples: np.ndarray) -> dict[str, np.ndarray]:
-        """One window (<= window_samples) -> model inputs; runs in decode threads.
-
-        Windows are never longer than the model's input, so `truncation` never crops at
-        random; shorter ones are padded by repetition ("repeatpad"), as CLAP was trained.
-        """
-        out = self.feature_extractor(
-            samples,
-            sampling_rate=self.sampling_rate,
-            truncation="fusion" if self.fused else "rand_trunc",
-            padding="repeatpad",
-            return_tensors="np",
-        )
-        return {"input_features": out["input_features"][0], "is_longer": out["is_longer"][0]}
+        """One window (<= window_samples) -> model inputs; runs in decode threads."""
+        return window_features(self.feature_extractor, self.fused, samples)
 
     @staticmethod
     def _pooled(out: Any) -> Any:

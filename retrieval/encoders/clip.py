@@ -263,9 +263,14 @@ class OpenClipEncoder:
             return self._to_numpy(self.model.encode_image(x, normalize=True))
 
     def count_tokens(self, text: str) -> int:
-        tok = self.tokenizer
-        if hasattr(tok, "encoder") and hasattr(tok, "encode"):  # open_clip's CLIP BPE tokenizer
-            return len(tok.encode(text)) + 2  # + start and end of text
-        if hasattr(tok, "tokenizer"):  # HFTokenizer wraps a transformers tokenizer
-            return len(tok.tokenizer(tok.clean_fn(text))["input_ids"])
-        return int((tok([text])[0] != 0).sum())
+        return count_tokens(self.tokenizer, text)
+
+
+def count_tokens(tok: Any, text: str) -> int:
+    """Tokens `text` takes in an open_clip tokenizer's context, special tokens included (also
+    what a Ray decode worker counts with, given only the tokenizer)."""
+    if hasattr(tok, "encoder") and hasattr(tok, "encode"):  # open_clip's CLIP BPE tokenizer
+        return len(tok.encode(text)) + 2  # + start and end of text
+    if hasattr(tok, "tokenizer"):  # HFTokenizer wraps a transformers tokenizer
+        return len(tok.tokenizer(tok.clean_fn(text))["input_ids"])
+    return int((tok([text])[0] != 0).sum())
