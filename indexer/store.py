@@ -71,6 +71,7 @@ class Store:
         self.commits = 0
         self.device = device
         self._vectors: VectorIndex | None = None
+        self.remote: Any = None  # stands in for the loaded index on the query side (retrieval.sharded)
         self._pending_bridge_file: str | None = None
         self._superseded: list[Path] = []  # files to delete once the next commit is done
         try:
@@ -152,6 +153,8 @@ class Store:
         in-memory copy it can change and save.
         """
         writable = writable or create_dim is not None
+        if self.remote is not None and not writable:
+            return self.remote.follow(self._index_file)
         if self._vectors is not None and writable and self._vectors.mmapped:
             self._vectors = None
         if self._vectors is None:
@@ -208,6 +211,7 @@ class Store:
         """A fresh view of the library as it is on disk now, keeping the loaded index when its
         file did not change. Readers call this after a writer committed."""
         new = Store(self.path, db=self.db_url, device=self.device, slot=self.slot)
+        new.remote = self.remote
         vecs = self._vectors
         if vecs is not None and vecs.disk_signature == file_signature(new.index_path) and new.factory == self.factory:
             new._vectors = vecs

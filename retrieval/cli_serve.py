@@ -28,9 +28,12 @@ def register(cli: click.Group) -> None:
                   help="Let pages of this origin (e.g. clip-front's, http://127.0.0.1:1235) use the API; repeatable.")
     @click.option("--allow-image-urls", is_flag=True,
                   help="Let /knn-service queries name a picture by image_url, which the server then fetches.")
+    @click.option("--ray", "ray_address", is_flag=False, flag_value="local", metavar="[ADDRESS]",
+                  help="Search the library's shards (`xmr shard N`) in actors of this Ray cluster ('auto': the "
+                       "running one; nothing: one on this machine).")
     @click.pass_context
     def serve(ctx: click.Context, host: str, port: int, token: str | None, max_upload: int, cors: tuple[str, ...],
-              allow_image_urls: bool) -> None:
+              allow_image_urls: bool, ray_address: str | None) -> None:
         """Serve the library over HTTP with the model loaded: a web page at / and a JSON API
         (/api/..., schema at /openapi.json). `xmr search` uses it automatically while it runs.
 
@@ -49,8 +52,23 @@ def register(cli: click.Group) -> None:
         try:
             run(o["library"], db=o["db"], device=o["device"], host=host, port=port, token=token, max_upload=max_upload,
                 access_log=o["verbose"], cors=cors, allow_image_urls=allow_image_urls,
-                on_ready=lambda url: _announce(url, token, cors))
+                on_ready=lambda url: _announce(url, token, cors), ray=ray_address)
         except KeyboardInterrupt:
             pass
         click.echo("xmr: server stopped", err=True)
 
+    @cli.command()
+    @click.argument("n", type=click.IntRange(1, 1024), required=False)
+    @click.pass_context
+    def shard(ctx: click.Context, n: int | None) -> None:
+        """Cut the library's vectors into N shards by item id, for `xmr serve --ray` (one Ray
+        actor per shard). Remembered: later `xmr index` runs cut them again. Without N: cut
+        again; 1: no shards."""
+        from retrieval.cli import _open
+
+        lib = _open(ctx)
+        paths = lib.shard(n)
+        if not paths:
+            click.echo(f"{lib.path}: not sharded" if n == 1 else f"{lib.path}: no vectors to shard yet")
+            return
+        click.echo(f"{lib.path}: {len(paths)} shards in {paths[0].parent}")

@@ -20,7 +20,7 @@ import numpy as np
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from indexer import extra_models
+from indexer import extra_models, shards
 from indexer.audio_bridge import AudioBridge
 from indexer.catalog import get_meta
 from indexer.check import CheckReport, check_library
@@ -182,7 +182,13 @@ class Library:
         with self._undone_if_first_fails(self.store):
             report = run_index(self.store, self.models, self.audio, self.policy, [str(p) for p in paths], **options)
         self.sync_models(on_skip=options.get("on_skip"), wait=options.get("wait", False))
+        shards.after_commit(self.store)
         return report
+
+    def shard(self, n: int | None) -> list[Path]:
+        """Cut the vectors into n shards for `xmr serve --ray` (indexer.shards); remembered, so
+        later index runs cut them again. None: cut again with the remembered n; 1: not sharded."""
+        return shards.shard_library(self.store, n)
 
     # -- more than one model ------------------------------------------------------------------
 

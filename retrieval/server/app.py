@@ -132,8 +132,12 @@ def create_app(state: LibraryState, *, token: str | None = None, max_upload: int
         q.validate()  # before waiting for the model
         options = body.options()
         t0 = time.perf_counter()
+        remote = lib.store.remote  # sharded search (retrieval.sharded): which shards answered
         with state.compute:
+            if remote is not None:
+                remote.reset()
             hits = lib.search(q, **options)
+            missing = remote.missing if remote is not None else []
         answer = {
             "library": str(lib.path.resolve()),
             "hits": [h.to_dict() for h in hits],
@@ -143,6 +147,8 @@ def create_app(state: LibraryState, *, token: str | None = None, max_upload: int
             "filters": options["filters"].to_dict(),
             "took_ms": round((time.perf_counter() - t0) * 1000, 2),
         }
+        if missing:  # sharded search: some shard did not answer (its actor is being restarted)
+            answer["partial"], answer["missing_shards"] = True, missing
         if not hits and body.offset == 0:  # is the library empty, or without that kind? (only when needed)
             facts = describe(lib)
             answer["items"], answer["items_by_modality"] = facts["items"], facts["items_by_modality"]

@@ -57,8 +57,10 @@ def serve(
     cors: tuple[str, ...] = (),
     allow_image_urls: bool = False,
     on_ready: Callable[[str], None] | None = None,
+    ray: str | None = None,
 ) -> None:
-    """Serve `library` until SIGINT/SIGTERM. Binding beyond loopback needs a token."""
+    """Serve `library` until SIGINT/SIGTERM. Binding beyond loopback needs a token. `ray`: the
+    address of a Ray cluster whose actors hold the library's shards (retrieval.sharded)."""
     if not is_loopback(host) and not token:
         raise UsageError(
             f"--host {host} would let other machines read your library; give a --token "
@@ -70,6 +72,11 @@ def serve(
     from retrieval.server.state import LibraryState
 
     state = LibraryState(library, db=db, device=device)
+    if ray is not None:
+        from retrieval.sharded import open_sharded
+
+        lib = state.library()
+        lib.store.remote = open_sharded(None if ray == "local" else ray, lib.store)
     state.warm()
     for origin in cors:
         parts = urlsplit(origin)
