@@ -17,6 +17,7 @@ import logging
 import math
 import os
 import pickle
+import socket
 import warnings
 from typing import Any, Callable, Iterator, Sequence
 
@@ -47,6 +48,7 @@ def connect(address: str | None) -> Any:
     a running local one, else a new one in this process). Returns the ray module."""
     ray = _ray()
     if not ray.is_initialized():
+        _reachable(address)
         try:
             ray.init(address=address, log_to_driver=True, logging_level=logging.WARNING,
                      include_dashboard=False, configure_logging=True)
@@ -67,6 +69,17 @@ def setup_for(models: Any, readers: Any, segment_max: float, batch_size: int | N
         audio_model=models.audio_model, batch_size=batch_size or 0, ocr_on=readers.ocr_on,
         speech_model=readers.speech_model, recorded_ocr=readers.recorded_ocr, recorded_speech=readers.recorded_speech,
         device=models.device)
+
+
+def _reachable(address: str | None) -> None:
+    """HOST:PORT answers at all: Ray itself retries an unreachable address for minutes."""
+    if not address or address == "auto" or "://" in address or ":" not in address:
+        return
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except (OSError, ValueError) as e:
+        raise ClusterError(f"cannot reach the Ray cluster at {address}: {e}") from None
 
 
 def encoder_actors(ray: Any) -> tuple[int, float, int]:

@@ -158,6 +158,10 @@ def run_index(
         raise UsageError("batch size must be positive")
     if segment_max is not None and not SEGMENT_MIN_S <= segment_max <= 3600:
         raise UsageError(f"--segment-max must be between {SEGMENT_MIN_S:g} and 3600 seconds, got {segment_max:g}")
+    if ray:  # a cluster that cannot be reached fails the run before anything is changed
+        from indexer.cluster import connect
+
+        connect(None if ray is True else str(ray))
     from tqdm import tqdm
 
     on_skip = on_skip or _default_on_skip

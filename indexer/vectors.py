@@ -33,8 +33,9 @@ def import_faiss() -> Any:
         import faiss
     except ImportError:
         raise FaissMissingError(
-            "FAISS is not installed. Install exactly one of: pip install 'xmr[cpu]' (faiss-cpu) "
-            "or pip install 'xmr[gpu]' (faiss-gpu)"
+            "FAISS is not installed. Install exactly one of: pip install 'xmr[cpu]' (faiss-cpu), "
+            "pip install 'xmr[gpu]' (faiss-gpu-cu12, CUDA 12) or pip install 'xmr[gpu-cu13]' "
+            "(faiss-gpu-cu13-cuvs, CUDA 13)"
         ) from None
     cvar = getattr(faiss, "cvar", None)
     if cvar is not None and getattr(cvar, "distance_compute_blas_threshold", 0) > BLAS_THRESHOLD:

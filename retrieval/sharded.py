@@ -36,7 +36,13 @@ class ShardServer:
     """One shard, in a Ray actor: loaded at start (and again after a restart), swapped when the
     library commits a new index."""
 
-    def __init__(self, library: str, i: int, n: int, index_file: str, policy: dict[str, Any] | None = None) -> None:
+    def __init__(self, library: str, i: int, n: int, index_file: str, policy: dict[str, Any] | None = None,
+                 threads: int = 1) -> None:
+        from indexer.vectors import import_faiss
+
+        # The actor reserves no CPU, so Ray gives it one OpenMP thread; FAISS spreads one query's
+        # inverted lists over threads, so the shards of a node share its cores instead.
+        import_faiss().omp_set_num_threads(max(1, threads))
         self.library, self.i, self.n, self.policy = Path(library), i, n, policy
         self.index_file = ""
         self.vecs: Any = None
@@ -111,6 +117,9 @@ class ShardedIndex:
         self.restarts = 0
         self._local = threading.local()
         self._remote = ray.remote(max_restarts=-1, max_task_retries=0, num_cpus=0)(ShardServer)
+        nodes = [node for node in ray.nodes() if node.get("Alive")]
+        cpus = sum(int(node.get("Resources", {}).get("CPU", 1)) for node in nodes)
+        self._threads = max(1, cpus // n)  # the cluster's cores shared out among the shards
         self._recreated: dict[int, float] = {}
         self.actors = [self._start(i) for i in range(n)]
         self._ntotal = sum(ray.get([a.follow.remote(index_file) for a in self.actors], timeout=600))
@@ -122,9 +131,11 @@ class ShardedIndex:
         name = f"xmr-shard-{os.getpid()}-{i}-of-{self.n}"
         opts = dict(namespace="xmr", scheduling_strategy="SPREAD")
         try:
-            return self._remote.options(name=name, **opts).remote(str(self.library), i, self.n, self.index_file, self.policy)
+            return self._remote.options(name=name, **opts).remote(str(self.library), i, self.n, self.index_file, self.policy,
+                                                                      self._threads)
         except ValueError:  # the name is still held by the actor it replaces
-            return self._remote.options(**opts).remote(str(self.library), i, self.n, self.index_file, self.policy)
+            return self._remote.options(**opts).remote(str(self.library), i, self.n, self.index_file, self.policy,
+                                                       self._threads)
 
     def _replace_dead(self, i: int) -> None:
         """An actor that cannot be restarted by Ray (its start failed: say its shard could not be

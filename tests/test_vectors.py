@@ -82,7 +82,7 @@ def test_missing_faiss_names_both_extras(monkeypatch):
     from retrieval.errors import FaissMissingError
 
     monkeypatch.setitem(sys.modules, "faiss", None)  # import faiss -> ImportError
-    with pytest.raises(FaissMissingError, match=r"xmr\[cpu\].*faiss-cpu.*xmr\[gpu\].*faiss-gpu"):
+    with pytest.raises(FaissMissingError, match=r"xmr\[cpu\].*faiss-cpu.*xmr\[gpu\].*faiss-gpu-cu12.*xmr\[gpu-cu13\].*faiss-gpu-cu13-cuvs"):
         import_faiss()
 
 

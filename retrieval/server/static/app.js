@@ -217,7 +217,10 @@ function render(answer, append) {
     setStatus("");
     return;
   }
-  setStatus(`${shown} result${shown === 1 ? "" : "s"} · ${answer.took_ms} ms`);
+  const partial = answer.partial
+    ? ` · partial: shard${answer.missing_shards.length === 1 ? "" : "s"} ${answer.missing_shards.join(", ")} did not answer`
+    : "";
+  setStatus(`${shown} result${shown === 1 ? "" : "s"} · ${answer.took_ms} ms${partial}`, Boolean(answer.partial));
 }
 
 function showEmptyLibrary() {
