@@ -105,8 +105,8 @@ def _resolve(value: Any) -> Any:
 
 
 class _Encoder(SegmentEncoder):
-    """The actor's class, made per run with its setup inside (`_encoder_class`): an actor whose
-    constructor arguments live in the object store could not be restarted once they are gone."""
+    """The actor's class, made per run with its setup inside (`_encoder_class`), so that the
+    setup travels with the class rather than as a constructor argument in the object store."""
 
     setup: WorkerSetup
     threads: int = 0

@@ -122,7 +122,11 @@ class ShardedIndex:
         self._threads = max(1, cpus // n)  # the cluster's cores shared out among the shards
         self._recreated: dict[int, float] = {}
         self.actors = [self._start(i) for i in range(n)]
-        self._ntotal = sum(ray.get([a.follow.remote(index_file) for a in self.actors], timeout=600))
+        try:
+            self._ntotal = sum(ray.get([a.follow.remote(index_file) for a in self.actors], timeout=600))
+        except Exception as e:  # noqa: BLE001 - Ray's errors: a shard unreadable, no room on the cluster
+            raise ClusterError(f"the shard actors did not start: {type(e).__name__}: "
+                               f"{str(e).splitlines()[0] if str(e) else ''}") from None
 
     def _start(self, i: int) -> Any:
         """Shard i's actor: named xmr-shard-PID-I-of-N (namespace "xmr") for operators and tests,

@@ -10,15 +10,16 @@ from __future__ import annotations
 from tests.conftest import run_json_script
 
 
-def test_fifty_kills_lose_nothing(tmp_path, catalog_db):
+def test_kills_lose_nothing(tmp_path, catalog_db):
+    """32 kills at CI size (the script runs as many as asked: `--kills 200` by hand)."""
     db = ["--db", catalog_db] if catalog_db else []
     # Two models do twice the encoding per run: fewer files keep the test's length.
     size = ["--images", "160", "--texts", "40"] if catalog_db else ["--images", "80", "--texts", "20", "--added-model"]
-    proc, res = run_json_script("crash_test.py", "--kills", "50", *size,
+    proc, res = run_json_script("crash_test.py", "--kills", "32", *size,
                                 "--seed", "1", "--work", str(tmp_path / "work"), *db, timeout=1200)
     assert res["catalog"] == ("postgresql" if catalog_db else "sqlite")
     assert res["checks_failed"] == [], res["checks_failed"]
-    assert res["kills"] >= 50 and res["kills_targeted"] >= 5  # some aimed between file write and commit
+    assert res["kills"] >= 32 and res["kills_targeted"] >= 4  # some aimed between file write and commit
     assert res["uncommitted_files_seen"] >= 1  # a kill did land between an index write and its commit
     assert res["sigints"] >= 1 and res["sigint_clean"] == res["sigints"]
     assert res["checks_passed"] == res["kills"] + res["sigints"] + res["completed_runs"]
