@@ -73,7 +73,7 @@ def cut(library: Path, index_file: str, n: int, only: int | None = None,
 def load(library: Path, index_file: str, i: int, n: int, policy: dict[str, Any] | None = None) -> VectorIndex:
     """Shard i of n of `index_file` with its tuned nprobe, cut first if it is not there yet."""
     path = shard_path(library, index_file, i, n)
-    if not path.exists():
+    if not path.exists() or not path.with_suffix(".json").exists():
         cut(library, index_file, n, only=i, policy=policy)
     info = json.loads(path.with_suffix(".json").read_text())
     vecs = VectorIndex.load(path, info["factory"])
