@@ -30,6 +30,7 @@ bench: $(STAMP)
 	$(BIN)/python -m scripts.eval_cutoff
 	$(BIN)/python scripts/bench_query.py --model ViT-B-32
 	$(BIN)/python scripts/bench_server.py --model ViT-B-32
+	$(BIN)/python scripts/bench_distributed.py --images 48 336
 
 clean:
 	rm -rf $(VENV) demo .pytest_cache
