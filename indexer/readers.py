@@ -32,7 +32,8 @@ _loaded: dict[tuple[str, ...], Any] = {}
 _loaded_lock = threading.Lock()
 
 
-def _once(key: tuple[str, ...], make: Callable[[], Any]) -> Any:
+def load_once(key: tuple[str, ...], make: Callable[[], Any]) -> Any:
+    """`make()` once per process for `key`, kept (a ModelLoadError too, raised again)."""
     with _loaded_lock:
         got = _loaded.get(key)
         if got is None:
@@ -88,7 +89,7 @@ class Readers:
                 from indexer.ocr import DEFAULT_LANG, Reader
 
                 try:
-                    reader = _once(("ocr", DEFAULT_LANG), Reader)
+                    reader = load_once(("ocr", DEFAULT_LANG), Reader)
                     self._same("ocr", self.recorded_ocr, reader.identity(), "--no-ocr")
                     self._ocr = reader
                 except ModelLoadError as e:
@@ -105,7 +106,7 @@ class Readers:
 
                 model, device = self.speech_model, self.device
                 try:
-                    t = _once(("speech", model, device), lambda: Transcriber(model, device))
+                    t = load_once(("speech", model, device), lambda: Transcriber(model, device))
                     self._same("speech", self.recorded_speech, t.identity(), "--speech-model none")
                     self._speech = t
                 except ModelLoadError as e:

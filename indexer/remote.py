@@ -23,6 +23,7 @@ from indexer.embedders import ImageEmbedder, TextEmbedder, _batched
 from indexer.facts import safe_facts
 from indexer.kinds import Segment, sniff_kind
 from indexer.kinds.base import read_failure
+from indexer.readers import load_once  # per worker process: Ray reuses its workers
 from retrieval.encoders import EncoderSpec
 from retrieval.errors import DecodeError, EncoderMismatchError, ModelLoadError
 
@@ -62,22 +63,6 @@ class Outcome:
     engines: dict[str, dict[str, Any]] = field(default_factory=dict)  # OCR/speech identities that read it
 
 
-# Per worker process: Ray reuses its workers, so models and readers load once per process.
-_cache: dict[tuple[str, ...], Any] = {}
-
-
-def _once(key: tuple[str, ...], make: Callable[[], Any]) -> Any:
-    if key not in _cache:
-        try:
-            _cache[key] = make()
-        except ModelLoadError as e:
-            _cache[key] = e
-    got = _cache[key]
-    if isinstance(got, ModelLoadError):
-        raise got
-    return got
-
-
 class WorkerContext:
     """The DecodeContext (indexer.kinds.base) of a decode task: what kinds ask while decoding."""
 
@@ -99,7 +84,7 @@ class WorkerContext:
         from retrieval.encoders.clap import ClapFeatures
 
         try:
-            return _once(("clap", self.setup.audio_model), lambda: ClapFeatures(self.setup.audio_model))
+            return load_once(("clap", self.setup.audio_model), lambda: ClapFeatures(self.setup.audio_model))
         except ModelLoadError as e:
             raise DecodeError(f"no audio model: {e}") from None
 
@@ -132,7 +117,7 @@ class WorkerContext:
             return None
         from indexer.ocr import DEFAULT_LANG, Reader
 
-        return self._reader("ocr", self.setup.recorded_ocr, lambda: _once(("ocr-reader", DEFAULT_LANG), Reader))
+        return self._reader("ocr", self.setup.recorded_ocr, lambda: load_once(("ocr", DEFAULT_LANG), Reader))
 
     def speech(self) -> Any:
         model = self.setup.speech_model
@@ -141,7 +126,7 @@ class WorkerContext:
         from indexer.speech import Transcriber
 
         return self._reader("speech", self.setup.recorded_speech,
-                            lambda: _once(("speech-model", model), lambda: Transcriber(model, "cpu")))
+                            lambda: load_once(("speech", model, "cpu"), lambda: Transcriber(model, "cpu")))
 
 
 def decode_file(path: str, size: int, data: bytes | None, setup: WorkerSetup) -> Outcome:
