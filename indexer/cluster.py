@@ -53,9 +53,25 @@ def connect(address: str | None) -> Any:
             ray.init(address=address, log_to_driver=True, logging_level=logging.WARNING,
                      include_dashboard=False, configure_logging=True)
         except (ConnectionError, RuntimeError, ValueError) as e:
-            raise ClusterError(f"cannot reach the Ray cluster at {address or 'this machine'}: "
+            where = address or "this machine"
+            if _auth_refused(e):
+                raise ClusterError(
+                    f"the Ray cluster at {where} refused this machine's authentication token: a cluster "
+                    "with token authentication needs RAY_AUTH_MODE=token here and its token (RAY_AUTH_TOKEN, "
+                    "RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token)") from None
+            raise ClusterError(f"cannot reach the Ray cluster at {where}: "
                                f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
     return ray
+
+
+def _auth_refused(e: BaseException | None) -> bool:
+    """Ray wraps the GCS's InvalidAuthToken in a ConnectionError that only names the address."""
+    seen = 0
+    while e is not None and seen < 10:
+        if type(e).__name__ == "AuthenticationError" or "InvalidAuthToken" in str(e):
+            return True
+        e, seen = e.__cause__ or e.__context__, seen + 1
+    return False
 
 
 def setup_for(models: Any, readers: Any, segment_max: float, batch_size: int | None) -> WorkerSetup:

@@ -44,7 +44,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from scripts.local_cluster import ENV, LocalCluster  # noqa: E402
+from scripts.local_cluster import LocalCluster  # noqa: E402
 
 SECONDS = re.compile(r"items encoded in ([0-9.]+) s")
 
@@ -70,7 +70,7 @@ def index_seconds(lib: Path, media: Path, model: str, *extra: str) -> tuple[floa
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.run([sys.executable, "-m", "retrieval.cli", "--library", str(lib), "index", str(media),
                            "--model", model, "--no-progress", "--no-ocr", "--speech-model", "none", *extra],
-                          capture_output=True, text=True, cwd=ROOT, env=ENV, timeout=3600)
+                          capture_output=True, text=True, cwd=ROOT, env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}, timeout=3600)
     m = SECONDS.search(proc.stdout)
     if proc.returncode != 0 or m is None:
         raise RuntimeError(f"xmr index failed: {proc.stdout}\n{proc.stderr[-3000:]}")
@@ -159,7 +159,7 @@ def sharded_search(work: Path, n_vectors: int, dim: int, queries: int, shard_cou
     from retrieval.sharded import ShardedIndex
 
     policy = {"recall": autoindex.DEFAULT_RECALL}
-    with LocalCluster(head_cpus=os.cpu_count() or 2, object_store_mb=512) as c:
+    with LocalCluster(head_cpus=os.cpu_count() or 2, object_store_mb=512) as c, c.driver():
         ray.init(address=c.address, logging_level="ERROR")
         try:
             for n in shard_counts:
@@ -206,9 +206,9 @@ def main() -> None:
             out["model"], out["photo_size"] = model, a.size
             idx: dict[str, object] = {"local": setting(work, "local", folders, model)}
             cpus = os.cpu_count() or 2
-            with LocalCluster(head_cpus=cpus) as c:
+            with LocalCluster(head_cpus=cpus) as c, c.driver():
                 idx["ray_1_node"] = setting(work, "ray1", folders, model, "--ray", c.address)
-            with LocalCluster(head_cpus=max(1, cpus // 2)) as c:
+            with LocalCluster(head_cpus=max(1, cpus // 2)) as c, c.driver():
                 c.add_node(cpus=max(1, cpus - cpus // 2), resources={"node2": 1})
                 idx["ray_2_nodes"] = setting(work, "ray2", folders, model, "--ray", c.address)
                 idx["ray_2_nodes_ship_bytes"] = setting(work, "ray2s", folders, model, "--ray", c.address, "--ship-bytes")

@@ -33,7 +33,7 @@ ENV = {"RAY_USAGE_STATS_ENABLED": "0"}
 def cluster():
     from scripts.local_cluster import LocalCluster
 
-    with LocalCluster(head_cpus=1) as c:
+    with LocalCluster(head_cpus=1) as c, c.driver():  # this process and the xmr it runs hold its token
         c.add_node(cpus=1, resources={"node2": 1})
         yield c
 
@@ -136,6 +136,18 @@ def wait_for_commit(lib: Path, proc: subprocess.Popen, timeout: float = 240) -> 
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline, "no checkpoint in time"
         time.sleep(0.02)
+
+
+def test_a_driver_without_the_clusters_token_is_refused_clearly(cluster, tmp_path, random_model):
+    """The test cluster uses token auth (as Ray does by default once a token exists): a driver
+    without the token stops with a message that says so, before the library is touched."""
+    lib = tmp_path / "lib"
+    proc = run_xmr("--library", str(lib), "index", str(pictures(tmp_path / "pictures", 2)), "--model", random_model,
+                   "--ray", cluster.address, "--no-progress", env={**ENV, "RAY_AUTH_MODE": "disabled"}, timeout=180)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "refused this machine's authentication token" in proc.stderr and "RAY_AUTH_MODE=token" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not list(lib.glob("vectors-*.faiss"))
 
 
 def test_killed_driver_then_killed_worker_node(cluster, tmp_path, random_model):
