@@ -448,3 +448,12 @@ def test_filters_in_the_address_infinite_scroll_tags_and_duplicates(tmp_path, br
         settled(page)
         expect(page.locator("#dupes")).to_be_hidden()
         assert total > 60 and not problems, problems
+
+        # A window taller than two pages of results: pages come until it is filled, with no
+        # scroll (the list's end stays in view across answers; its observer alone stopped at 60).
+        tall = browser.new_page(viewport={"width": 1280, "height": 4400})
+        tall.goto(info["url"] + "/#q=" + f"a {concept}".replace(" ", "+") + "&mode=semantic")
+        tall.wait_for_function("() => document.querySelectorAll('.result').length >= 90")
+        settled(tall)
+        end = tall.evaluate("() => document.querySelector('#more').getBoundingClientRect().top - innerHeight")
+        assert end > 0 and tall.locator(".result").count() < total  # then it stops

@@ -264,6 +264,7 @@ async function search(append = false) {
   const seq = ++state.seq; // answers can arrive out of order: only the latest request may render
   setStatus("Searching…");
   setBusy(true);
+  let grew = false;
   try {
     const answer = await request;
     if (seq !== state.seq) return;
@@ -271,6 +272,7 @@ async function search(append = false) {
     state.offset = (append ? state.offset : 0) + answer.hits.length;
     render(answer, append);
     if (!append) remember();
+    grew = answer.hits.length > 0;
   } catch (e) {
     if (seq !== state.seq) return;
     setStatus(e.message, true);
@@ -279,6 +281,16 @@ async function search(append = false) {
   } finally {
     if (seq === state.seq) setBusy(false); // the latest answer is drawn
   }
+  if (seq === state.seq && grew) moreIfInView();
+}
+
+// The next page when the end of the list is (nearly) in view. The observer only tells when that
+// changes, so after each answer this looks again: a scroll to the end while a search was under
+// way, or a first page shorter than the window, would otherwise wait for the user to scroll back.
+function moreIfInView() {
+  const more = $("#more");
+  if (more.hidden || !more.getClientRects().length || $("#results").getAttribute("aria-busy") === "true") return;
+  if (more.getBoundingClientRect().top < window.innerHeight + 400) search(true);
 }
 
 function moreLike(id, name) {
@@ -531,9 +543,7 @@ function setup() {
   });
   // Scrolling on loads the next page (the server keeps the query's list: nothing is encoded again).
   new IntersectionObserver((entries) => {
-    if (entries.some((e) => e.isIntersecting) && !$("#more").hidden && $("#results").getAttribute("aria-busy") !== "true") {
-      search(true);
-    }
+    if (entries.some((e) => e.isIntersecting)) moreIfInView();
   }, { rootMargin: "400px" }).observe($("#more"));
   window.addEventListener("popstate", restore);
   $("#d-threshold").addEventListener("change", showDupes);
