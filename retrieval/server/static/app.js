@@ -279,9 +279,11 @@ async function search(append = false) {
     if (!append) $("#results").replaceChildren();
     $("#more").hidden = true;
   } finally {
-    if (seq === state.seq) setBusy(false); // the latest answer is drawn
+    if (seq === state.seq) { // the latest answer is drawn
+      setBusy(false);
+      if (grew) moreIfInView();
+    }
   }
-  if (seq === state.seq && grew) moreIfInView();
 }
 
 // The next page when the end of the list is (nearly) in view. The observer only tells when that
