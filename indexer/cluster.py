@@ -19,10 +19,14 @@ import os
 import pickle
 import socket
 import warnings
+from dataclasses import replace
 from typing import Any, Callable, Iterator, Sequence
 
-from indexer.remote import Outcome, SegmentEncoder, WorkerSetup, decode_file
+from indexer.remote import SegmentEncoder, WorkerSetup, decode_file
 from indexer.scan import MediaFile
+from indexer.stages.context import DecodeSetup
+from indexer.stages.decode import Decoded
+from indexer.stages.decoders import Poll, Source, WholeFile
 from retrieval.errors import ClusterError, UsageError, XmrError
 
 # Ray's own logs, on the driver, only when something is wrong.
@@ -74,17 +78,33 @@ def _auth_refused(e: BaseException | None) -> bool:
     return False
 
 
-def setup_for(models: Any, readers: Any, segment_max: float, batch_size: int | None) -> WorkerSetup:
-    """What workers need, from the driver's loaded encoder and the run's settings."""
+def setup_for(decode: DecodeSetup, models: Any, batch_size: int | None) -> WorkerSetup:
+    """What workers need: the run's decode setup, and how to load and check the main model."""
     enc = models.encoder
     rec = models.recorded_identity or enc.identity()
-    return WorkerSetup(
-        spec=models.spec, weights_sha256=rec.get("weights_sha256"), dim=int(rec.get("dim") or enc.dim),
-        preprocess=getattr(enc, "preprocess", None), tokenizer=getattr(enc, "tokenizer", None),
-        context_length=enc.context_length, image_size=getattr(enc, "input_size", None), segment_max=segment_max,
-        audio_model=models.audio_model, batch_size=batch_size or 0, ocr_on=readers.ocr_on,
-        speech_model=readers.speech_model, recorded_ocr=readers.recorded_ocr, recorded_speech=readers.recorded_speech,
-        device=models.device)
+    main = decode.models[0]
+    return WorkerSetup(decode=replace(decode, models=(main,), device_jpeg=False), spec=models.spec,
+                       weights_sha256=rec.get("weights_sha256"), dim=int(rec.get("dim") or enc.dim),
+                       batch_size=batch_size or 0, device=models.device)
+
+
+class RayDecoder:
+    """The Decoder (indexer.stages.decoders) of a Ray run: files decoded by Ray Data tasks and
+    embedded by the main model's actors; each comes back whole, with its vectors."""
+
+    def __init__(self, address: str | None, decode: DecodeSetup, models: Any, batch_size: int | None,
+                 ship_bytes: bool, on_engines: Callable[[dict[str, Any]], None]) -> None:
+        self.address, self.ship_bytes, self.on_engines = address, ship_bytes, on_engines
+        self.setup = setup_for(decode, models, batch_size)
+
+    def files(self, jobs: Sequence[MediaFile], poll: Poll) -> Iterator[tuple[MediaFile, Source]]:
+        by_path = {mf.path: mf for mf in jobs}
+        for out in outcomes(self.address, list(by_path.values()), self.setup, ship_bytes=self.ship_bytes, poll=poll):
+            self.on_engines(out.engines)
+            yield by_path[out.path], WholeFile(out)
+
+    def close(self) -> None:
+        pass
 
 
 def _reachable(address: str | None) -> None:
@@ -158,7 +178,7 @@ def _decode_batch(batch: dict[str, Any], setup: Any, server: Any) -> dict[str, A
             try:
                 data = ray.get(server.read.remote(str(path)))
             except Exception as e:  # noqa: BLE001 - the file's own failure (gone, unreadable): skipped
-                o = Outcome(str(path), error=f"cannot read it on the driver: {type(e).__name__}: {e}")
+                o = Decoded(str(path), error=f"cannot read it on the driver: {type(e).__name__}: {e}")
                 out.append(pickle.dumps(o, protocol=5))
                 continue
         out.append(pickle.dumps(decode_file(str(path), int(size), data, setup), protocol=5))
@@ -166,7 +186,7 @@ def _decode_batch(batch: dict[str, Any], setup: Any, server: Any) -> dict[str, A
 
 
 def outcomes(address: str | None, jobs: Sequence[MediaFile], setup: WorkerSetup, *, ship_bytes: bool = False,
-             poll: Callable[[], None] = lambda: None, files_per_task: int = 4) -> Iterator[Outcome]:
+             poll: Callable[[], None] = lambda: None, files_per_task: int = 4) -> Iterator[Decoded]:
     """Every job's outcome, in the order they finish. `poll` is called between outcomes (it
     raises to stop the run; the pipeline is then shut down)."""
     if not jobs:

@@ -15,9 +15,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from indexer.catalog import File, Root
-from indexer.decode import partial_hash
 from indexer.facts import FACTS_VERSION
-from indexer.scan import MediaFile
+from indexer.scan import MediaFile, partial_hash
 from retrieval.errors import UsageError
 
 

@@ -29,19 +29,20 @@ import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from indexer.added_index import EXTRA_FACTORY, AddedIndex, committed_index
 from indexer.catalog import File, Item, get_meta, set_meta
-from indexer.embedders import EncoderContext
 from indexer.kinds import get_kind
+from indexer.kinds.video import SEGMENT_MAX_S
 from indexer.models import same_weights
-from indexer.pipeline import _default_on_skip
-from indexer.store import Store
-from indexer.vectors import VectorIndex, full_factory
+from indexer.stages.context import DecodeContext, DecodeSetup, model_inputs
+from indexer.stages.report import Reporter
+from indexer.store import EXTRA_META, Store
+from indexer.vectors import VectorIndex
 from retrieval.encoders import Encoder, EncoderSpec, load_encoder, resolve_spec
 from retrieval.errors import DecodeError, UsageError, XmrError
 
-META = "extra_models"
+META = EXTRA_META
 EMBEDDERS = ("image", "text")  # what a further model embeds; "audio" is the main model's
-EXTRA_FACTORY = full_factory("Flat")
 FILES_PER_ROUND = 8  # files decoded ahead of the encoder (a video's shots are all held at once)
 
 OnSkip = Callable[[str, str], None]
@@ -83,27 +84,7 @@ class SyncReport:
     skipped: int = 0  # files whose pictures could not be decoded as indexed
 
 
-class _Context(EncoderContext):
-    """What kinds may ask while decoding (DecodeContext), for re-encoding pictures: the further
-    model's picture size, no OCR, no speech and no sound (those add words or sounds, which this
-    model does not embed)."""
-
-    wants_sound = False
-
-    def __init__(self, encoder: Encoder, segment_max: float) -> None:
-        self.encoder, self.segment_max = encoder, segment_max
-
-    def audio_format(self) -> tuple[int, int]:
-        raise DecodeError("sounds are embedded by the library's main model only")
-
-    def ocr(self) -> Any:
-        return None
-
-    def speech(self) -> Any:
-        return None
-
-
-def _pictures(ctx: _Context, f: File, items: list[Item]) -> tuple[File, list[Item], list[Any] | str]:
+def _pictures(ctx: DecodeContext, key: str, f: File, items: list[Item]) -> tuple[File, list[Item], list[Any] | str]:
     """The model inputs of a file's picture items, in their order; or why they cannot be had."""
     try:
         st = os.stat(f.path)
@@ -121,34 +102,33 @@ def _pictures(ctx: _Context, f: File, items: list[Item]) -> tuple[File, list[Ite
         if not all(i.chunk in by_chunk for i in items):
             return f, items, "its pictures differ from when it was indexed (run `xmr index`)"
         segs = [by_chunk[i.chunk] for i in items]
-    return f, items, [ctx.encoder.preprocess_image(s.payload) for s in segs]
+    return f, items, [ctx.prepare(s).payload[key] for s in segs]
 
 
-class _Writer:
-    """A further model's index being brought in step, saved under a new name at checkpoints."""
+def _checkpoint(s: Session, index: AddedIndex) -> None:
+    index.stage(s)
+    s.commit()
+    index.committed()
 
-    def __init__(self, s: Session, store: Store, key: str, vecs: VectorIndex) -> None:
-        self.s, self.store, self.key, self.vecs = s, store, key, vecs
-        self.last = time.perf_counter()
 
-    def checkpoint(self) -> None:
-        all_ = extras(self.s)
-        entry = all_[self.key]
-        old = entry.get("index_file")
-        n = int(old.rsplit("-", 1)[1].split(".")[0]) + 1 if old else 1
-        name = f"vectors-{self.key}-{n}.faiss"
-        self.vecs.save(self.store.path / name)
-        entry.update(index_file=name, factory=self.vecs.factory, vectors=self.vecs.ntotal)
-        set_meta(self.s, META, all_)
-        self.s.commit()
-        if old and old != name:
-            (self.store.path / old).unlink(missing_ok=True)
-        self.vecs.dirty = False
-        self.last = time.perf_counter()
+def open_indexes(store: Store, session: Session) -> dict[str, AddedIndex]:
+    """Every added model's index, opened for writing (an index run adds to them in its pass)."""
+    return {key: AddedIndex.open(store, session, key, int(entry["identity"]["dim"]))
+            for key, entry in extras(session).items()}
 
-    def maybe_checkpoint(self, seconds: float) -> None:
-        if time.perf_counter() - self.last >= seconds:
-            self.checkpoint()
+
+def load_encoders(session: Session, device: str, loaded: dict[str, Encoder], keys: list[str]) -> dict[str, Encoder]:
+    """The added models `keys`, loaded (kept in `loaded`) and checked against their records."""
+    out = {}
+    for key in keys:
+        entry = extras(session)[key]
+        if key not in loaded:
+            spec = EncoderSpec.from_dict(entry["identity"])
+            encoder = load_encoder(spec, device)
+            same_weights(entry["identity"], encoder.identity(), spec.describe())
+            loaded[key] = encoder
+        out[key] = loaded[key]
+    return out
 
 
 def sync(store: Store, *, device: str = "auto", encoders: dict[str, Encoder] | None = None,
@@ -156,32 +136,21 @@ def sync(store: Store, *, device: str = "auto", encoders: dict[str, Encoder] | N
          checkpoint_seconds: float = 30.0, workers: int | None = None, wait: bool = False) -> dict[str, SyncReport]:
     """Bring every further model's index in step with the catalog (see the module's docstring).
     `encoders`: ones already loaded, by key."""
-    encoders = encoders or {}
+    encoders = encoders if encoders is not None else {}
     reports: dict[str, SyncReport] = {}
     with store.write_lock(wait), store.Session() as s:
         for key, entry in extras(s).items():
-            vecs = _committed(store, entry)
+            vecs = committed_index(store, entry)
             if vecs is not None and _in_step(s, vecs):  # nothing to do: not even the model is loaded
                 reports[key] = SyncReport()
                 continue
-            spec = EncoderSpec.from_dict(entry["identity"])
-            encoder = encoders.get(key)
-            if encoder is None:
-                encoder = encoders[key] = load_encoder(spec, device)
-            same_weights(entry["identity"], encoder.identity(), spec.describe())
+            encoder = load_encoders(s, device, encoders, [key])[key]
             if progress:
-                progress(f"bringing {spec.describe()} up to date")
-            reports[key] = _sync_one(s, store, key, encoder, vecs or VectorIndex.create(encoder.dim, "Flat"), on_skip or _default_on_skip, checkpoint_seconds,
+                progress(f"bringing {EncoderSpec.from_dict(entry['identity']).describe()} up to date")
+            index = AddedIndex(store, key, vecs or VectorIndex.create(encoder.dim, "Flat"))
+            reports[key] = _sync_one(s, index, encoder, on_skip or Reporter().skip, checkpoint_seconds,
                                      workers or os.cpu_count() or 2)
     return reports
-
-
-def _committed(store: Store, entry: dict[str, Any]) -> VectorIndex | None:
-    """A further model's committed index, read; None before its first checkpoint."""
-    name = entry.get("index_file")
-    if not name or not (store.path / name).exists():
-        return None
-    return VectorIndex.load(store.path / name, entry.get("factory") or EXTRA_FACTORY)
 
 
 def _in_step(s: Session, vecs: VectorIndex) -> bool:
@@ -191,42 +160,60 @@ def _in_step(s: Session, vecs: VectorIndex) -> bool:
     return len(have) == len(wanted) and bool(np.array_equal(np.sort(have), np.sort(wanted)))
 
 
-def _sync_one(s: Session, store: Store, key: str, encoder: Encoder, vecs: VectorIndex, on_skip: OnSkip,
-              checkpoint_seconds: float, workers: int) -> SyncReport:
+def _sync_one(s: Session, index: AddedIndex, encoder: Encoder, on_skip: OnSkip, checkpoint_seconds: float,
+              workers: int) -> SyncReport:
     report = SyncReport()
-    w = _Writer(s, store, key, vecs)
-    have = set(w.vecs.ids().tolist())
+    vecs, last = index.vecs, [time.perf_counter()]
+
+    def maybe_checkpoint() -> None:
+        if time.perf_counter() - last[0] >= checkpoint_seconds:
+            _checkpoint(s, index)
+            last[0] = time.perf_counter()
+
+    have = set(vecs.ids().tolist())
     items = list(s.scalars(select(Item).where(Item.embedder.in_(EMBEDDERS)).order_by(Item.file_id, Item.chunk, Item.start)))
     if orphans := have - {i.id for i in items}:
-        report.removed = w.vecs.remove(sorted(orphans))
+        report.removed = vecs.remove(sorted(orphans))
     todo = [i for i in items if i.id not in have]
     texts = [i for i in todo if i.embedder == "text"]
     batch = int(getattr(encoder, "batch_size", 32))
     for start in range(0, len(texts), batch):
         part = texts[start:start + batch]
-        w.vecs.add(encoder.encode_text([i.snippet or "" for i in part]), [i.id for i in part])
+        vecs.add(encoder.encode_text([i.snippet or "" for i in part]), [i.id for i in part])
         report.added += len(part)
-        w.maybe_checkpoint(checkpoint_seconds)
+        maybe_checkpoint()
     by_file: dict[int, list[Item]] = {}
     for i in todo:
         if i.embedder == "image":
             by_file.setdefault(i.file_id, []).append(i)
-    ctx = _Context(encoder, float(get_meta(s, "segment_max", 10.0)))
+    ctx = _reencoding_context(s, index.key, encoder)
     files = {f.id: f for f in s.scalars(select(File).where(File.id.in_(list(by_file))))} if by_file else {}
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="xmr-reencode") as pool:
         for round_ in _rounds(sorted(by_file), FILES_PER_ROUND):
-            for f, its, inputs in pool.map(lambda fid: _pictures(ctx, files[fid], by_file[fid]), round_):
+            for f, its, inputs in pool.map(lambda fid: _pictures(ctx, index.key, files[fid], by_file[fid]), round_):
                 if isinstance(inputs, str):
                     report.skipped += 1
                     on_skip(f.path, inputs)
                     continue
                 for start in range(0, len(inputs), batch):
-                    w.vecs.add(encoder.encode_images(inputs[start:start + batch]), [i.id for i in its[start:start + batch]])
+                    vecs.add(encoder.encode_images(inputs[start:start + batch]), [i.id for i in its[start:start + batch]])
                 report.added += len(its)
-            w.maybe_checkpoint(checkpoint_seconds)
-    if w.vecs.dirty or not extras(s)[key].get("index_file"):
-        w.checkpoint()
+            maybe_checkpoint()
+    if vecs.dirty or not extras(s)[index.key].get("index_file"):
+        _checkpoint(s, index)
     return report
+
+
+def _reencoding_context(s: Session, key: str, encoder: Encoder) -> DecodeContext:
+    """Decoding for this model's pictures alone: no OCR, no speech and no sound (those add
+    words or sounds, which this model does not embed)."""
+    from indexer.readers import ReaderSettings
+
+    setup = DecodeSetup(models=(model_inputs(key, encoder, ("image",)),), tokenizer=getattr(encoder, "tokenizer", None),
+                        context_length=encoder.context_length,
+                        segment_max=float(get_meta(s, "segment_max", SEGMENT_MAX_S)), audio_model=None,
+                        readers=ReaderSettings(ocr_on=False, speech_model=None))
+    return DecodeContext(setup)
 
 
 def _rounds(xs: list[int], n: int) -> Iterator[list[int]]:

@@ -18,7 +18,7 @@ FACT_FIELDS = ("taken_at", "camera_make", "camera_model", "lat", "lon", "width",
 FACTS_VERSION = 1
 
 _EXIF_IFD, _GPS_IFD = 0x8769, 0x8825
-_MAKE, _MODEL, _DATETIME, _ORIENTATION = 0x010F, 0x0110, 0x0132, 0x0112
+_MAKE, _MODEL, _DATETIME, EXIF_ORIENTATION = 0x010F, 0x0110, 0x0132, 0x0112
 _DATE_ORIGINAL, _DATE_DIGITIZED, _OFFSET_ORIGINAL = 0x9003, 0x9004, 0x9011
 
 
@@ -79,7 +79,7 @@ def image_facts(path: str) -> dict[str, Any]:
         width, height = im.size
         exif = im.getexif()
         sub, gps = exif.get_ifd(_EXIF_IFD), exif.get_ifd(_GPS_IFD)
-    if exif.get(_ORIENTATION) in (5, 6, 7, 8):  # turned a quarter: shown the other way round
+    if exif.get(EXIF_ORIENTATION) in (5, 6, 7, 8):  # turned a quarter: shown the other way round
         width, height = height, width
     out["width"], out["height"] = int(width), int(height)
     taken = parse_exif_date(sub.get(_DATE_ORIGINAL), sub.get(_OFFSET_ORIGINAL))
@@ -91,60 +91,3 @@ def image_facts(path: str) -> dict[str, Any]:
     if lat is not None and lon is not None and -90 <= lat <= 90 and -180 <= lon <= 180 and (lat, lon) != (0.0, 0.0):
         out["lat"], out["lon"] = lat, lon
     return out
-
-
-def media_facts(path: str) -> dict[str, Any]:
-    """Duration (and a video's frame size and recording date) from the container's header."""
-    from indexer.kinds.avfile import first_streams, open_media
-
-    out: dict[str, Any] = {}
-    with open_media(path) as container:
-        if container.duration:
-            out["duration"] = float(container.duration) / 1_000_000
-        video, audio = first_streams(container)
-        if video is not None and video.codec_context.width:
-            out["width"], out["height"] = int(video.codec_context.width), int(video.codec_context.height)
-        created = (container.metadata or {}).get("creation_time")
-        if isinstance(created, str):
-            try:
-                out["taken_at"] = datetime.fromisoformat(created.replace("Z", "+00:00")).timestamp()
-            except ValueError:
-                pass
-        if "duration" not in out:
-            stream = video or audio
-            if stream is not None and stream.duration and stream.time_base:
-                out["duration"] = float(stream.duration * stream.time_base)
-    return out
-
-
-def safe_facts(kind: Any, path: str) -> dict[str, Any]:
-    """A kind's facts of a file, {} (and never an exception) when they cannot be read."""
-    try:
-        got = kind.facts(path)
-    except Exception:  # noqa: BLE001 - facts are extras: the file is still indexed without them
-        return {}
-    return {k: v for k, v in got.items() if k in FACT_FIELDS and v is not None}
-
-
-def refresh_facts(session: Any, files: list[Any], workers: int) -> None:
-    """Read the facts of catalog files indexed before facts were read (or read differently),
-    without decoding or embedding them again: a library from an older xmr gains dates,
-    cameras and places on its next `xmr index`."""
-    if not files:
-        return
-    from concurrent.futures import ThreadPoolExecutor
-
-    from indexer.kinds import get_kind
-
-    def read(f: Any) -> dict[str, Any]:
-        try:
-            kind = get_kind(f.modality)
-        except KeyError:
-            return {}
-        return safe_facts(kind, f.path)
-
-    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="xmr-facts") as pool:
-        for f, facts in zip(files, pool.map(read, files)):
-            for name in FACT_FIELDS:
-                setattr(f, name, facts.get(name, getattr(f, name) if name == "duration" else None))
-            f.facts_version = FACTS_VERSION

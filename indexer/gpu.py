@@ -1,4 +1,6 @@
-"""The GPU copy of a library's index (faiss-gpu with a GPU present), used for searches.
+"""The GPU copy of a library's index, used for searches: FAISS's own (faiss-gpu with a GPU
+present), or, where the installed faiss has no GPU support, the vectors as one matrix in GPU
+memory searched exactly with torch (`TorchCopy`).
 
 Mutations go to the CPU index, and the copy is uploaded again lazily, at the next search after
 a change. A change of `nprobe` is not a change of the vectors: it is set on the copy in place.
@@ -46,13 +48,14 @@ class GpuCopy:
         if self._index is not None:
             self.faiss.GpuParameterSpace().set_index_parameter(self._index, "nprobe", min(int(nprobe), GPU_MAX_NPROBE))
 
-    def search(self, cpu_index: Any, xq: np.ndarray, k: int, nprobe: int | None) -> tuple[np.ndarray, np.ndarray] | None:
-        """D, I from the GPU copy, or None when the CPU must answer (k over the GPU's limit, or an
-        index type without a GPU implementation: then the copy is given up for good)."""
+    def search(self, source: Any, xq: np.ndarray, k: int, nprobe: int | None) -> tuple[np.ndarray, np.ndarray] | None:
+        """D, I from the GPU copy of `source` (a VectorIndex), or None when the CPU must answer (k
+        over the GPU's limit, or an index type without a GPU implementation: then the copy is
+        given up for good)."""
         if k > GPU_MAX_K:
             return None
         try:
-            index = self._upload(cpu_index, nprobe)
+            index = self._upload(source.index, nprobe)
         except RuntimeError as e:
             log.warning("FAISS GPU copy failed (%s); searching on the CPU", e)
             raise _NoGpu from None
@@ -61,3 +64,57 @@ class GpuCopy:
 
 class _NoGpu(Exception):
     """This index cannot be searched on a GPU."""
+
+
+# Share of the GPU's free memory the matrix may take: the model and its batches need the rest.
+TORCH_COPY_SHARE = 0.25
+
+
+class TorchCopy:
+    """Exact search over every vector on a GPU with torch: scores by one matrix product in
+    float32 (the CPU's exact search, to rounding), top-k there, only k results copied back.
+    Uploaded again at the first search after a change, like GpuCopy."""
+
+    def __init__(self, device: str) -> None:
+        self.device = device
+        self.stale = True
+        self.uploads = 0
+        self._xb: Any = None
+        self._ids: Any = None
+
+    @staticmethod
+    def fits(n: int, d: int, device: str) -> bool:
+        """Whether n x d float32 vectors fit the share of the device's free memory."""
+        import torch
+
+        if not device.startswith("cuda"):
+            return True
+        free, _ = torch.cuda.mem_get_info(torch.device(device))
+        return n * d * 4 <= TORCH_COPY_SHARE * free
+
+    def set_nprobe(self, nprobe: int) -> None:
+        """Exact: nothing to probe."""
+
+    def search(self, source: Any, xq: np.ndarray, k: int, nprobe: int | None) -> tuple[np.ndarray, np.ndarray] | None:
+        import torch
+
+        if self.stale or self._xb is None:
+            ids, xb = source.all_vectors()
+            if not self.fits(len(ids), source.d, self.device):
+                raise _NoGpu
+            self._xb = torch.from_numpy(np.ascontiguousarray(xb, np.float32)).to(self.device)
+            self._ids = torch.from_numpy(np.ascontiguousarray(ids, np.int64)).to(self.device)
+            self.stale, self.uploads = False, self.uploads + 1
+        with torch.inference_mode():
+            q = torch.from_numpy(np.ascontiguousarray(xq, np.float32)).to(self.device)
+            scores, at = torch.topk(q @ self._xb.T, min(k, self._xb.shape[0]), dim=1)
+            return scores.cpu().numpy(), self._ids[at].cpu().numpy()
+
+
+def torch_gpu() -> bool:
+    """CUDA through a torch this process has already loaded (for its model): importing torch
+    only to search would cost commands that never use it a second or two."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    return bool(torch is not None and torch.cuda.is_available())

@@ -8,13 +8,13 @@ indexer.autoindex's; this module decides when to apply them and records the outc
 from __future__ import annotations
 
 import logging
-import sys
 from typing import Any
 
 from sqlalchemy.orm import Session
 
 from indexer.autoindex import DEFAULT_RECALL
 from indexer.catalog import get_meta, set_meta
+from indexer.stages.report import Reporter
 from indexer.store import Store
 from indexer.vectors import full_factory
 from retrieval.errors import EncoderMismatchError, UsageError
@@ -52,7 +52,7 @@ class IndexPolicy:
         if get_meta(session, "index_policy") != self.settings:
             set_meta(session, "index_policy", self.settings)
 
-    def maybe_reindex(self, session: Session, progress: bool | None = None) -> dict[str, Any] | None:
+    def maybe_reindex(self, session: Session, reporter: Reporter | None = None) -> dict[str, Any] | None:
         """Move to the index the policy wants for the current size, once, when a threshold is
         crossed (or re-tune when the recall target changed). Returns the new tuning, if any."""
         from indexer import autoindex
@@ -66,16 +66,13 @@ class IndexPolicy:
         retune = want is None and vecs.is_ivf and (store.tuning or {}).get("target") != target
         if want is None and not retune:
             return None
-        from tqdm import tqdm
-
         ids, xb = vecs.all_vectors()
         factory = store.factory
         if retune:
             tuning = {**(store.tuning or {}), **autoindex.tune(vecs, xb, ids, target)}
             new = vecs
         else:
-            bar = tqdm(total=len(ids), unit="vector", desc=f"building {want} index",
-                       disable=(not progress) if progress is not None else None, file=sys.stderr)
+            bar = (reporter or Reporter()).bar(f"building {want} index", len(ids), "vector")
             try:
                 new, tuning = autoindex.build(want, ids, xb, target, progress=bar.update)
             finally:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from sqlalchemy.orm import Session
@@ -46,34 +47,52 @@ def load_once(key: tuple[str, ...], make: Callable[[], Any]) -> Any:
     return got
 
 
-class Readers:
-    """OCR and speech for one run: `ocr()` and `speech()` return the reader, or None when it is
-    off or cannot be had (said once)."""
+@dataclass(frozen=True)
+class ReaderSettings:
+    """What a run's readers are (picklable: decode processes and Ray workers build their own
+    Readers from it): the settings asked for or remembered, and the engines the library recorded."""
 
-    def __init__(self, session: Session, *, ocr: bool | None = None, speech_model: str | None = None,
-                 device: str = "cpu") -> None:
+    ocr_on: bool = True
+    speech_model: str | None = None
+    recorded_ocr: dict[str, Any] | None = None
+    recorded_speech: dict[str, Any] | None = None
+    device: str = "cpu"
+    asked_ocr: bool | None = None  # what this run was asked for (remembered for the next runs)
+    asked_speech: str | None = None
+
+    @classmethod
+    def of(cls, session: Session, *, ocr: bool | None = None, speech_model: str | None = None,
+           device: str = "cpu") -> ReaderSettings:
+        """The run's settings: those asked for, else the library's remembered ones, else defaults."""
         settings = get_meta(session, "ocr") or {}
-        self.ocr_on = ocr if ocr is not None else bool(settings.get("enabled", True))
         speech = get_meta(session, "speech") or {}
         chosen = speech_model if speech_model is not None else speech.get("model", DEFAULT_SPEECH_MODEL)
-        self.speech_model: str | None = None if chosen.lower() in OFF else chosen
-        self.device = device
-        self.recorded_ocr: dict[str, Any] | None = get_meta(session, "ocr_engine")
-        self.recorded_speech: dict[str, Any] | None = get_meta(session, "speech_engine")
+        return cls(ocr_on=ocr if ocr is not None else bool(settings.get("enabled", True)),
+                   speech_model=None if chosen.lower() in OFF else chosen,
+                   recorded_ocr=get_meta(session, "ocr_engine"), recorded_speech=get_meta(session, "speech_engine"),
+                   device=device, asked_ocr=ocr, asked_speech=speech_model)
+
+    def remember(self, session: Session) -> None:
+        """Store the settings this run was asked for (the next runs default to them)."""
+        if self.asked_ocr is not None:
+            set_meta(session, "ocr", {"enabled": self.asked_ocr})
+        if self.asked_speech is not None:
+            set_meta(session, "speech", {"model": self.asked_speech})
+
+
+class Readers:
+    """OCR and speech for one run (or one decode process of it): `ocr()` and `speech()` return
+    the reader, or None when it is off or cannot be had (said once)."""
+
+    def __init__(self, settings: ReaderSettings) -> None:
+        self.settings = settings
+        self.ocr_on, self.speech_model = settings.ocr_on, settings.speech_model
+        self.recorded_ocr, self.recorded_speech = settings.recorded_ocr, settings.recorded_speech
         self._ocr: Any = None
         self._speech: Any = None
         self._failed: set[str] = set()
         self._lock = threading.Lock()
-        self._asked = (ocr, speech_model)
         self._adopted: dict[str, dict[str, Any]] = {}
-
-    def remember(self, session: Session) -> None:
-        """Store the settings this run was asked for (the next runs default to them)."""
-        ocr, speech_model = self._asked
-        if ocr is not None:
-            set_meta(session, "ocr", {"enabled": ocr})
-        if speech_model is not None:
-            set_meta(session, "speech", {"model": speech_model})
 
     def _off(self, what: str, reason: str) -> None:
         if what not in self._failed:
@@ -104,7 +123,7 @@ class Readers:
             if self._speech is None and "speech" not in self._failed:
                 from indexer.speech import Transcriber
 
-                model, device = self.speech_model, self.device
+                model, device = self.speech_model, self.settings.device
                 try:
                     t = load_once(("speech", model, device), lambda: Transcriber(model, device))
                     self._same("speech", self.recorded_speech, t.identity(), "--speech-model none")
@@ -122,19 +141,22 @@ class Readers:
                                  f"{' (other data)' if was == now else ''}; words read by two engines are not mixed: "
                                  f"give the library's own, or {off_flag}, or index into a new --library")
 
+    def used(self) -> dict[str, dict[str, Any]]:
+        """The identities of the engines that were loaded here (a decode process hands them over)."""
+        out = dict(self._adopted)
+        if self._ocr is not None:
+            out["ocr"] = self._ocr.identity()
+        if self._speech is not None:
+            out["speech"] = self._speech.identity()
+        return out
+
     def adopt(self, engines: dict[str, dict[str, Any]]) -> None:
-        """Engines that read files on Ray workers (indexer.remote): recorded like this process's own."""
+        """Engines that read files in decode processes or on Ray workers: recorded like this one's own."""
         self._adopted.update(engines)
 
     def record(self, session: Session) -> None:
         """Record the engines that read something in this run (once per library)."""
-        for what, ident in self._adopted.items():
+        for what, ident in self.used().items():
             if getattr(self, f"recorded_{what}") is None:
                 setattr(self, f"recorded_{what}", ident)
                 set_meta(session, f"{what}_engine", ident)
-        if self._ocr is not None and self.recorded_ocr is None:
-            self.recorded_ocr = self._ocr.identity()
-            set_meta(session, "ocr_engine", self.recorded_ocr)
-        if self._speech is not None and self.recorded_speech is None:
-            self.recorded_speech = self._speech.identity()
-            set_meta(session, "speech_engine", self.recorded_speech)

@@ -3,6 +3,7 @@ hidden entries skipped, symlink loops safe. Which kind a file is, its content de
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ from typing import Callable, Iterable, Iterator
 from indexer.kinds import is_candidate
 
 OnSkip = Callable[[str, str], None]
+_PARTIAL_BLOCK = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -19,6 +21,17 @@ class MediaFile:
     path: str  # absolute, not symlink-resolved: the path the user sees
     size: int
     mtime_ns: int
+
+
+def partial_hash(path: str, size: int) -> str:
+    """Size + first and last 64 KiB: cheap, and enough to recognise a file that was moved."""
+    h = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as f:
+        h.update(f.read(_PARTIAL_BLOCK))
+        if size > 2 * _PARTIAL_BLOCK:
+            f.seek(size - _PARTIAL_BLOCK)
+            h.update(f.read(_PARTIAL_BLOCK))
+    return h.hexdigest()
 
 
 def _utf8_name(path: str) -> bool:

@@ -50,6 +50,15 @@ def _hash_folder(folder: str) -> str:
     return h.hexdigest()
 
 
+def _cuda_devices() -> int:
+    try:
+        import ctranslate2
+
+        return int(ctranslate2.get_cuda_device_count())
+    except Exception:  # noqa: BLE001 - no CUDA build or driver: the CPU
+        return 0
+
+
 class Transcriber:
     """A faster-whisper model, loaded at construction (ModelLoadError when it cannot be)."""
 
@@ -74,8 +83,10 @@ class Transcriber:
                 where = "" if online else " (the model hub cannot be reached and it is not in the local cache)"
                 raise ModelLoadError(f"cannot load the speech model {model!r}{where}: {reason}; give --speech-model "
                                      "a folder holding a CTranslate2 Whisper model, or --speech-model none") from None
-        try:
-            self.model = WhisperModel(folder, device="cuda" if device == "cuda" else "cpu", compute_type="int8")
+        on_gpu = device.startswith("cuda") or (device == "auto" and _cuda_devices() > 0)
+        try:  # float16 on a GPU (CTranslate2's fast path there), int8 on a CPU
+            self.model = WhisperModel(folder, device="cuda" if on_gpu else "cpu",
+                                      compute_type="float16" if on_gpu else "int8")
         except Exception as e:
             raise ModelLoadError(f"cannot load the speech model from {folder}: {e}") from None
         self.folder = folder

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from indexer.gpu import GpuCopy, _NoGpu
+from indexer.gpu import GpuCopy, TorchCopy, _NoGpu, torch_gpu
 from indexer.subsets import SubsetSearch
 from indexer.topk import blas_top_k
 from retrieval.errors import FaissMissingError, LibraryError, UsageError
@@ -75,7 +75,8 @@ class VectorIndex:
         self.index = index
         self.factory = factory
         self.mmapped = mmapped  # read-only: a writer loads its own copy
-        self._gpu: GpuCopy | None = None  # searches run on it when set (use_gpu)
+        self._gpu: GpuCopy | TorchCopy | None = None  # searches run on it when set (use_gpu)
+        self._gpu_asked: int | None = None  # use_gpu() before torch was loaded: the device asked for
         self._ivf = self._find_ivf(index)
         self._id_cache: np.ndarray | None = None
         self._id_order: tuple[np.ndarray, np.ndarray] | None = None  # (argsort of ids, sorted ids)
@@ -269,11 +270,15 @@ class VectorIndex:
         return self.faiss.rev_swig_ptr(inner.get_xb(), self.ntotal * self.d).reshape(self.ntotal, self.d)
 
     def use_gpu(self, device: int = 0) -> bool:
-        """Search on a GPU copy from now on, when faiss has GPUs; returns whether it will."""
-        if not GpuCopy.available(self.faiss):
-            return False
-        self._gpu = GpuCopy(self.faiss, device)
-        return True
+        """Search on a GPU copy from now on: FAISS's when it has GPUs, else an exact one through
+        torch where CUDA is at hand; returns whether it will."""
+        if GpuCopy.available(self.faiss):
+            self._gpu = GpuCopy(self.faiss, device)
+        elif torch_gpu():
+            self._gpu = TorchCopy(f"cuda:{device}")
+        else:  # torch may come later (the query encoder): asked again at each search until then
+            self._gpu_asked = device
+        return self._gpu is not None
 
     def search(self, xq: np.ndarray, k: int, nprobe: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top-k by inner product: D (nq, k) float32 scores, I (nq, k) ids, -1 where fewer exist.
@@ -283,9 +288,11 @@ class VectorIndex:
         if self.ntotal == 0:
             return np.zeros((len(xq), 0), np.float32), np.zeros((len(xq), 0), np.int64)
         probe = min(int(nprobe), self._ivf.nlist) if nprobe is not None and self._ivf is not None else None
+        if self._gpu is None and self._gpu_asked is not None and torch_gpu():
+            self._gpu, self._gpu_asked = TorchCopy(f"cuda:{self._gpu_asked}"), None
         if self._gpu is not None:
             try:
-                got = self._gpu.search(self.index, xq, k, probe if probe is not None else self.nprobe)
+                got = self._gpu.search(self, xq, k, probe if probe is not None else self.nprobe)
             except _NoGpu:
                 self._gpu, got = None, None
             if got is not None:

@@ -15,7 +15,9 @@ from typing import Any
 import click
 
 from indexer.kinds import kind_names
+from indexer.stages.options import DECODERS, PROCESSES_FROM_CORES, IndexOptions
 from retrieval.cli_output import print_hits, print_stats
+from retrieval.cli_progress import TerminalReporter
 from retrieval.cli_models import open_for_index, register as register_models
 from retrieval.cli_organize import register as register_organize
 from retrieval.cli_serve import register as register_serve
@@ -106,7 +108,9 @@ def _open(ctx: click.Context, create: bool = False, **kw: Any):
 @click.option("--recall", type=click.FloatRange(0, 1, min_open=True), help="Recall@10 the automatic index is tuned to [default: 0.95]")
 @click.option("--max-memory", type=ByteSize(), help="RAM budget for the vectors (e.g. 2G); picks the index's code size")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Items per model call [default: 32 on CPU, 256 on CUDA]")
-@click.option("--workers", type=click.IntRange(min=1), help="Decode threads [default: CPU count]")
+@click.option("--workers", type=click.IntRange(min=1), help="Decode threads or processes [default: CPU count]")
+@click.option("--decoder", type=click.Choice(DECODERS), default="auto", show_default=True,
+              help="Decode in threads or in processes; auto: processes from %d cores on" % PROCESSES_FROM_CORES)
 @click.option("--checkpoint-every", "checkpoint_seconds", default=30.0, show_default=True, type=click.FloatRange(min=0),
               metavar="SECONDS", help="Save progress this often; an interrupted run resumes from there.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar [default: when stderr is a terminal]")
@@ -128,7 +132,7 @@ def _open(ctx: click.Context, create: bool = False, **kw: Any):
 @click.pass_context
 def index(ctx: click.Context, paths: tuple[str, ...], model: str | None, pretrained: str | None, audio_model: str | None,
           factory: str | None, recall: float | None, max_memory: int | None, batch_size: int | None, workers: int | None,
-          checkpoint_seconds: float, progress: bool | None, wait: bool, segment_max: float | None, ocr: bool | None,
+          decoder: str, checkpoint_seconds: float, progress: bool | None, wait: bool, segment_max: float | None, ocr: bool | None,
           speech_model: str | None, add_model: bool, ray_address: str | None, ship_bytes: bool) -> None:
     """Index PATHS (folders or files); with none, refresh every folder indexed before.
 
@@ -146,10 +150,10 @@ def index(ctx: click.Context, paths: tuple[str, ...], model: str | None, pretrai
     lib, adding = open_for_index(lambda **kw: _open(ctx, **kw), model, pretrained, add_model, factory=factory,
                                  audio_model=audio_model, recall=recall, max_memory=max_memory)
     try:
-        report = lib.index(paths, batch_size=batch_size, workers=workers, progress=progress, checkpoint_seconds=checkpoint_seconds,
-                           wait=wait, on_wait=lambda message: click.echo(f"{message} ...", err=True),
-                           segment_max=segment_max, ocr=ocr, speech_model=speech_model,
-                           ray=True if ray_address == "local" else ray_address, ship_bytes=ship_bytes)
+        options = IndexOptions(batch_size=batch_size, workers=workers, decoder=decoder, checkpoint_seconds=checkpoint_seconds,
+                               wait=wait, segment_max=segment_max, ocr=ocr, speech_model=speech_model,
+                               ray=True if ray_address == "local" else ray_address, ship_bytes=ship_bytes)
+        report = lib.index(paths, options, reporter=TerminalReporter(progress))
         added = lib.add_model(model, pretrained, wait=wait, checkpoint_seconds=checkpoint_seconds) if adding else {}
     except LibraryLockedError as e:
         raise LibraryLockedError(f"{e}, or add --wait to queue behind it") from None

@@ -26,7 +26,8 @@ from indexer.catalog import get_meta
 from indexer.check import CheckReport, check_library
 from indexer.index_policy import IndexPolicy
 from indexer.models import Models
-from indexer.pipeline import IndexReport
+from indexer.stages.options import IndexOptions
+from indexer.stages.report import CallbackReporter, IndexReport, Reporter
 from indexer.store import Store
 from indexer.vectors import VectorIndex
 from retrieval.encoders import Encoder, EncoderSpec
@@ -171,17 +172,24 @@ class Library:
         with self.store.write_lock(wait, on_wait):
             yield
 
-    def index(self, paths: Sequence[str | os.PathLike[str]] = (), **options: Any) -> IndexReport:
+    def index(self, paths: Sequence[str | os.PathLike[str]] = (), options: IndexOptions | None = None, *,
+              reporter: Reporter | None = None, on_skip: Callable[[str, str], None] | None = None,
+              on_wait: Callable[[str], None] | None = None, **settings: Any) -> IndexReport:
         """Index `paths` (or every root indexed before); see indexer.pipeline.run_index. The
-        main model makes the items; then every added model's vectors follow (extra_models.sync)."""
+        settings are IndexOptions' fields (batch_size=, workers=, ...) or `options` itself;
+        skipped files go to `reporter`, or to `on_skip(path, reason)`. Every added model embeds
+        the new files in the same pass; what it still lacks follows (extra_models.sync)."""
         from indexer.pipeline import run_index
 
         if self.slot is not None:  # a view of an added model: the main one indexes
             with Library(self.path, db=self.db_url, device=self.device) as main:
-                return main.index(paths, **options)
+                return main.index(paths, options, reporter=reporter, on_skip=on_skip, on_wait=on_wait, **settings)
+        options = options or IndexOptions.from_kwargs(**settings)
+        reporter = reporter or CallbackReporter(on_skip, on_wait)
         with self._undone_if_first_fails(self.store):
-            report = run_index(self.store, self.models, self.audio, self.policy, [str(p) for p in paths], **options)
-        self.sync_models(on_skip=options.get("on_skip"), wait=options.get("wait", False))
+            report = run_index(self.store, self.models, self.audio, self.policy, [str(p) for p in paths], options,
+                               reporter, self._added_encoders)
+        self.sync_models(on_skip=reporter.skip, wait=options.wait)
         shards.after_commit(self.store)
         return report
 

@@ -90,18 +90,18 @@ def setting(work: Path, name: str, folders: list[tuple[int, Path]], model: str, 
 
 def bytes_per_image(media: Path, model: str, sample: int = 8) -> dict[str, float]:
     from indexer.cluster import setup_for
-    from indexer.remote import SegmentEncoder, decode_file
     from indexer.models import Models
+    from indexer.readers import ReaderSettings
+    from indexer.remote import SegmentEncoder, decode_file
+    from indexer.stages.context import setup_for_run
     from retrieval import Library
 
     with tempfile.TemporaryDirectory() as tmp:
         with Library(Path(tmp) / "lib", model=model, create=True) as lib:
             models: Models = lib.models
 
-            class Settings:  # what the run's OCR and speech settings say: neither, as above
-                ocr_on, speech_model, recorded_ocr, recorded_speech = False, None, None, None
-
-            setup = setup_for(models, Settings(), 10.0, None)
+            no_words = ReaderSettings(ocr_on=False, speech_model=None)  # neither OCR nor speech, as above
+            setup = setup_for(setup_for_run(models.encoder, {}, models.audio_model, 10.0, no_words), models, None)
             files = sorted(media.iterdir())[:sample]
             decoded = [decode_file(str(p), p.stat().st_size, None, setup) for p in files]
             to_actor = sum(len(pickle.dumps(o, protocol=5)) for o in decoded) / len(files)

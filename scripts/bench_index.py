@@ -88,7 +88,7 @@ def main() -> None:
         # The same loaded model: load time is not indexing time.
         lib = Library(work / "lib", encoder=enc, create=True)
         t = time.perf_counter()
-        report = lib.index([photos], batch_size=a.batch_size, progress=False, ocr=False)
+        report = lib.index([photos], batch_size=a.batch_size, ocr=False)
         end_to_end = report.items / (time.perf_counter() - t)
         ocr = ocr_costs(work, photos, files, enc, a) if a.ocr else None
         ideal = 1 / (1 / model_only + 1 / decode_only)
@@ -127,7 +127,7 @@ def ocr_costs(work: Path, photos: Path, files: list[str], enc: object, a: argpar
     for on in (False, True, False, True):  # alternated: the machine's load drifts
         lib = Library(work / f"lib-ocr-{on}-{len(rates)}", encoder=enc, create=True)
         t = time.perf_counter()
-        report = lib.index([photos], batch_size=a.batch_size, progress=False, ocr=on)
+        report = lib.index([photos], batch_size=a.batch_size, ocr=on)
         rates.setdefault(on, []).append(report.items / (time.perf_counter() - t))
 
     def cost(paths: list[str]) -> tuple[float, float, int]:

@@ -54,7 +54,7 @@ def fake_library(path: Path, encoder, n: int, seed: int = 0):
         s.flush()
         x = rng.standard_normal((n, encoder.dim)).astype(np.float32)
         vecs.add(x / np.linalg.norm(x, axis=1, keepdims=True), [it.id for it in items])
-        lib.policy.maybe_reindex(s, progress=False)
+        lib.policy.maybe_reindex(s)
         lib.store.commit(s)
     return Library(path, encoder=encoder)
 
@@ -105,19 +105,22 @@ def main() -> None:
             fast.update(percentiles(timed()), cos_to_fp32_min=round(float(cos.min()), 7), pack_s=round(pack_s, 2))
         warm = fast if fast_on else percentiles(exact)
         parts: dict[str, list[float]] = {"tokenise": [], "encode_prefix_fp32": [], "encode_full_77_fp32": [], "search_and_join": []}
+        sync = torch.cuda.synchronize if enc.device.startswith("cuda") else (lambda: None)  # GPU time, not launch time
         for q in texts:
             t = time.perf_counter()
-            tokens = enc.tokenizer([q])
+            tokens = enc.tokenizer([q]).to(enc.device)
             parts["tokenise"].append(time.perf_counter() - t)
             with torch.inference_mode():
                 t = time.perf_counter()
                 v = enc._encode_text_prefix(tokens)
+                sync()
                 parts["encode_prefix_fp32"].append(time.perf_counter() - t)
                 t = time.perf_counter()
                 enc.model.encode_text(tokens, normalize=True)
+                sync()
                 parts["encode_full_77_fp32"].append(time.perf_counter() - t)
             t = time.perf_counter()
-            lib.search(vector=v[0].numpy(), k=10)
+            lib.search(vector=v[0].float().cpu().numpy(), k=10)
             parts["search_and_join"].append(time.perf_counter() - t)
         out = {
             "model": enc.spec.describe(),

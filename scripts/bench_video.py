@@ -130,7 +130,7 @@ def main() -> None:
 
         lib = Library(work / "lib", encoder=enc, create=True)
         t = time.perf_counter()
-        report = lib.index([folder], batch_size=a.batch_size, progress=False)
+        report = lib.index([folder], batch_size=a.batch_size)
         end_s = time.perf_counter() - t
         decode_only, model_only, end_to_end = seconds / decode_s, seconds / model_s, seconds / end_s
         ideal = 1 / (1 / decode_only + 1 / model_only)

@@ -63,7 +63,7 @@ def pdf_rates(work: Path, pages: int, scanned: int, enc: object) -> dict[str, fl
     read_only = n / (time.perf_counter() - t)
     lib = Library(work / "lib-pdf", encoder=enc, create=True)
     t = time.perf_counter()
-    report = lib.index([folder], progress=False)
+    report = lib.index([folder])
     seconds = time.perf_counter() - t
     indexed = pages / seconds
     font = ImageFont.truetype("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf", 40)

@@ -53,7 +53,7 @@ def evaluate(model: str, seeds: list[int]) -> dict[str, Any]:
                 media = Path(tmp) / "media"
                 manifest = make_world(media, seed, notes=notes)
                 lib = Library(Path(tmp) / "lib", model=model, create=True)
-                lib.index([media], progress=False)
+                lib.index([media])
 
                 def rel(hits: list[Any]) -> list[str]:
                     return [str(Path(h.path).relative_to(media)) for h in hits]

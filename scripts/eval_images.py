@@ -123,7 +123,7 @@ def evaluate(lib: Any, pairs: list[tuple[Path, list[str]]], batch: int = 256) ->
     import numpy as np
 
     t0 = time.perf_counter()
-    report = lib.index([str(p) for p, _ in pairs], progress=False)
+    report = lib.index([str(p) for p, _ in pairs])
     index_s = time.perf_counter() - t0
     texts = [t for _, caps in pairs for t in caps]
     owner = [i for i, (_, caps) in enumerate(pairs) for _ in caps]

@@ -93,7 +93,7 @@ def evaluate(model: str, seed: int = 0) -> dict[str, Any]:
         notes.mkdir()
         queries = build(notes, seed)
         lib = Library(Path(tmp) / "lib", model=model, create=True)
-        lib.index([notes], progress=False)
+        lib.index([notes])
         out: dict[str, Any] = {"notes": len(CONCEPTS) * (NOTES_PER_CONCEPT + 1), "seed": seed}
         for kind, qs in queries.items():
             out[kind] = {"queries": len(qs), **{mode: score(lib, qs, mode) for mode in ("semantic", "words", "hybrid")}}

@@ -106,7 +106,7 @@ def trained_library(tmp_path_factory, trained_model, samples):
     from retrieval import Library
 
     lib = Library(tmp_path_factory.mktemp("trained-lib"), model=trained_model, create=True)
-    report = lib.index([samples[0]], progress=False)
+    report = lib.index([samples[0]])
     assert report.skipped == 0
     return lib
 
@@ -136,7 +136,7 @@ def index_pictures_and_note(base: Path, model: str, pictures: int, note: str, db
         draw(CONCEPTS[i], rng).save(media / f"{i}.png")
     (media / "note.txt").write_text(note, encoding="utf-8")
     lib = Library(base / "lib", model=model, create=True, db=db)
-    lib.index([media], progress=False)
+    lib.index([media])
     return lib, media
 
 

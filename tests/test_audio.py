@@ -54,7 +54,7 @@ def media(tmp_path_factory):
 def audio_lib(tmp_path_factory, media, random_model, tiny_clap):
     lib = Library(tmp_path_factory.mktemp("audio-lib"), model=random_model, audio_model=tiny_clap, create=True)
     skipped: dict[str, str] = {}
-    report = lib.index([media], progress=False, on_skip=lambda p, r: skipped.__setitem__(p.rsplit("/", 1)[1], r))
+    report = lib.index([media], on_skip=lambda p, r: skipped.__setitem__(p.rsplit("/", 1)[1], r))
     return lib, report, skipped
 
 
@@ -135,7 +135,7 @@ def test_a_bridge_for_another_pair_is_refused(tmp_path, audio_lib, media, tiny_c
 
     other_clip = "local-dir:" + str(save_random_model(tmp_path / "other-clip", seed=7))
     other = Library(tmp_path / "other", model=other_clip, audio_model=tiny_clap, create=True)
-    other.index([media / "tone.wav"], progress=False)
+    other.index([media / "tone.wav"])
     shutil.copy(lib.bridge_path, other.bridge_path)
     fresh = Library(tmp_path / "other")
     from retrieval.encoders.bridge import BridgeMismatchError
@@ -174,7 +174,7 @@ def test_cli_audio_search_json_bridge_and_check(tmp_path, media, random_model, t
 
 def test_swapped_bridge_file_is_found_and_repaired(tmp_path, media, random_model, tiny_clap):
     lib = Library(tmp_path / "lib", model=random_model, audio_model=tiny_clap, create=True)
-    lib.index([media / "tone.wav", media / "long.flac"], progress=False)
+    lib.index([media / "tone.wav", media / "long.flac"])
     saved = (tmp_path / "bridge-copy")
     shutil.copy(lib.bridge_path, saved)
     with lib.write_lock(), lib.Session() as s:
@@ -195,7 +195,7 @@ def test_a_crash_between_a_new_bridge_file_and_its_commit_changes_nothing(tmp_pa
     from sqlalchemy.orm import Session
 
     lib = Library(tmp_path / "lib", model=random_model, audio_model=tiny_clap, create=True)
-    lib.index([media / "tone.wav", media / "long.flac"], progress=False)
+    lib.index([media / "tone.wav", media / "long.flac"])
     old_bridge, old_index = lib.bridge_path, lib.index_path
     old_hits = [(h.item_id, round(h.score, 5)) for h in lib.search(vector=lib.item_vector(1), k=5)]
 
@@ -217,7 +217,7 @@ def test_a_crash_between_a_new_bridge_file_and_its_commit_changes_nothing(tmp_pa
     assert [(h.item_id, round(h.score, 5)) for h in fresh.search(vector=fresh.item_vector(1), k=5)] == old_hits
     strays = fresh.store.stray_files()
     assert any(p.name.startswith("bridge-") for p in strays) and any(p.name.startswith("vectors-") for p in strays)
-    fresh.index([media / "tone.wav", media / "long.flac"], progress=False)  # the next writer tidies up
+    fresh.index([media / "tone.wav", media / "long.flac"])  # the next writer tidies up
     assert not fresh.store.stray_files() and old_bridge.exists()
 
 
@@ -259,7 +259,7 @@ def test_formats_beyond_soundfile_go_through_pyav(tmp_path, media, random_model,
     (folder / "broken.m4a").write_bytes((folder / "voice.m4a").read_bytes()[:300])
     lib = Library(tmp_path / "lib", model=random_model, audio_model=tiny_clap, create=True)
     reasons: list[str] = []
-    report = lib.index([folder], progress=False, on_skip=lambda p, r: reasons.append(r))
+    report = lib.index([folder], on_skip=lambda p, r: reasons.append(r))
     assert report.new == 1 and report.skipped == 1
     assert "soundfile or FFmpeg" in reasons[0] or "no audio" in reasons[0], reasons
     hits = lib.search(Query(audios=[str(folder / "voice.m4a")]), k=5, modality="audio")
@@ -293,7 +293,7 @@ def test_sound_to_picture_and_picture_to_sound(tmp_path, media, random_model, ti
     Image.new("RGB", (48, 48), (200, 30, 30)).save(folder / "red.png")
     Image.new("RGB", (48, 48), (30, 30, 200)).save(folder / "blue.png")
     lib = Library(tmp_path / "lib", model=random_model, audio_model=tiny_clap, create=True)
-    lib.index([folder], progress=False)
+    lib.index([folder])
     pictures = lib.search(Query(audios=[str(folder / "tone.wav")]), k=5, modality="image")
     assert sorted(h.path.rsplit("/", 1)[1] for h in pictures) == ["blue.png", "red.png"]
     sounds = lib.search(Query(images=[str(folder / "red.png")]), k=10, modality="audio")
@@ -309,7 +309,7 @@ def test_a_first_schema_library_gains_the_audio_table(tmp_path, random_model, me
     from indexer.catalog import SCHEMA_VERSION, get_meta
 
     lib = Library(tmp_path / "lib", model=random_model, create=True)
-    lib.index([media / "note.txt"], progress=False)
+    lib.index([media / "note.txt"])
     with lib.engine.begin() as conn:  # turn it back into a schema-1 catalog
         conn.execute(text("DROP TABLE audio_raw"))
         conn.execute(text("UPDATE meta SET value = '1' WHERE key = 'schema_version'"))

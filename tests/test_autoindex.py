@@ -126,7 +126,7 @@ def test_library_crosses_the_threshold_once_and_keeps_working(tmp_path, trained_
     work = tmp_path / "media"
     shutil.copytree(folder, work)
     lib = Library(tmp_path / "lib", model=trained_model, create=True)
-    lib.index([work], progress=False)
+    lib.index([work])
     st = lib.stats()
     assert st["index_type"].startswith("IVF") and st["index_type"].endswith(",SQ8")
     t = st["index_tuning"]
@@ -137,7 +137,7 @@ def test_library_crosses_the_threshold_once_and_keeps_working(tmp_path, trained_
     victim.unlink()
     (work / "extra.txt").write_text("a purple triangle on a white background")
     again = Library(tmp_path / "lib")
-    report = again.index(progress=False)
+    report = again.index()
     assert report.removed == 1 and report.new == 1
     assert again.stats()["index_tuning"]["n_built"] == t["n_built"]  # not rebuilt
     assert again.check().ok
@@ -159,7 +159,7 @@ def test_readers_map_large_indexes_and_writers_get_their_own_copy(tmp_path, rand
 
     monkeypatch.setattr(indexer.store, "MMAP_MIN_BYTES", 0)  # every index counts as large
     folder, _ = samples
-    Library(tmp_path / "lib", model=random_model, create=True).index([folder], progress=False)
+    Library(tmp_path / "lib", model=random_model, create=True).index([folder])
     reader = Library(tmp_path / "lib")
     before = reader.search("a red circle", k=5)
     assert reader.vectors().mmapped
@@ -169,7 +169,7 @@ def test_readers_map_large_indexes_and_writers_get_their_own_copy(tmp_path, rand
     extra = tmp_path / "extra"
     extra.mkdir()
     (extra / "n.txt").write_text("a note about a yellow square")
-    reader.index([extra], progress=False)  # the same object now writes: it must not write into the map
+    reader.index([extra])  # the same object now writes: it must not write into the map
     assert not reader.vectors().mmapped
     assert reader.check().ok
     again = Library(tmp_path / "lib")

@@ -103,6 +103,6 @@ def test_unreadable_file(tmp_path, random_model, monkeypatch):
         monkeypatch.setattr(builtins, "open", guarded_open)
     skipped = []
     lib = Library(tmp_path / "lib", model=random_model, create=True)
-    report = lib.index([media], progress=False, on_skip=lambda p, r: skipped.append((p, r)))
+    report = lib.index([media], on_skip=lambda p, r: skipped.append((p, r)))
     assert skipped == [(str(locked), "permission denied")]
     assert (report.new, report.skipped, report.skipped_paths) == (1, 1, [str(locked)])

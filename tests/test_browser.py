@@ -95,7 +95,7 @@ def test_search_upload_and_more_like_this_in_chromium(tmp_path, browser, trained
     shutil.copytree(folder, media)
     (media / "notes" / XSS_NAME).write_text("<script>window.__xss=2</script> a drawing of a green triangle")
     lib = Library(tmp_path / "lib", model=trained_model, create=True)
-    lib.index([media], progress=False)
+    lib.index([media])
 
     def concept(path: str) -> str:
         return manifest[str(Path(path).relative_to(media))]
@@ -226,7 +226,7 @@ def test_sounds_play_from_their_window_and_can_be_dropped_on_the_page(tmp_path, 
     write_sound(media / "long.wav", synth("chirp", 25.0, 16000, 300.0, seed=1), 16000)
     write_sound(media / "tone.wav", synth("tone", 3.0, 16000, 440.0, seed=2), 16000)
     lib = Library(tmp_path / "lib", model=random_model, audio_model=tiny_clap, create=True)
-    lib.index([media], progress=False)
+    lib.index([media])
 
     with live_server(lib.path) as (_, info):
         page = browser.new_page()
@@ -286,7 +286,7 @@ def test_a_page_of_another_origin_cannot_use_the_api(tmp_path, browser, random_m
     media.mkdir()
     (media / "note.txt").write_text("a note", encoding="utf-8")
     lib = Library(tmp_path / "lib", model=random_model, create=True)
-    lib.index([media], progress=False)
+    lib.index([media])
     picture = io.BytesIO()
     Image.new("RGB", (16, 16), (200, 30, 30)).save(picture, "PNG")
     site = tmp_path / "evil"
@@ -329,7 +329,7 @@ def test_videos_show_a_poster_play_from_the_moment_and_mark_their_timeline(tmp_p
     make_video(media / "clip.mp4", [Scene(Concept("red", "circle"), 4.1, 300.0), Scene(Concept("blue", "square"), 3.8, 900.0),
                                     Scene(Concept("green", "star"), 4.1, 1500.0)])
     lib = Library(tmp_path / "lib", model=random_model, audio_model=tiny_clap, create=True)
-    lib.index([media], progress=False)
+    lib.index([media])
     items = lib.stats()["items_by_modality"]["video"]
 
     with live_server(lib.path) as (_, info):
@@ -390,7 +390,7 @@ def test_filters_in_the_address_infinite_scroll_tags_and_duplicates(tmp_path, br
     media = tmp_path / "media"
     manifest = make_world(media, seed=2)
     lib = Library(tmp_path / "lib", model=trained_model, create=True)
-    lib.index([media], progress=False)
+    lib.index([media])
     from collections import Counter
 
     concept = Counter(p["concept"] for p in manifest["pictures"].values() if p["taken"].startswith("2021")).most_common(1)[0][0]

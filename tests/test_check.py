@@ -40,7 +40,7 @@ def test_check_detects_and_repairs(tmp_path, catalog_db, random_model):
 
     # The file whose vector was lost is indexed again by the next run.
     lib2 = Library(lib.path, db=catalog_db)
-    report = lib2.index([], progress=False)
+    report = lib2.index([])
     assert report.new == 1 and report.removed == 0
     assert lib2.check().ok
     assert lib2.vectors().ntotal == 5
@@ -54,6 +54,6 @@ def test_orphan_vectors_are_removed_when_a_writer_opens(tmp_path, catalog_db, ra
     vecs.save(lib.index_path)
     fresh = Library(lib.path, db=catalog_db)
     assert not fresh.check().ok
-    report = fresh.index([], progress=False)
+    report = fresh.index([])
     assert report.unchanged == 6
     assert fresh.check().ok and 10**6 not in fresh.vectors().ids()

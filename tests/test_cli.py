@@ -133,7 +133,7 @@ def test_stats_loads_neither_sqlalchemy_faiss_nor_torch(tmp_path, random_model, 
     from retrieval import Library
 
     lib_dir = tmp_path / "lib"
-    Library(lib_dir, model=random_model, create=True).index([samples[0]], progress=False)
+    Library(lib_dir, model=random_model, create=True).index([samples[0]])
     probe = (
         "import sys; from retrieval.cli import main; sys.argv=['xmr','--library',%r,'stats']\n"
         "try:\n    main()\nexcept SystemExit:\n    pass\n"
@@ -162,7 +162,7 @@ def test_stats_on_postgres_loads_neither_faiss_nor_torch(tmp_path, random_model,
     media = tmp_path / "media"
     media.mkdir()
     (media / "a.txt").write_text("a red circle", encoding="utf-8")
-    Library(tmp_path / "lib", model=random_model, db=url, create=True).index([media], progress=False)
+    Library(tmp_path / "lib", model=random_model, db=url, create=True).index([media])
     probe = (
         "import sys; from retrieval.cli import main; sys.argv=['xmr','--library',%r,'--db',%r,'stats']\n"
         "try:\n    main()\nexcept SystemExit:\n    pass\n"

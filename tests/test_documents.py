@@ -18,7 +18,7 @@ def pdf_lib(tmp_path_factory, trained_model):
     text_pdf(media / "shapes.pdf", [["a blue square"], ["a green star"], ["a red circle"], ["a yellow triangle"]])
     (media / "note.txt").write_text("a purple star", encoding="utf-8")
     lib = Library(tmp_path_factory.mktemp("pdf-lib"), model=trained_model, create=True)
-    report = lib.index([media], progress=False)
+    report = lib.index([media])
     assert report.skipped == 0 and report.new == 2
     return lib, media
 
@@ -50,7 +50,7 @@ def test_a_long_page_is_chunked_within_its_page(tmp_path, random_model):
     words = " ".join(f"word{i}" for i in range(400))
     text_pdf(tmp_path / "media.pdf", [["short first page"], [words[i : i + 90] for i in range(0, len(words), 90)]])
     lib = Library(tmp_path / "lib", model=random_model, create=True)
-    lib.index([tmp_path / "media.pdf"], progress=False)
+    lib.index([tmp_path / "media.pdf"])
     from sqlalchemy import select
 
     from indexer.catalog import Item
@@ -76,7 +76,7 @@ def test_word_html_and_epub_documents(tmp_path, random_model):
         "<body><p>a green star</p><!-- not shown --><div>on the web</div></body></html>", encoding="utf-8")
     write_epub(tmp_path / "book.epub", ["a purple star in chapter one", "an orange circle in chapter two"])
     lib = Library(tmp_path / "lib", model=random_model, create=True)
-    assert lib.index([tmp_path / "shapes.docx", tmp_path / "page.htm", tmp_path / "book.epub"], progress=False).new == 3
+    assert lib.index([tmp_path / "shapes.docx", tmp_path / "page.htm", tmp_path / "book.epub"]).new == 3
     from sqlalchemy import select
 
     from indexer.catalog import File, Item

@@ -30,7 +30,7 @@ def test_stored_vectors_equal_open_clip_reference(tmp_path, random_model):
     (media / "note.txt").write_text("a purple star next to a green circle", encoding="utf-8")
 
     lib = Library(tmp_path / "lib", model=random_model, create=True)
-    lib.index([media], progress=False)
+    lib.index([media])
     # On CUDA xmr encodes under fp16 autocast (tensor cores), so the fp32 reference is met to
     # fp16 precision there; on the CPU it is fp32 throughout and met to 1e-5.
     tol = 2e-3 if lib.encoder.device.startswith("cuda") else 1e-5
@@ -67,7 +67,7 @@ def test_exif_orientation_is_applied(tmp_path, random_model):
     exif[0x0112] = 6
     im.transpose(Image.Transpose.ROTATE_90).save(sideways / "x.png", exif=exif)
     lib = Library(tmp_path / "lib", model=random_model, create=True)
-    lib.index([upright, sideways], progress=False)
+    lib.index([upright, sideways])
     (a,) = _stored(lib, upright / "x.png")
     (b,) = _stored(lib, sideways / "x.png")
     assert np.abs(a - b).max() <= 1e-5

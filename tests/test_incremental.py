@@ -55,26 +55,26 @@ def _count_encodes(lib: Library, monkeypatch) -> dict[str, int]:
 
 def test_second_run_encodes_nothing(tmp_path, catalog_db, media, random_model, monkeypatch):
     lib = Library(tmp_path / "lib", db=catalog_db, model=random_model, create=True)
-    first = lib.index([media], progress=False)
+    first = lib.index([media])
     assert (first.new, first.skipped) == (8, 0)
     before = _items(lib)
     index_bytes = lib.index_path.read_bytes()
 
     calls = _count_encodes(lib, monkeypatch)
-    second = lib.index([media], progress=False)
+    second = lib.index([media])
     assert calls == {"images": 0, "texts": 0}
     assert (second.new, second.updated, second.moved, second.removed, second.unchanged) == (0, 0, 0, 0, 8)
     assert _items(lib) == before
     assert lib.index_path.read_bytes() == index_bytes
 
     # `xmr index` with no paths refreshes the folders indexed before.
-    third = Library(tmp_path / "lib", db=catalog_db).index([], progress=False)
+    third = Library(tmp_path / "lib", db=catalog_db).index([])
     assert third.unchanged == 8
 
 
 def test_modified_moved_deleted(tmp_path, catalog_db, media, random_model, monkeypatch):
     lib = Library(tmp_path / "lib", db=catalog_db, model=random_model, create=True)
-    lib.index([media], progress=False)
+    lib.index([media])
     before = _items(lib)
     vec_before = {p: lib.vectors().reconstruct(ids[0]) for p, ids in before.items()}
 
@@ -89,7 +89,7 @@ def test_modified_moved_deleted(tmp_path, catalog_db, media, random_model, monke
     (media / "img2.png").unlink()
 
     calls = _count_encodes(lib, monkeypatch)
-    r = lib.index([media], progress=False)
+    r = lib.index([media])
     assert (r.new, r.updated, r.moved, r.removed, r.unchanged) == (0, 1, 1, 1, 5)
     assert calls == {"images": 0, "texts": 1}  # only the modified note was encoded
 
@@ -114,7 +114,7 @@ def test_hidden_files_and_folders_are_skipped(tmp_path, catalog_db, media, rando
     draw(CONCEPTS[0], random.Random(0)).save(media / ".y.png")
     (media / "script.py").write_text("print('not media')")
     lib = Library(tmp_path / "lib", db=catalog_db, model=random_model, create=True)
-    r = lib.index([media], progress=False)
+    r = lib.index([media])
     assert r.new == 8 and r.skipped == 0
     rel = {os.path.relpath(p, media) for p in _items(lib)}
     assert not any(r.startswith(".") for r in rel) and "script.py" not in rel and len(rel) == 8
@@ -126,10 +126,10 @@ def test_a_missing_root_is_left_alone(tmp_path, catalog_db, media, random_model)
     other.mkdir()
     (other / "x.txt").write_text("a green star on a disk", encoding="utf-8")
     lib = Library(tmp_path / "lib", db=catalog_db, model=random_model, create=True)
-    lib.index([media, other], progress=False)
+    lib.index([media, other])
     other.rename(tmp_path / "unplugged")
     skipped = []
-    r = lib.index([], progress=False, on_skip=lambda p, why: skipped.append((p, why)))
+    r = lib.index([], on_skip=lambda p, why: skipped.append((p, why)))
     assert skipped == [(str(other), "no such file or folder")]
     assert r.removed == 0 and str(other / "x.txt") in _items(lib)
 
@@ -148,8 +148,8 @@ def test_removing_more_files_than_a_statement_may_name(tmp_path, random_model):
     lib = Library(tmp_path / "lib", model=random_model, create=True)
     event.listen(lib.engine, "connect", lambda conn, _: conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 600))
     lib.engine.dispose()  # pooled connections reopen with the limit
-    assert lib.index([media], progress=False).new == 700
+    assert lib.index([media]).new == 700
     for p in media.iterdir():
         p.unlink()
-    report = lib.index([media], progress=False)
+    report = lib.index([media])
     assert report.removed == 700 and lib.stats()["files"] == 0 and lib.check().ok

@@ -66,7 +66,7 @@ def test_interrupt_then_resume(tmp_path, many, random_model, monkeypatch, where)
     monkeypatch.setattr(enc, "encode_images", encode_images)
     monkeypatch.setattr(lib.vectors(), "add", add)
     with pytest.raises(KeyboardInterrupt):
-        lib.index([many], batch_size=4, progress=False, checkpoint_seconds=0)
+        lib.index([many], batch_size=4, checkpoint_seconds=0)
 
     # What an interrupted run left behind is consistent, and holds the checkpointed work.
     reopened = Library(tmp_path / "lib")
@@ -77,13 +77,13 @@ def test_interrupt_then_resume(tmp_path, many, random_model, monkeypatch, where)
     assert 0 < done < 40
     monkeypatch.undo()
 
-    report = reopened.index([many], batch_size=4, progress=False)
+    report = reopened.index([many], batch_size=4)
     assert report.unchanged == done and report.new == 40 - done
     assert reopened.check().ok and not reopened.store.stray_files()
     assert sorted(p.name for p in reopened.path.glob("vectors*")) == [reopened.index_path.name]
 
     single = Library(tmp_path / "single", model=random_model, create=True)
-    single.index([many], progress=False)
+    single.index([many])
     a, b = _snapshot(reopened), _snapshot(single)
     assert a.keys() == b.keys()
     for path in a:

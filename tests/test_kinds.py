@@ -79,7 +79,7 @@ def test_a_toy_kind_is_indexed_searched_and_checked(tmp_path, trained_model, tab
 
     media = _table_folder(tmp_path)
     lib = Library(tmp_path / "lib", model=trained_model, create=True)
-    report = lib.index([media], progress=False)
+    report = lib.index([media])
     assert (report.new, report.skipped) == (4, 0)
     assert lib.stats()["items_by_modality"] == {"image": 1, "text": 1, "table": len(ROWS) + 1}
     text = (media / "shapes.csv").read_text(encoding="utf-8")
@@ -98,9 +98,9 @@ def test_a_toy_kind_is_indexed_searched_and_checked(tmp_path, trained_model, tab
     assert {h.modality for h in mixed} >= {"table", "image"} and all(h.calibrated is not None for h in mixed)
     assert lib.check().ok
     # Incremental like every kind: unchanged, then a changed table replaces its rows.
-    assert lib.index([media], progress=False).unchanged == 4
+    assert lib.index([media]).unchanged == 4
     (media / "shapes.csv").write_text("#table\nred,circle\n", encoding="utf-8")
-    again = lib.index([media], progress=False)
+    again = lib.index([media])
     assert again.updated == 1 and lib.stats()["items_by_modality"]["table"] == 2
     assert lib.check().ok
 

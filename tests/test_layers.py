@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 from pathlib import Path
+from typing import Iterator
 
 from tests.conftest import ROOT
 
@@ -38,6 +39,10 @@ def _imports(path: Path, module: str, known: set[str], top_level_only: bool) -> 
     tree = ast.parse(path.read_text(encoding="utf-8"))
     nodes = tree.body if top_level_only else list(ast.walk(tree))
     found: set[str] = set()
+    if not top_level_only:  # lazy imports too, but not those under `if TYPE_CHECKING:`, which never run
+        checking = [n for n in ast.walk(tree) if isinstance(n, ast.If) and "TYPE_CHECKING" in ast.unparse(n.test)]
+        skip = {id(x) for n in checking for x in ast.walk(n)}
+        nodes = [n for n in nodes if id(n) not in skip]
     for node in nodes:
         if isinstance(node, ast.If) and top_level_only:  # `if TYPE_CHECKING:` imports do not run
             continue
@@ -75,10 +80,11 @@ def test_indexer_never_imports_the_query_side_or_the_face():
             assert all(_layer(t) <= 2 for t in _imports(path, module, known, top_level_only=False)), module
 
 
-def test_no_import_cycles():
-    modules = _modules()
+def _cycle(top_level_only: bool, within: str = "") -> list[str]:
+    """One import cycle among the modules (those whose name starts with `within`), or []."""
+    modules = {m: p for m, p in _modules().items() if m.startswith(within)}
     known = set(modules)
-    graph = {m: _imports(p, m, known, top_level_only=True) - {"retrieval"} for m, p in modules.items()}
+    graph = {m: _imports(p, m, known, top_level_only=top_level_only) - {"retrieval"} for m, p in modules.items()}
     state: dict[str, int] = {}
     cycle: list[str] = []
 
@@ -96,7 +102,36 @@ def test_no_import_cycles():
     for m in sorted(graph):
         if state.get(m) is None and visit(m, []):
             break
+    return cycle
+
+
+def test_no_import_cycles():
+    cycle = _cycle(top_level_only=True)
     assert not cycle, " -> ".join(cycle)
+
+
+def test_no_import_cycles_in_the_indexer_lazy_imports_included():
+    cycle = _cycle(top_level_only=False, within="indexer")
+    assert not cycle, " -> ".join(cycle)
+
+
+def _functions(pkg: str) -> Iterator[tuple[str, ast.FunctionDef | ast.AsyncFunctionDef]]:
+    for path in (ROOT / pkg).rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                yield f"{path.relative_to(ROOT)}:{node.lineno} {node.name}", node
+
+
+def test_indexer_functions_stay_small():
+    """No function of indexer/ over 100 lines or with more than 8 parameters (self aside)."""
+    too_big = []
+    for where, fn in _functions("indexer"):
+        a = fn.args
+        params = [x for x in a.posonlyargs + a.args + a.kwonlyargs if x.arg not in ("self", "cls")]
+        size = (fn.end_lineno or fn.lineno) - fn.lineno + 1
+        if size > 100 or len(params) > 8:
+            too_big.append(f"{where}: {size} lines, {len(params)} parameters")
+    assert not too_big, "\n".join(too_big)
 
 
 def test_modules_stay_small():

@@ -36,7 +36,7 @@ def notes(tmp_path):
 
 def test_library_records_its_encoder(tmp_path, catalog_db, notes, random_model, trained_model):
     lib = Library(tmp_path / "lib", db=catalog_db, model=random_model, create=True)
-    lib.index([notes], progress=False)
+    lib.index([notes])
     again = Library(tmp_path / "lib", db=catalog_db)  # no --model: the recorded one is used
     assert again.spec.model == random_model
     assert again.search("red", k=1)[0].path.endswith("a.txt") or again.search("red", k=1)
@@ -51,7 +51,7 @@ def test_changed_weights_are_refused(tmp_path, notes, random_model):
 
     folder = save_random_model(tmp_path / "model", seed=1)
     lib = Library(tmp_path / "lib", model=f"local-dir:{folder}", create=True)
-    lib.index([notes], progress=False)
+    lib.index([notes])
     save_random_model(folder, seed=2)  # same path, other weights
     with pytest.raises(EncoderMismatchError, match="changed"):
         Library(tmp_path / "lib").search("red")
@@ -59,7 +59,7 @@ def test_changed_weights_are_refused(tmp_path, notes, random_model):
 
 def test_newer_schema_is_refused(tmp_path, catalog_db, notes, random_model):
     lib = Library(tmp_path / "lib", db=catalog_db, model=random_model, create=True)
-    lib.index([notes], progress=False)
+    lib.index([notes])
     with lib.engine.begin() as conn:
         conn.execute(update(Meta).where(Meta.key == "schema_version").values(value=json.dumps(SCHEMA_VERSION + 1)))
     with pytest.raises(SchemaVersionError, match="upgrade xmr"):
@@ -70,7 +70,7 @@ def test_older_schema_is_migrated(tmp_path, catalog_db, notes, random_model, mon
     from indexer import catalog
 
     lib = Library(tmp_path / "lib", db=catalog_db, model=random_model, create=True)
-    lib.index([notes], progress=False)
+    lib.index([notes])
     with lib.engine.begin() as conn:
         conn.execute(update(Meta).where(Meta.key == "schema_version").values(value=json.dumps(0)))
     ran = []
@@ -85,8 +85,8 @@ def test_one_writer_at_a_time(tmp_path, catalog_db, notes, random_model):
     lib = Library(tmp_path / "lib", db=catalog_db, model=random_model, create=True)
     with lib.write_lock():
         with pytest.raises(LibraryLockedError, match="another xmr process"):
-            Library(tmp_path / "lib", db=catalog_db).index([notes], progress=False)
-    assert lib.index([notes], progress=False).new == 2
+            Library(tmp_path / "lib", db=catalog_db).index([notes])
+    assert lib.index([notes]).new == 2
 
 
 def test_a_second_writer_queues_with_wait(tmp_path, catalog_db, notes, random_model):
@@ -120,7 +120,7 @@ def test_a_second_writer_queues_with_wait(tmp_path, catalog_db, notes, random_mo
 def test_catalog_at_any_sqlalchemy_url(tmp_path, notes, random_model):
     url = f"sqlite:///{tmp_path / 'elsewhere.sqlite'}"
     lib = Library(tmp_path / "lib", model=random_model, db=url, create=True)
-    lib.index([notes], progress=False)
+    lib.index([notes])
     assert (tmp_path / "elsewhere.sqlite").exists() and not (tmp_path / "lib" / "catalog.db").exists()
     assert len(Library(tmp_path / "lib", db=url).search("circle", k=5)) == 2
     with pytest.raises(LibraryError):
@@ -135,7 +135,7 @@ def test_a_catalog_belongs_to_one_library(tmp_path, notes, random_model, kind, r
 
     url = f"sqlite:///{tmp_path / 'shared.sqlite'}" if kind == "sqlite-elsewhere" else request.getfixturevalue("postgres").new_database()
     first = Library(tmp_path / "one", model=random_model, db=url, create=True)
-    first.index([notes], progress=False)
+    first.index([notes])
     before = first.stats()
     other = run_xmr("--library", str(tmp_path / "two"), "--db", url, "index", str(notes), "--model", random_model)
     assert other.returncode == 1 and "Traceback" not in other.stderr, other.stderr
@@ -193,7 +193,7 @@ def test_model_specs(tmp_path, notes, random_model):
     open_clip.add_model_config(cfg_dir)  # open_clip's own way to register an architecture
     checkpoint = random_model.split(":", 1)[1] + "/open_clip_model.safetensors"
     lib = Library(tmp_path / "lib", model="xmr-tiny-test", pretrained=checkpoint, create=True)
-    lib.index([notes], progress=False)
+    lib.index([notes])
     ident = lib.stats()["encoder"]
     assert ident["pretrained"] == checkpoint and len(ident["weights_sha256"]) == 64
 

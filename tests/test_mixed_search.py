@@ -20,7 +20,7 @@ def many_pictures_one_note(tmp_path, random_model):
         draw(CONCEPTS[i % len(CONCEPTS)], rng, size=64).save(media / f"{i:03d}.png")
     (media / "note.txt").write_text("a note about a green star", encoding="utf-8")
     lib = Library(tmp_path / "lib", model=random_model, create=True)
-    assert lib.index([media], progress=False).new == 241
+    assert lib.index([media]).new == 241
     return lib
 
 
@@ -76,7 +76,7 @@ def test_the_calibration_follows_changes_of_the_same_size(tmp_path, random_model
         draw(CONCEPTS[i], rng, size=64).save(media / f"{i}.png")
     (media / "note.txt").write_text("a red circle", encoding="utf-8")
     lib = Library(tmp_path / "lib", model=random_model, create=True)
-    lib.index([media], progress=False)
+    lib.index([media])
 
     def calibrated(view: Library) -> dict[str, float]:
         return {h.path: round(h.calibrated, 5) for h in view.search("a red circle", k=30)}
@@ -84,6 +84,6 @@ def test_the_calibration_follows_changes_of_the_same_size(tmp_path, random_model
     before = calibrated(lib)
     (media / "3.png").unlink()
     draw(CONCEPTS[23], rng, size=64).save(media / "new.png")
-    report = lib.index([media], progress=False)
+    report = lib.index([media])
     assert (report.new, report.removed) == (1, 1) and lib.vectors().ntotal == 21
     assert calibrated(lib) == calibrated(Library(tmp_path / "lib")) != before

@@ -48,14 +48,14 @@ def _same(a: list[tuple[str, float]], b: list[tuple[str, float]]) -> None:
 def test_an_added_model_equals_a_library_built_with_it_and_follows_index_runs(tmp_path, folder, random_model, trained_model,
                                                                               monkeypatch, catalog_db):
     lib = Library(tmp_path / "lib", model=random_model, create=True, db=catalog_db)
-    lib.index([folder], progress=False)
+    lib.index([folder])
     before = _ranking(lib, "a photo of a red circle")
     reports = lib.add_model(trained_model)
     (report,) = reports.values()
     n_items = lib.stats()["items"]
     assert report.added == n_items and report.skipped == 0
     fresh = Library(tmp_path / "fresh", model=trained_model, create=True)
-    fresh.index([folder], progress=False)
+    fresh.index([folder])
     as_b = Library(tmp_path / "lib", model=trained_model, db=catalog_db)
     assert as_b.slot is not None and lib.slot is None
     for q, kind in [("a photo of a red circle", "image"), ("a blue star", None), ("a green square", "text")]:
@@ -68,15 +68,15 @@ def test_an_added_model_equals_a_library_built_with_it_and_follows_index_runs(tm
 
     with monkeypatch.context() as m:  # a run with nothing new does not even load B
         m.setattr(extra_models, "load_encoder", lambda *a, **kw: pytest.fail("B was loaded for nothing"))
-        Library(tmp_path / "lib", db=catalog_db).index([folder], progress=False)
+        Library(tmp_path / "lib", db=catalog_db).index([folder])
 
     # A later run of the main model: a new picture, one removed, one changed; B follows.
     photos = sorted((folder / "photos").iterdir())
     shutil.copy(photos[0], folder / "photos" / "zz-new.png")
     photos[1].unlink()
     shutil.copy(photos[2], photos[3])
-    lib.index([folder], progress=False)
-    fresh.index([folder], progress=False)
+    lib.index([folder])
+    fresh.index([folder])
     as_b = Library(tmp_path / "lib", model=trained_model, db=catalog_db)
     info = lib.models_info()
     assert info[1].vectors == info[0].vectors == lib.stats()["items"] and info[1].behind == 0
@@ -91,7 +91,7 @@ def test_searches_never_mix_models_and_sounds_stay_with_the_main_one(tmp_path, f
 
     write_sound(folder / "rain.wav", synth("noise", 3.0))
     lib = Library(tmp_path / "lib", model=random_model, audio_model=tiny_clap, create=True)
-    lib.index([folder], progress=False)
+    lib.index([folder])
     lib.add_model(trained_model)
     as_b = Library(tmp_path / "lib", model=trained_model)
     hits = as_b.search("rain", k=200, mode="semantic")
@@ -114,17 +114,17 @@ def test_an_interrupted_sync_resumes_and_strays_are_removed(tmp_path, folder, ra
     from indexer import extra_models
 
     lib = Library(tmp_path / "lib", model=random_model, create=True)
-    lib.index([folder], progress=False)
+    lib.index([folder])
     calls = []
-    real = extra_models._Writer.checkpoint
+    real = extra_models._checkpoint
 
-    def checkpoint_then_stop(self):
-        real(self)
+    def checkpoint_then_stop(s, index):
+        real(s, index)
         calls.append(1)
         if len(calls) == 2:  # after a checkpoint with part of the work: like Ctrl-C there
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(extra_models._Writer, "checkpoint", checkpoint_then_stop)
+    monkeypatch.setattr(extra_models, "_checkpoint", checkpoint_then_stop)
     monkeypatch.setattr(extra_models, "FILES_PER_ROUND", 4)
     with pytest.raises(KeyboardInterrupt):
         lib.add_model(trained_model, checkpoint_seconds=0)
@@ -134,11 +134,11 @@ def test_an_interrupted_sync_resumes_and_strays_are_removed(tmp_path, folder, ra
     report = lib.check()
     assert report.ok and any("no vector of this model yet" in w for w in report.warnings)
     (tmp_path / "lib" / "vectors-m0123abcd-7.faiss").write_bytes(b"left by a killed run")
-    lib.index([folder], progress=False)  # the next run resumes (and removes what no commit names)
+    lib.index([folder])  # the next run resumes (and removes what no commit names)
     assert not (tmp_path / "lib" / "vectors-m0123abcd-7.faiss").exists()
     assert lib.models_info()[1].behind == 0 and lib.check().ok
     fresh = Library(tmp_path / "fresh", model=trained_model, create=True)
-    fresh.index([folder], progress=False)
+    fresh.index([folder])
     _same(_ranking(Library(tmp_path / "lib", model=trained_model), "a purple square"), _ranking(fresh, "a purple square"))
 
 
@@ -180,7 +180,7 @@ def test_index_asks_before_adding_a_model_on_a_terminal(tmp_path, folder, random
     from retrieval import cli, cli_models
 
     lib = tmp_path / "lib"
-    Library(lib, model=random_model, create=True).index([folder / "photos"], progress=False)
+    Library(lib, model=random_model, create=True).index([folder / "photos"])
     monkeypatch.setattr(cli_models, "_can_ask", lambda: True)
     runner = CliRunner()
     no = runner.invoke(cli.cli, ["--library", str(lib), "index", "--model", trained_model, "--no-progress"], input="n\n")

@@ -26,7 +26,7 @@ def test_queries_in_five_languages_find_the_same_pictures(tmp_path, multilingual
 
     folder, manifest = samples
     lib = Library(tmp_path / "lib", model=multilingual_model, create=True)
-    assert lib.index([folder], progress=False).skipped == 0
+    assert lib.index([folder]).skipped == 0
     enc = lib.encoder
     assert type(enc.tokenizer).__name__ == "HFTokenizer" and enc.context_length == 24
     pieces = enc.tokenizer.tokenizer.tokenize("赤い円 ein roter Kreis")

@@ -26,7 +26,7 @@ def world(tmp_path_factory, trained_model):
     media = base / "media"
     manifest = make_world(media, seed=0)
     lib = Library(base / "lib", model=trained_model, create=True)
-    report = lib.index([media], progress=False)
+    report = lib.index([media])
     assert report.skipped == 0
     return lib, media, manifest
 
@@ -177,13 +177,13 @@ def test_tags_recover_the_labels_and_rerun_only_new_items(world, tmp_path):
     import random
 
     draw(CONCEPTS[0], random.Random(7), size=150).save(media / "late.jpg")
-    lib.index([media], progress=False)
+    lib.index([media])
     again = lib.tag(labels, prompt="a {}")
     assert sum(again.values()) == 1 and again[f"{CONCEPTS[0].color} {CONCEPTS[0].shape}"] == 1
     assert sum(lib.tag(["a round thing"]).values()) >= 0 and "a round thing" in {r["label"] for r in lib.tags()}
     assert lib.untag(["a round thing"]) >= 0 and "a round thing" not in {r["label"] for r in lib.tags()}
     (media / "late.jpg").unlink()
-    lib.index([media], progress=False)
+    lib.index([media])
     assert all(Path(r["path"]).name != "late.jpg" for r in lib.tags(f"{CONCEPTS[0].color} {CONCEPTS[0].shape}"))
 
 
@@ -204,7 +204,7 @@ def test_an_older_library_gains_facts_without_encoding_again(tmp_path, trained_m
     media = tmp_path / "media"
     manifest = make_world(media, seed=3, concepts=4, copies=False)
     lib = Library(tmp_path / "lib", model=trained_model, create=True)
-    lib.index([media], progress=False)
+    lib.index([media])
     ids = sorted(h.item_id for h in lib.search("a red circle", k=100, mode="semantic"))
     lib.engine.dispose()
     # make it a schema-7 catalog: no fact columns, no tags table
@@ -219,7 +219,7 @@ def test_an_older_library_gains_facts_without_encoding_again(tmp_path, trained_m
     con.close()
     old = Library(tmp_path / "lib")
     assert old.search("a red circle", k=1, mode="semantic")[0].taken_at is None  # migrated, facts not read yet
-    report = old.index([], progress=False)
+    report = old.index([])
     assert report.items == 0 and report.unchanged == len(manifest["pictures"])
     hits = old.search("a red circle", k=100, mode="semantic")
     assert sorted(h.item_id for h in hits) == ids
@@ -260,7 +260,7 @@ def test_filters_tags_and_dupes_on_either_catalog(tmp_path, trained_model, catal
     media = tmp_path / "media"
     manifest = make_world(media, seed=5, concepts=6)
     lib = Library(tmp_path / "lib", model=trained_model, create=True, db=catalog_db)
-    lib.index([media], progress=False)
+    lib.index([media])
     pictures = all_pictures(manifest)
     f = make_filters(after="2020", before="2023-01-01", camera="canon", near="48.86,2.35,10", path="photos", min_size="1KB")
     got = set(rel(media, lib.search("a red circle", k=1000, mode="semantic", filters=f)))
@@ -281,7 +281,7 @@ def test_a_library_closes_and_works_as_a_context_manager(tmp_path, trained_model
     media = tmp_path / "media"
     make_world(media, seed=4, concepts=2, copies=False)
     with Library(tmp_path / "lib", model=trained_model, create=True) as lib:
-        lib.index([media], progress=False)
+        lib.index([media])
         first = lib.search("a red circle", k=3, mode="semantic")
     assert lib.store.loaded_vectors is None  # closed: the index is let go
     lib.close()  # twice is harmless

@@ -75,7 +75,7 @@ def local_library(path: Path, media: Path, model: str, clap: str) -> Path:
     from retrieval import Library
 
     with Library(path, model=model, audio_model=clap, create=True) as lib:
-        lib.index([media], progress=False, speech_model="none")
+        lib.index([media], speech_model="none")
     return path
 
 
@@ -108,7 +108,7 @@ def test_ray_index_equals_local_and_follows_changes(cluster, tmp_path, samples, 
     from retrieval import Library
 
     with Library(tmp_path / "local") as lib:
-        lib.index([], progress=False)
+        lib.index([])
     assert_same(tmp_path / "ray", tmp_path / "local", db)
     assert run_xmr("--library", str(tmp_path / "ray"), "--db", db, "check").returncode == 0
 
@@ -194,7 +194,7 @@ def test_sharded_search_is_exact_and_partial_while_a_shard_restarts(cluster, tmp
 
     lib_path = tmp_path / "lib"
     with Library(lib_path, model=random_model, create=True) as lib:
-        lib.index([samples[0]], progress=False)
+        lib.index([samples[0]])
     proc = run_xmr("--library", str(lib_path), "shard", "3", env=ENV)
     assert proc.returncode == 0, proc.stderr
     assert len(list((lib_path / "shards").glob("*.faiss"))) == 3

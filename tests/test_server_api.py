@@ -190,7 +190,7 @@ def test_audio_upload_finds_the_same_sound(tmp_path, random_model, tiny_clap):
         write_sound(folder / name, synth(kind, seconds, 44100, freq, seed=i), 44100)
     (folder / "note.txt").write_text("a dog barks at the postman")
     lib = Library(tmp_path / "lib", model=random_model, audio_model=tiny_clap, create=True)
-    lib.index([folder], progress=False)
+    lib.index([folder])
     c, _ = make_client(lib.path)
     for name in ("tone.wav", "noise.flac"):
         r = c.post("/api/search/upload", files={"audio": (name, (folder / name).read_bytes(), "audio/wav")},
@@ -216,7 +216,7 @@ def test_thumbnails_of_removed_pictures_are_deleted(tmp_path, random_model):
     for name, colour in (("keep.png", (200, 30, 30)), ("drop.png", (30, 30, 200)), ("edit.png", (30, 200, 30))):
         Image.new("RGB", (64, 48), colour).save(media / name)
     lib = Library(tmp_path / "lib", model=random_model, create=True)
-    lib.index([media], progress=False)
+    lib.index([media])
     c, _ = make_client(lib.path)
     hits = c.get("/api/search", params={"q": "x", "type": "image", "k": 3}).json()["hits"]
     for h in hits:
@@ -225,7 +225,7 @@ def test_thumbnails_of_removed_pictures_are_deleted(tmp_path, random_model):
     assert len(list(thumbs.glob("*.jpg"))) == 3
     (media / "drop.png").unlink()
     Image.new("RGB", (64, 48), (240, 240, 0)).save(media / "edit.png")  # new content, new hash
-    report = lib.index(progress=False)
+    report = lib.index()
     assert (report.removed, report.updated) == (1, 1)
     # the removed and the edited picture's old thumbnails are gone; the kept one stays
     left = list(thumbs.glob("*.jpg"))
@@ -246,10 +246,10 @@ def test_a_library_inside_an_indexed_folder_never_indexes_itself(tmp_path, rando
     media.mkdir()
     Image.new("RGB", (64, 48), (200, 30, 30)).save(media / "red.png")
     lib = Library(media / "library", model=random_model, create=True)
-    lib.index([media], progress=False)
+    lib.index([media])
     c, _ = make_client(lib.path)
     hit = c.get("/api/search", params={"q": "x", "k": 1}).json()["hits"][0]
     assert c.get(f"/api/items/{hit['item_id']}/thumbnail").status_code == 200  # a JPEG inside the library now
     (lib.path / "note.txt").write_text("a text file someone left in the library folder")
-    report = lib.index([media], progress=False)
+    report = lib.index([media])
     assert report.new == 0 and lib.stats()["files"] == 1

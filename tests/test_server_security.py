@@ -41,7 +41,7 @@ def small_lib(tmp_path_factory, random_model):
     (media / "page.md").write_text("<script>alert(document.cookie)</script> <img src=x onerror=alert(1)>")
     (root / "secret.txt").write_text(SECRET)
     lib = Library(root / "lib", model=random_model, create=True)
-    lib.index([media], progress=False)
+    lib.index([media])
     return root, lib
 
 

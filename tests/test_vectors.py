@@ -172,3 +172,30 @@ def test_several_subsets_at_once_equal_one_at_a_time():
     for part, (D, I) in zip(parts, together):
         D1, I1 = vi.search_subset(xq, 10, part)
         assert (I == I1).all() and np.allclose(D, D1)
+
+
+@pytest.mark.parametrize("factory", ["Flat", "IVF16,Flat"])
+def test_the_torch_copy_searches_exactly_like_the_cpu(factory):
+    """Without faiss-gpu a GPU searches through torch (indexer.gpu.TorchCopy); the same code on
+    the CPU here must give the exact search's ids and scores, and follow changes."""
+    from indexer.gpu import TorchCopy
+
+    rng = np.random.default_rng(5)
+    xb = rng.standard_normal((3000, 32)).astype(np.float32)
+    xb /= np.linalg.norm(xb, axis=1, keepdims=True)
+    ids = np.arange(3000, dtype=np.int64) * 7 + 3
+    vi = VectorIndex.build(factory, xb, ids) if factory != "Flat" else VectorIndex.create(32, "Flat")
+    if factory == "Flat":
+        vi.add(xb, ids)
+    vi._gpu = TorchCopy("cpu")
+    xq = xb[:20] + 0.05 * rng.standard_normal((20, 32)).astype(np.float32)
+    xq /= np.linalg.norm(xq, axis=1, keepdims=True)
+    D, I = vi.search(xq, 10)
+    ref = xq @ xb.T
+    want = np.argsort(-ref, axis=1)[:, :10]
+    assert (I == ids[want]).all()  # exact, also where the index itself is an IVF
+    assert np.allclose(D, np.take_along_axis(ref, want, 1), atol=1e-5)
+    assert vi._gpu.uploads == 1
+    vi.add(xq[:1], [99999])  # a change: uploaded again at the next search
+    D2, I2 = vi.search(xq[:1], 1)
+    assert I2[0, 0] == 99999 and vi._gpu.uploads == 2

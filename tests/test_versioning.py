@@ -115,6 +115,6 @@ def test_a_postgres_catalog_of_schema_3_gets_64_bit_columns(tmp_path, postgres, 
     lib = Library(tmp_path / "lib", db=url, model=random_model, create=True)
     columns = {(t, c["name"]): str(c["type"]) for t in ("files", "items") for c in inspect(engine).get_columns(t)}
     assert columns[("files", "mtime_ns")] == columns[("files", "size")] == columns[("items", "id")] == "BIGINT"
-    assert lib.index([media], progress=False).new == 1
+    assert lib.index([media]).new == 1
     assert lib.check().ok and lib.stats()["files"] == 1
     engine.dispose()

@@ -28,7 +28,7 @@ def video_lib(tmp_path_factory, trained_model, tiny_clap):
     lib = Library(tmp_path_factory.mktemp("video-lib"), model=trained_model, audio_model=tiny_clap, create=True)
     # Scenes of about 10 s (the tiny CLAP's window, so each tone has a window of its own): a
     # --segment-max above that keeps one shot per scene (test_long_shots_are_split checks 10 s).
-    report = lib.index([media], progress=False, segment_max=12.0)
+    report = lib.index([media], segment_max=12.0)
     assert report.skipped == 0 and report.new == 2
     return lib, media, cuts
 
@@ -130,10 +130,10 @@ def test_cli_json_stats_check_moves_and_deletions(video_lib, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(media, copy)
     lib2 = Library(tmp_path / "lib2", model=lib.models.spec.model, create=True)
-    lib2.index([copy], progress=False)
+    lib2.index([copy])
     (copy / "shapes.mp4").rename(copy / "moved.mp4")
     (copy / "other.mkv").unlink()
-    report = lib2.index([copy], progress=False)
+    report = lib2.index([copy])
     assert (report.moved, report.removed, report.new) == (1, 1, 0)
     assert lib2.check().ok
 

@@ -106,7 +106,7 @@ def words_lib(tmp_path_factory, trained_model, tiny_clap, speech_model, ocr_read
     text_pdf(media / "manual.pdf", [["a blue square"], ["a green star"], ["the valve needs a Wexford gasket"]])
     scanned_pdf(media / "lease.pdf", ["Lease agreement for apartment 12B", "Tenant: Margarethe Oyelaran"])
     lib = Library(tmp_path_factory.mktemp("words-lib"), model=trained_model, audio_model=tiny_clap, create=True)
-    report = lib.index([media], progress=False, speech_model=speech_model)
+    report = lib.index([media], speech_model=speech_model)
     assert report.skipped == 0, report.skipped_paths
     return lib, media, starts
 
@@ -209,14 +209,14 @@ def test_full_text_on_postgres(postgres, tmp_path, random_model):
     (media / "a.txt").write_text("The boiler was serviced by Fiona Castellanos on Monday.")
     (media / "b.txt").write_text("Blue folders hold the cedar invoices for the workshop.")
     lib = Library(tmp_path / "lib", model=random_model, db=postgres.new_database(), create=True)
-    lib.index([media], progress=False)
+    lib.index([media])
     assert [Path(h.path).name for h in lib.search("Castellanos", k=5, mode="words")] == ["a.txt"]
     assert [Path(h.path).name for h in lib.search('"cedar invoices"', k=5)] == ["b.txt"]
     assert lib.search('"invoices cedar"', k=5, mode="words") == []
     assert Path(lib.search("boiler Castellanos", k=1)[0].path).name == "a.txt"
     assert lib.check().ok
     (media / "a.txt").unlink()
-    lib.index([media], progress=False)
+    lib.index([media])
     assert lib.search("Castellanos", k=5, mode="words") == [] and lib.check().ok
 
 

@@ -67,11 +67,17 @@ def sniff_kind(path: str) -> MediaKind | None:
         head = f.read(_HEAD_BYTES)
     for kind in _KINDS.values():
         if kind.sniff(head, ext):
-            return kind.refine(path)
+            return _refined(kind, path)
     for kind in _KINDS.values():
         if ext in kind.extensions:
-            return kind.refine(path)  # decoding will say why it is not a readable file of this kind
+            return _refined(kind, path)  # decoding will say why it is not a readable file of this kind
     return None
+
+
+def _refined(kind: MediaKind, path: str) -> MediaKind:
+    """What the file really is (MediaKind.refine), as the registered kind of that name."""
+    got = kind.refine(path)
+    return _KINDS.get(got.name, got)
 
 
 for _kind in (ImageKind(), TextKind(), AudioKind(), VideoKind(), DocumentKind()):

@@ -216,7 +216,7 @@ class AudioKind(MediaKind):
             yield from speech_segments(transcriber, path)
 
     def facts(self, path: str) -> dict[str, Any]:
-        from indexer.facts import media_facts
+        from indexer.kinds.avfile import media_facts
 
         return media_facts(path)
 

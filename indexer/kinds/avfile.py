@@ -7,6 +7,7 @@ Shared by sounds (formats libsndfile cannot read: m4a, aac, wma, ...) and videos
 from __future__ import annotations
 
 from contextlib import contextmanager
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Iterator
 
 from retrieval.errors import DecodeError
@@ -106,3 +107,25 @@ def audio_blocks(path: str, rate: int) -> Iterator[np.ndarray]:
             yield block
         if not got:
             raise DecodeError("no audio samples could be decoded")
+
+
+def media_facts(path: str) -> dict[str, Any]:
+    """Duration (and a video's frame size and recording date) from the container's header."""
+    out: dict[str, Any] = {}
+    with open_media(path) as container:
+        if container.duration:
+            out["duration"] = float(container.duration) / 1_000_000
+        video, audio = first_streams(container)
+        if video is not None and video.codec_context.width:
+            out["width"], out["height"] = int(video.codec_context.width), int(video.codec_context.height)
+        created = (container.metadata or {}).get("creation_time")
+        if isinstance(created, str):
+            try:
+                out["taken_at"] = datetime.fromisoformat(created.replace("Z", "+00:00")).timestamp()
+            except ValueError:
+                pass
+        if "duration" not in out:
+            stream = video or audio
+            if stream is not None and stream.duration and stream.time_base:
+                out["duration"] = float(stream.duration * stream.time_base)
+    return out

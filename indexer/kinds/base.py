@@ -7,7 +7,7 @@ It says
 - how its files are recognised: by content (`sniff`, given the first bytes), then by extension;
 - how a file is decoded into `Segment`s, each a future item with its location in the file
   (chunk and char offsets, a window's start/end seconds, ...) and the name of the embedder
-  that turns it into a vector ("image", "text", "audio": see `indexer/embedders.py`);
+  that turns it into a vector ("image", "text", "audio": see `indexer/stages/embed.py`);
 - what a hit of this kind carries (`location`), how the page shows it (`view`), and whether
   it has a thumbnail.
 
@@ -61,7 +61,7 @@ class Segment:
 
 
 class DecodeContext(Protocol):
-    """What kinds may ask of the encoders while decoding (implemented by indexer.embedders)."""
+    """What kinds may ask of the encoders while decoding (implemented by indexer.stages.context)."""
 
     @property
     def image_size(self) -> int | None:

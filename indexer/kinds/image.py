@@ -9,8 +9,10 @@ covers the model's input.
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from typing import Any, Iterator
 
+from indexer.facts import EXIF_ORIENTATION
 from indexer.kinds.base import DecodeContext, MediaKind, Segment
 from retrieval.errors import DecodeError
 
@@ -58,6 +60,32 @@ def load_image(path: str, min_size: int | None = None) -> Any:  # -> PIL.Image.I
         raise DecodeError(f"broken image ({e})") from None
 
 
+@dataclass(frozen=True)
+class EncodedJpeg:
+    """A JPEG's bytes and EXIF orientation, for a decoder on the GPU (nvjpeg: it ignores EXIF).
+    `path` names it in a "skipping" line when it cannot be decoded there or on the CPU."""
+
+    data: bytes
+    orientation: int
+    path: str
+
+
+def read_jpeg(path: str) -> EncodedJpeg | None:
+    """A JPEG as bytes, for decoding on the GPU; None when it should be decoded on the CPU
+    (not a JPEG, CMYK or grey, too large to decode safely: load_image says why)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            if im.format != "JPEG" or im.mode != "RGB" or im.width * im.height > (Image.MAX_IMAGE_PIXELS or 1 << 62):
+                return None
+            orientation = int(im.getexif().get(EXIF_ORIENTATION, 1) or 1)
+        with open(path, "rb") as f:
+            return EncodedJpeg(f.read(), orientation if 1 <= orientation <= 8 else 1, path)
+    except Exception:  # noqa: BLE001 - whatever is wrong with it, the CPU decoder says it
+        return None
+
+
 class ImageKind(MediaKind):
     name = "image"
     label = "Pictures"
@@ -73,7 +101,9 @@ class ImageKind(MediaKind):
     def decode(self, path: str, ctx: DecodeContext) -> Iterator[Segment]:
         reader = ctx.ocr()
         if reader is None:
-            yield Segment(load_image(path, ctx.image_size), embedder="image")
+            # With the model on a GPU, a JPEG is decoded there (nvjpeg), in batches: only its bytes go.
+            jpeg = read_jpeg(path) if getattr(ctx, "device_jpeg", False) else None
+            yield Segment(jpeg if jpeg is not None else load_image(path, ctx.image_size), embedder="image")
             return
         from indexer.ocr import OCR_SIDE, likely_text
 

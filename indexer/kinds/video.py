@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable, Iterator
 
-from indexer.kinds.audio import Windower, Window
+from indexer.kinds.audio import AudioKind, Windower, Window
 from indexer.kinds.avfile import Resampled, decoded, first_streams, open_media
 from indexer.kinds.base import DecodeContext, MediaKind, Segment
 from indexer.kinds.scenes import SAMPLE_HZ, SceneCutter, Shot
@@ -212,17 +212,15 @@ class VideoKind(MediaKind):
         return sniff_video(head)
 
     def refine(self, path: str) -> MediaKind:
-        from indexer.kinds import get_kind
-
         try:
             with open_media(path) as container:
                 video, audio = first_streams(container)
         except DecodeError:
             return self  # decoding will say what is wrong with it
-        return get_kind("audio") if video is None and audio is not None else self
+        return AudioKind() if video is None and audio is not None else self  # sniff_kind gives the registered one
 
     def facts(self, path: str) -> dict[str, Any]:
-        from indexer.facts import media_facts
+        from indexer.kinds.avfile import media_facts
 
         return media_facts(path)
 

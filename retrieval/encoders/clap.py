@@ -63,6 +63,24 @@ def window_features(extractor: Any, fused: bool, samples: np.ndarray) -> dict[st
     return {"input_features": out["input_features"][0], "is_longer": out["is_longer"][0]}
 
 
+def _fail_fast_offline(model_id: str) -> None:
+    """A hub model not on disk, and the hub out of reach: say so now, not after importing
+    transformers and a minute of retries."""
+    if not os.path.isdir(model_id):
+        from retrieval.encoders.hub import unavailable
+
+        if unavailable(model_id):
+            raise ModelLoadError(
+                f"could not load the audio model {model_id}: it is not in the local cache and the model hub "
+                f"cannot be reached. {LOCAL_AUDIO_HELP}")
+
+
+def _load_failure(model_id: str, e: Exception) -> ModelLoadError:
+    reason = (str(e).splitlines()[0] if str(e) else type(e).__name__).rstrip(".")
+    return ModelLoadError(f"could not load the audio model {model_id} (transformers said: {reason}). "
+                          f"If this machine is offline the model must already be on disk. {LOCAL_AUDIO_HELP}")
+
+
 class ClapFeatures:
     """CLAP's feature extractor alone (no weights): what a Ray decode worker needs to turn
     sound windows into model inputs (indexer.remote)."""
@@ -72,11 +90,12 @@ class ClapFeatures:
 
         _quiet_transformers()
         self.model_id = resolve_audio_model(model)
+        _fail_fast_offline(self.model_id)
         try:
             self.feature_extractor = ClapFeatureExtractor.from_pretrained(self.model_id)
             self.fused = bool(getattr(ClapConfig.from_pretrained(self.model_id).audio_config, "enable_fusion", False))
         except Exception as e:  # OSError for a missing repo/dir
-            raise ModelLoadError(f"could not load the audio model {self.model_id}'s feature extractor: {e}") from e
+            raise _load_failure(self.model_id, e) from e
         self.sampling_rate = int(self.feature_extractor.sampling_rate)
         self.window_samples = int(self.feature_extractor.nb_max_samples)
 
@@ -91,15 +110,7 @@ class ClapAudioEncoder:
 
     def __init__(self, model: str, device: str = "auto") -> None:
         self.model_id = resolve_audio_model(model)
-        if not os.path.isdir(self.model_id):
-            # A hub model not on disk, and the hub out of reach: say so now, not after importing
-            # transformers and a minute of retries.
-            from retrieval.encoders.hub import unavailable
-
-            if unavailable(self.model_id):
-                raise ModelLoadError(
-                    f"could not load the audio model {self.model_id}: it is not in the local cache and the model hub "
-                    f"cannot be reached. {LOCAL_AUDIO_HELP}")
+        _fail_fast_offline(self.model_id)
         import torch
         from transformers import ClapModel, ClapProcessor
 
@@ -109,11 +120,7 @@ class ClapAudioEncoder:
             net = ClapModel.from_pretrained(self.model_id)
             processor = ClapProcessor.from_pretrained(self.model_id)
         except Exception as e:  # OSError for a missing repo/dir, ValueError for a wrong kind of model
-            reason = (str(e).splitlines()[0] if str(e) else type(e).__name__).rstrip(".")
-            raise ModelLoadError(
-                f"could not load the audio model {self.model_id} (transformers said: {reason}). "
-                f"If this machine is offline the model must already be on disk. {LOCAL_AUDIO_HELP}"
-            ) from e
+            raise _load_failure(self.model_id, e) from e
         self._torch = torch
         self.model = net.to(self.device).eval()
         self.feature_extractor = processor.feature_extractor

@@ -141,7 +141,12 @@ class OpenClipEncoder:
         model.eval()
         self._torch = torch
         self.model = model
-        self.preprocess = preprocess
+        # Pictures travel as uint8 (a quarter of float32's bytes between decode workers and the
+        # model, and what a GPU wants copied) and are normalised where the model runs.
+        self.preprocess, self._normalize = split_preprocess(preprocess)
+        self._fp16 = self.device.startswith("cuda")
+        if self._fp16:  # fp16 weights on a GPU: tensor cores without autocast's casts per call
+            model.half()
         self.tokenizer = tokenizer
         self.context_length = int(getattr(tokenizer, "context_length", 77) or 77)
         self._prefix = self._prefix_ok()
@@ -181,9 +186,8 @@ class OpenClipEncoder:
         return np.ascontiguousarray(x.detach().float().cpu().numpy(), dtype=np.float32)
 
     def _autocast(self) -> Any:
-        """fp16 autocast on CUDA (tensor cores; vectors are returned as float32); nothing on CPU."""
-        if self.device.startswith("cuda"):
-            return self._torch.autocast("cuda", dtype=self._torch.float16)
+        """Nothing: the model's own precision (fp16 weights on CUDA, fp32 on CPU). Vectors are
+        returned as float32 either way."""
         import contextlib
 
         return contextlib.nullcontext()
@@ -258,12 +262,41 @@ class OpenClipEncoder:
         return self.preprocess(image)
 
     def encode_images(self, batch: Sequence[Any]) -> np.ndarray:
-        x = self._torch.stack(list(batch)).to(self.device, non_blocking=True)
-        with self._torch.inference_mode(), self._autocast():
-            return self._to_numpy(self.model.encode_image(x, normalize=True))
+        """Prepared pictures (uint8 CHW from `preprocess`, or float already normalised; on any
+        device) -> (n, dim) float32 unit vectors."""
+        with self._torch.inference_mode():
+            return self._to_numpy(self.model.encode_image(self.model_input(batch), normalize=True))
+
+    def model_input(self, batch: Sequence[Any]) -> Any:
+        """A batch on the model's device in its dtype: uint8 is copied from pinned memory (the
+        copy overlaps what the GPU is still doing) and normalised there."""
+        torch = self._torch
+        x = torch.stack(list(batch)) if not isinstance(batch, torch.Tensor) else batch
+        if x.device.type == "cpu" and self.device.startswith("cuda"):
+            x = x.pin_memory().to(self.device, non_blocking=True)
+        else:
+            x = x.to(self.device)
+        if x.dtype == torch.uint8:
+            mean, std = self._normalize
+            x = x.float().div(255).sub_(mean.to(x.device)).div_(std.to(x.device))  # what ToTensor + Normalize do
+        return x.half() if self._fp16 else x.float()
 
     def count_tokens(self, text: str) -> int:
         return count_tokens(self.tokenizer, text)
+
+
+def split_preprocess(preprocess: Any) -> tuple[Any, tuple[Any, Any] | None]:
+    """open_clip's eval transform (..., ToTensor, Normalize) as a PIL -> uint8 CHW transform and
+    the (mean, std) that `model_input` applies; a transform of another shape is kept whole."""
+    import torch
+    from torchvision.transforms import Compose, PILToTensor
+
+    steps = list(getattr(preprocess, "transforms", []))
+    if len(steps) < 2 or type(steps[-1]).__name__ != "Normalize" or "ToTensor" not in type(steps[-2]).__name__:
+        return preprocess, None
+    norm = steps[-1]
+    as_tensor = lambda v: torch.tensor(v, dtype=torch.float32).view(1, -1, 1, 1)  # noqa: E731
+    return Compose([*steps[:-2], PILToTensor()]), (as_tensor(norm.mean), as_tensor(norm.std))
 
 
 def count_tokens(tok: Any, text: str) -> int:

@@ -1,0 +1,133 @@
+"""Who runs DECODE: threads of this process, processes of this machine, or Ray tasks
+(indexer.cluster.RayDecoder), behind one interface: `files(jobs, poll)` yields each job with a
+`Source` to read its Header and segments from, in the order of the jobs (ids follow it)."""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from typing import Any, Callable, Iterable, Iterator, Protocol
+
+from indexer.kinds import Segment, get_kind
+from indexer.scan import MediaFile
+from indexer.stages.context import DecodeContext, DecodeSetup
+from indexer.stages.decode import Decoded, Header, Stream, decode_whole
+from retrieval.errors import DecodeError
+
+Poll = Callable[[], None]
+
+
+class Source(Protocol):
+    """One file's decoding, as the pipeline reads it."""
+
+    path: str
+
+    def open(self, poll: Poll) -> Header:
+        """Its Header; raises DecodeError for a file that cannot be read."""
+
+    def segments(self, poll: Poll) -> Iterator[Segment]:
+        """Its prepared segments; raises DecodeError."""
+
+
+class Decoder(Protocol):
+    def files(self, jobs: Iterable[MediaFile], poll: Poll) -> Iterator[tuple[MediaFile, Source]]: ...
+
+    def close(self) -> None:
+        """Stop the workers (also mid-run, after an interrupt)."""
+
+
+class WholeFile:
+    """A Source over a file decoded whole elsewhere (a process, a Ray task)."""
+
+    def __init__(self, decoded: Decoded) -> None:
+        self.path, self.decoded = decoded.path, decoded
+
+    def open(self, poll: Poll) -> Header:
+        d = self.decoded
+        if d.error is not None:
+            raise DecodeError(d.error)
+        return Header(get_kind(d.kind) if d.kind else None, d.phash, d.facts)
+
+    def segments(self, poll: Poll) -> Iterator[Segment]:
+        return iter(self.decoded.segments)
+
+
+class ThreadDecoder:
+    """Decode threads sharing this process's readers; a file's segments are streamed (at most
+    `depth` waiting), and `window` files are decoded ahead of the one being embedded."""
+
+    def __init__(self, ctx: DecodeContext, workers: int, batch_size: int) -> None:
+        self.ctx = ctx
+        self.window = max(4 * workers, 2 * batch_size)
+        self.depth = max(2, batch_size // 2)
+        self.stop = threading.Event()
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="xmr-decode")
+
+    def files(self, jobs: Iterable[MediaFile], poll: Poll) -> Iterator[tuple[MediaFile, Source]]:
+        ahead: deque[tuple[MediaFile, Stream]] = deque()
+        todo = iter(jobs)
+        while True:
+            while len(ahead) < self.window and (mf := next(todo, None)) is not None:
+                stream = Stream(mf.path, mf.size, self.depth, self.stop)
+                self.pool.submit(stream.produce, self.ctx)
+                ahead.append((mf, stream))
+            if not ahead:
+                return
+            yield ahead.popleft()
+
+    def close(self) -> None:
+        self.stop.set()  # workers waiting to hand over segments give up
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+_process_ctx: DecodeContext | None = None
+
+
+def _start_process(setup: DecodeSetup) -> None:
+    """A decode process: Ctrl-C is the parent's to act on (it stops the pool at a safe point)."""
+    import signal
+
+    global _process_ctx
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _process_ctx = DecodeContext(setup)
+
+
+def _decode_in_process(path: str, size: int) -> Decoded:
+    assert _process_ctx is not None
+    return decode_whole(path, size, _process_ctx)
+
+
+class ProcessDecoder:
+    """Decode processes (forkserver: never a fork of a process running torch's threads), each
+    with its own readers; whole files come back, `window` of them ahead."""
+
+    def __init__(self, setup: DecodeSetup, workers: int, on_engines: Callable[[dict[str, Any]], None]) -> None:
+        import multiprocessing
+
+        self.window = 4 * workers
+        self.on_engines = on_engines
+        self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("forkserver"),
+                                        initializer=_start_process, initargs=(setup,))
+
+    def files(self, jobs: Iterable[MediaFile], poll: Poll) -> Iterator[tuple[MediaFile, Source]]:
+        ahead: deque[tuple[MediaFile, Future[Decoded]]] = deque()
+        todo = iter(jobs)
+        while True:
+            while len(ahead) < self.window and (mf := next(todo, None)) is not None:
+                ahead.append((mf, self.pool.submit(_decode_in_process, mf.path, mf.size)))
+            if not ahead:
+                return
+            mf, future = ahead.popleft()
+            while True:
+                poll()
+                try:
+                    decoded = future.result(timeout=0.2)
+                    break
+                except TimeoutError:
+                    continue
+            self.on_engines(decoded.engines)
+            yield mf, WholeFile(decoded)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
