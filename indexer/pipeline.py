@@ -93,7 +93,9 @@ class _Run:
         todo = plan_run(s, paths, self.skip, [str(store.path)], opts.decode_workers)
         self.jobs = todo.jobs
         self.report.unchanged, self.report.moved, self.report.removed = todo.unchanged, todo.moved, len(todo.gone)
-        added = extra_models.open_indexes(store, s) if not opts.ray else {}
+        # Added models' indexes are read only when this run changes them (Ray's workers run the
+        # main model only: what they lack is caught up after the run, extra_models.sync).
+        added = extra_models.open_indexes(store, s) if (self.jobs or todo.gone) and not opts.ray else {}
         self.writer = Writer(s, store, self.report, todo.known, added, opts.checkpoint_seconds)
         self.writer.drop([f.id for f in todo.gone])
         s.flush()

@@ -1,7 +1,9 @@
 """Indexing benchmark: end-to-end `Library.index` against the model alone, decoding alone, and
-a naive loop.
+a naive loop. On a GPU (`--device cuda`) the pictures go the GPU path (JPEG bytes decoded there,
+fp16 model), and ideal = min(device decode alone, model alone).
 
     python scripts/bench_index.py --images 48 --model ViT-B-32 [--pretrained none] [--size 4000x3000] [--ocr]
+                                  [--decoders] [--device cuda]
 
 Prints JSON. Photos are real-photo-sized JPEGs (12 MP, ~2.5 MB, photo-like content: colour
 fields, shapes, sensor noise). The model runs with random weights (timing does not depend on
@@ -44,10 +46,11 @@ def main() -> None:
     ap.add_argument("--size", default="4000x3000")
     ap.add_argument("--model", default="ViT-B-32")
     ap.add_argument("--pretrained", default="none")
-    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--batch-size", type=int, default=None, help="[default: the encoder's for its device]")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--ocr", action="store_true", help="also measure OCR's cost (see above)")
+    ap.add_argument("--decoders", action="store_true", help="also index with decode threads and with decode processes")
     a = ap.parse_args()
     w, h = map(int, a.size.split("x"))
     work = Path(tempfile.mkdtemp(prefix="xmr-bench-"))
@@ -60,59 +63,115 @@ def main() -> None:
         mb = sum(os.path.getsize(p) for p in files) / len(files) / 1e6
         spec = EncoderSpec(model=a.model, pretrained=None if a.pretrained == "none" else a.pretrained)
         enc = load_encoder(spec, a.device)
-        size = enc.input_size
-
-        # decode only: open + draft decode + EXIF + preprocess, on all cores
-        t = time.perf_counter()
-        with ThreadPoolExecutor(os.cpu_count()) as pool:
-            tensors = list(pool.map(lambda p: enc.preprocess_image(load_image(p, size)), files))
-        decode_only = len(files) / (time.perf_counter() - t)
-        t = time.perf_counter()
-        with ThreadPoolExecutor(os.cpu_count()) as pool:
-            list(pool.map(lambda p: enc.preprocess_image(load_image(p)), files[:16]))
-        full_decode = 16 / (time.perf_counter() - t)
-
-        # model only: ready tensors, same batches
-        enc.encode_images(tensors[: a.batch_size])  # warm-up
-        t = time.perf_counter()
-        for i in range(0, len(tensors), a.batch_size):
-            enc.encode_images(tensors[i : i + a.batch_size])
-        model_only = len(files) / (time.perf_counter() - t)
-
-        # naive: one image at a time, open -> full decode -> preprocess -> encode
-        t = time.perf_counter()
-        for p in files[:16]:
-            enc.encode_images([enc.preprocess_image(load_image(p))])
-        naive = 16 / (time.perf_counter() - t)
-
+        batch = a.batch_size or enc.batch_size
+        parts = stage_rates(enc, files, batch)
         # The same loaded model: load time is not indexing time.
         lib = Library(work / "lib", encoder=enc, create=True)
         t = time.perf_counter()
-        report = lib.index([photos], batch_size=a.batch_size, ocr=False)
+        report = lib.index([photos], batch_size=batch, ocr=False)
         end_to_end = report.items / (time.perf_counter() - t)
+        decoders = decoder_rates(work, photos, enc, batch) if a.decoders else None
         ocr = ocr_costs(work, photos, files, enc, a) if a.ocr else None
-        ideal = 1 / (1 / model_only + 1 / decode_only)
+        on_gpu = enc.device.startswith("cuda")
+        # Cores shared by decoding and the model: 1 / (1/model + 1/decode). A GPU decodes and
+        # runs the model itself, one after the other per batch: the slower bounds it.
+        ideal = (min(parts["model_only_images_per_s"], parts["device_decode_only_images_per_s"]) if on_gpu
+                 else 1 / (1 / parts["model_only_images_per_s"] + 1 / parts["decode_only_images_per_s"]))
         print(json.dumps({
-            "images": len(files),
-            "image_size": a.size,
-            "mean_file_mb": round(mb, 2),
-            "model": spec.describe(),
-            "device": enc.device,
-            "batch_size": a.batch_size,
-            "cpu_count": os.cpu_count(),
-            "images_per_s": round(end_to_end, 2),
-            "model_only_images_per_s": round(model_only, 2),
-            "decode_only_images_per_s": round(decode_only, 2),
-            "full_decode_only_images_per_s": round(full_decode, 2),
+            "images": len(files), "image_size": a.size, "mean_file_mb": round(mb, 2), "model": spec.describe(),
+            "device": enc.device, "batch_size": batch, "cpu_count": os.cpu_count(),
+            "images_per_s": round(end_to_end, 2), **{k: round(v, 2) for k, v in parts.items()},
             "ideal_images_per_s": round(ideal, 2),
-            "naive_images_per_s": round(naive, 2),
             "end_to_end_vs_ideal": round(end_to_end / ideal, 3),
-            "end_to_end_vs_naive": round(end_to_end / naive, 2),
+            "end_to_end_vs_naive": round(end_to_end / parts["naive_images_per_s"], 2),
             "photo_generation_s": round(gen_s, 1),
+            **({"decoders": decoders} if decoders else {}),
             **({"ocr": ocr} if ocr else {}),
         }, indent=2))
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def stage_rates(enc: object, files: list[str], batch: int) -> dict[str, float]:
+    """Images/s of each stage alone: CPU decode (draft, all cores), a full decode, the device
+    decoder (nvjpeg on CUDA; torchvision's CPU decoder elsewhere), the model on ready uint8
+    inputs (copied to its device as an index run does), the tower fed from device memory, and
+    a naive loop."""
+    size = enc.input_size
+    t = time.perf_counter()
+    with ThreadPoolExecutor(os.cpu_count()) as pool:
+        tensors = list(pool.map(lambda p: enc.preprocess_image(load_image(p, size)), files))
+    out = {"decode_only_images_per_s": len(files) / (time.perf_counter() - t)}
+    t = time.perf_counter()
+    with ThreadPoolExecutor(os.cpu_count()) as pool:
+        list(pool.map(lambda p: enc.preprocess_image(load_image(p)), files[:16]))
+    out["full_decode_only_images_per_s"] = 16 / (time.perf_counter() - t)
+    out["device_decode_only_images_per_s"] = device_decode_rate(enc, files, batch)
+    enc.encode_images(tensors[:batch])  # warm-up
+    t = time.perf_counter()
+    for i in range(0, len(tensors), batch):
+        enc.encode_images(tensors[i:i + batch])
+    out["model_only_images_per_s"] = len(files) / (time.perf_counter() - t)
+    out["tower_from_device_memory_images_per_s"] = tower_rate(enc, tensors, batch)
+    t = time.perf_counter()
+    for p in files[:16]:  # naive: one image at a time, open -> full decode -> preprocess -> encode
+        enc.encode_images([enc.preprocess_image(load_image(p))])
+    out["naive_images_per_s"] = 16 / (time.perf_counter() - t)
+    return out
+
+
+def device_decode_rate(enc: object, files: list[str], batch: int) -> float:
+    """JPEG bytes read (threads) and decoded, turned and cropped where the model runs, in batches."""
+    from indexer.kinds.image import read_jpeg
+    from indexer.stages.device_jpeg import DeviceJpegs
+
+    dj = DeviceJpegs(enc.device)
+    sync = _sync(enc)
+    dj.inputs([read_jpeg(files[0])], enc.preprocess, enc.input_size)  # warm-up (nvjpeg's handles)
+    t = time.perf_counter()
+    with ThreadPoolExecutor(os.cpu_count()) as pool:
+        jpegs = list(pool.map(read_jpeg, files))
+        for i in range(0, len(jpegs), batch):
+            dj.inputs(jpegs[i:i + batch], enc.preprocess, enc.input_size)
+    sync()
+    return len(files) / (time.perf_counter() - t)
+
+
+def tower_rate(enc: object, tensors: list[object], batch: int) -> float:
+    """The image tower alone on inputs already in device memory, in the model's dtype."""
+    import torch
+
+    x = enc.model_input(tensors[:batch])
+    sync = _sync(enc)
+    reps = max(1, len(tensors) // batch)
+    with torch.inference_mode():
+        enc.model.encode_image(x, normalize=True)
+        sync()
+        t = time.perf_counter()
+        for _ in range(reps):
+            enc.model.encode_image(x, normalize=True)
+        sync()
+    return reps * len(x) / (time.perf_counter() - t)
+
+
+def _sync(enc: object):
+    import torch
+
+    return torch.cuda.synchronize if enc.device.startswith("cuda") else (lambda: None)
+
+
+def decoder_rates(work: Path, photos: Path, enc: object, batch: int) -> dict[str, float]:
+    """End to end with decode threads and with decode processes (the choice `--decoder auto` makes
+    by the core count is measured here), best of two, alternated."""
+    rates: dict[str, list[float]] = {}
+    for decoder in ("threads", "processes", "threads", "processes"):
+        lib = Library(work / f"lib-{decoder}-{len(rates.get(decoder, []))}", encoder=enc, create=True)
+        t = time.perf_counter()
+        report = lib.index([photos], batch_size=batch, ocr=False, decoder=decoder)
+        rates.setdefault(decoder, []).append(report.items / (time.perf_counter() - t))
+    best = {k: max(v) for k, v in rates.items()}
+    return {"threads_images_per_s": round(best["threads"], 2), "processes_images_per_s": round(best["processes"], 2),
+            "processes_vs_threads": round(best["processes"] / best["threads"], 3)}
 
 
 def ocr_costs(work: Path, photos: Path, files: list[str], enc: object, a: argparse.Namespace) -> dict[str, object]:

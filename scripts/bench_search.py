@@ -163,7 +163,7 @@ def bench_dupes(index: VectorIndex, planted: list[tuple[int, int]], threshold: f
 
 
 def bench(n: int, d: int, nq: int, k: int, seed: int, recall: float, max_memory: int | None, mixed: bool = False,
-          fractions: list[float] | None = None, dupes: float | None = None) -> dict:
+          fractions: list[float] | None = None, dupes: float | None = None, torch_device: str | None = None) -> dict:
     rng = np.random.default_rng(seed)
     basis = np.linalg.qr(rng.standard_normal((d, SUBSPACE)))[0].T.astype(np.float32)  # orthonormal rows
     centres = rng.standard_normal((CENTRES, SUBSPACE)).astype(np.float32)
@@ -215,6 +215,7 @@ def bench(n: int, d: int, nq: int, k: int, seed: int, recall: float, max_memory:
                         "with_5_percent_text": bench_mixed(index, xq, k, rng, n_text=max(1, n // 20), n_audio=5)}
     filtered = bench_filters(index, xb, xq, k, rng, fractions) if fractions else None
     dupes_result = bench_dupes(index, planted, dupes) if dupes else None
+    exact_torch = bench_torch_exact(xb, xq, ref, k, torch_device) if torch_device else None
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "vectors.faiss"
         index.save(path)
@@ -253,7 +254,32 @@ def bench(n: int, d: int, nq: int, k: int, seed: int, recall: float, max_memory:
         **({"mixed": mixed_result} if mixed_result else {}),
         **({"filtered": filtered} if filtered else {}),
         **({"dupes": dupes_result} if dupes_result else {}),
+        **({"exact_through_torch": exact_torch} if exact_torch else {}),
     }
+
+
+def bench_torch_exact(xb: np.ndarray, xq: np.ndarray, ref: np.ndarray, k: int, device: str) -> dict:
+    """Exact search over every vector through torch on `device` (indexer.gpu.TorchCopy: what a
+    GPU without faiss-gpu searches with): one query's p50, a batch, recall against numpy's top-k."""
+    from indexer.gpu import TorchCopy
+
+    index = VectorIndex.create(xb.shape[1], "Flat")
+    index.add(xb, np.arange(len(xb), dtype=np.int64))
+    index._gpu = TorchCopy(device)
+    t = time.perf_counter()
+    index.search(xq[:1], k)  # uploads the matrix
+    upload_s = time.perf_counter() - t
+    single = []
+    for q in xq[:200]:
+        t = time.perf_counter()
+        index.search(q[None], k)
+        single.append(time.perf_counter() - t)
+    t = time.perf_counter()
+    _, got = index.search(xq, k)
+    batch_s = time.perf_counter() - t
+    recall = float(np.mean([len(set(a) & set(b)) / k for a, b in zip(got, ref)]))
+    return {"device": device, "upload_s": round(upload_s, 2), "single_query_p50_ms": round(float(np.median(single)) * 1e3, 3),
+            f"batch_of_{len(xq)}_ms": round(batch_s * 1e3, 2), "recall_at_10": round(recall, 4)}
 
 
 def probe_load(path: str, factory: str, nprobe: int) -> None:
@@ -294,10 +320,12 @@ def main() -> None:
     ap.add_argument("--filter-fraction", type=float, nargs="+", metavar="F",
                     help="also time filtered searches where a fraction F of the library passes (e.g. 0.01 0.1 0.5)")
     ap.add_argument("--dupes", type=float, metavar="T", help="also time `xmr dupes`' range search at cosine T (e.g. 0.95)")
+    ap.add_argument("--torch-device", metavar="DEV", help="also time the exact search through torch on DEV (cuda: the GPU path without faiss-gpu)")
     a = ap.parse_args()
     import faiss
 
-    result = bench(a.n, a.dim, a.queries, a.k, a.seed, a.recall, a.max_memory, a.mixed, a.filter_fraction, a.dupes)
+    result = bench(a.n, a.dim, a.queries, a.k, a.seed, a.recall, a.max_memory, a.mixed, a.filter_fraction, a.dupes,
+                   a.torch_device)
     result.update(machine=f"{platform.machine()}, {os.cpu_count()} cores", faiss=faiss.__version__)
     print(json.dumps(result, indent=2))
 

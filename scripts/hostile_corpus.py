@@ -205,17 +205,17 @@ def make_hostile(folder: Path) -> dict[str, tuple[str, str]]:
 # Run as `python scripts/hostile_corpus.py --xmr-deleting FILE -- XMR ARGS`: `xmr` itself, with
 # FILE deleted right after the folder scan (the moment a user or a sync tool might delete it).
 def _xmr_deleting(victim: str, args: list[str]) -> None:
-    import indexer.pipeline as pipeline
+    import indexer.stages.plan as plan
     from retrieval.cli import main
 
-    real_scan = pipeline.scan
+    real_scan = plan.scan
 
     def scan_then_delete(*a: Any, **kw: Any) -> list[Any]:
         found = list(real_scan(*a, **kw))
         os.unlink(victim)
         return found
 
-    pipeline.scan = scan_then_delete
+    plan.scan = scan_then_delete
     main(args)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 import subprocess
@@ -90,18 +91,21 @@ def test_interrupt_then_resume(tmp_path, many, random_model, monkeypatch, where)
         assert np.allclose(a[path], b[path], atol=1e-5)
 
 
-def test_ctrl_c_on_the_cli(tmp_path, many, random_model):
-    """SIGINT to a real `xmr index`: a clean message, exit 130, a library that checks out."""
+@pytest.mark.parametrize("decoder", ["threads", "processes"])
+def test_ctrl_c_on_the_cli(tmp_path, many, random_model, decoder):
+    """SIGINT to a real `xmr index` (its whole process group, as a terminal sends it, decode
+    processes included): a clean message, exit 130, a library that checks out."""
     for i in range(40, 400):  # enough work that the signal lands mid-run
         (many / f"{i:03d}.png").write_bytes((many / f"{i % 40:03d}.png").read_bytes() + bytes([i % 251]) * (i + 1))
     lib = str(tmp_path / "lib")
     cmd = [sys.executable, "-m", "retrieval.cli", "--library", lib, "index", str(many), "--model", random_model,
-           "--no-progress", "--batch-size", "4", "--checkpoint-every", "0"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+           "--no-progress", "--batch-size", "4", "--checkpoint-every", "0", "--decoder", decoder]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                            start_new_session=True)
     deadline = time.time() + 120
     while not list((tmp_path / "lib").glob("vectors-*.faiss")) and time.time() < deadline:
         time.sleep(0.05)  # the first checkpoint: the run is under way
-    proc.send_signal(signal.SIGINT)
+    os.killpg(proc.pid, signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     if proc.returncode == 0:
         pytest.skip("the run finished before the signal arrived")

@@ -185,3 +185,68 @@ def test_added_models_embed_new_files_in_the_same_pass(tmp_path, samples, random
     a = [(Path(h.path).name, round(h.score, 4)) for h in as_b.search(q, k=6, modality="image", mode="semantic")]
     b = [(Path(h.path).name, round(h.score, 4)) for h in fresh.search(q, k=6, modality="image", mode="semantic")]
     assert sorted(s for _, s in a) == sorted(s for _, s in b)
+
+
+def test_a_killed_run_with_decode_processes_leaves_no_processes_and_resumes(tmp_path, samples, random_model):
+    """SIGKILL to `xmr index --decoder processes` after a checkpoint: its decode processes end
+    with it (they read from the parent's pipe), the library checks out, the next run finishes."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import ROOT
+
+    folder = Path(shutil.copytree(samples[0], tmp_path / "media"))
+    for i in range(120):  # enough work that the kill lands mid-run
+        (folder / f"copy{i:03d}.txt").write_text(f"note {i}: a red circle and a blue square " * (1 + i % 5))
+    lib = tmp_path / "lib"
+    cmd = [sys.executable, "-m", "retrieval.cli", "--library", str(lib), "index", str(folder), "--model", random_model,
+           "--no-progress", "--batch-size", "4", "--checkpoint-every", "0", "--decoder", "processes", "--workers", "2"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+    deadline = time.time() + 120
+    while not list(lib.glob("vectors-*.faiss")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    children = _children(proc.pid)
+    proc.kill()
+    proc.wait()
+    if not children:
+        pytest.skip("the run finished before its decode processes could be seen")
+    deadline = time.time() + 30
+    while any(_alive(c) for c in children) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not [c for c in children if _alive(c)], "decode processes outlived the killed run"
+    check = subprocess.run([sys.executable, "-m", "retrieval.cli", "--library", str(lib), "check"], capture_output=True,
+                           text=True, cwd=ROOT)
+    assert check.returncode == 0, check.stdout + check.stderr
+    resumed = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    assert resumed.returncode == 0, resumed.stderr
+    assert Library(lib).stats()["files"] == sum(1 for p in folder.rglob("*") if p.is_file())
+
+
+def _children(pid: int) -> list[int]:
+    """Every process below `pid` (the forkserver and its workers)."""
+    import os
+
+    found, frontier = [], [pid]
+    while frontier:
+        parent = frontier.pop()
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    fields = open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()
+                except OSError:
+                    continue
+                if int(fields[1]) == parent:
+                    found.append(int(entry))
+                    frontier.append(int(entry))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
@@ -84,13 +85,29 @@ class ThreadDecoder:
 _process_ctx: DecodeContext | None = None
 
 
-def _start_process(setup: DecodeSetup) -> None:
-    """A decode process: Ctrl-C is the parent's to act on (it stops the pool at a safe point)."""
+def _start_process(setup: DecodeSetup, parent: int) -> None:
+    """A decode process: Ctrl-C is the parent's to act on (it stops the pool at a safe point),
+    and it ends when the parent does, however that ends (kill -9: no one closes its pipes)."""
     import signal
 
     global _process_ctx
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_exit_with, args=(parent,), daemon=True, name="xmr-parent-watch").start()
     _process_ctx = DecodeContext(setup)
+
+
+def _exit_with(parent: int) -> None:
+    import os
+    import time
+
+    while True:
+        time.sleep(0.5)
+        try:
+            os.kill(parent, 0)
+        except ProcessLookupError:
+            os._exit(1)
+        except PermissionError:  # alive, another user's: a reused pid would be someone else's
+            os._exit(1)
 
 
 def _decode_in_process(path: str, size: int) -> Decoded:
@@ -108,7 +125,7 @@ class ProcessDecoder:
         self.window = 4 * workers
         self.on_engines = on_engines
         self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("forkserver"),
-                                        initializer=_start_process, initargs=(setup,))
+                                        initializer=_start_process, initargs=(setup, os.getpid()))
 
     def files(self, jobs: Iterable[MediaFile], poll: Poll) -> Iterator[tuple[MediaFile, Source]]:
         ahead: deque[tuple[MediaFile, Future[Decoded]]] = deque()

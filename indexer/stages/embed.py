@@ -53,6 +53,10 @@ class Batches:
                 self.on_halve()
                 continue
             i += len(part)
+        if out and not isinstance(out[0], np.ndarray):  # left on the GPU: one wait, one copy back
+            import torch
+
+            return np.ascontiguousarray(torch.cat(out).float().cpu().numpy(), dtype=np.float32)
         return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 
@@ -95,12 +99,18 @@ class PictureEmbedder:
                 ready[i] = x
         failed = {i: str(x) for i, x in enumerate(ready) if isinstance(x, DecodeError)}
         good = [x for x in ready if not isinstance(x, DecodeError)]
-        got = batches.run(self.encoder.encode_images, good) if good else None
+        got = batches.run(self._encode(), good) if good else None
         if not failed or got is None:
             return Embedded(got, failed=failed)
         vectors = np.zeros((len(ready), got.shape[1]), np.float32)
         vectors[[i for i in range(len(ready)) if i not in failed]] = got
         return Embedded(vectors, failed=failed)
+
+    def _encode(self) -> Callable[[list[Any]], Any]:
+        """On a GPU the vectors stay there until the last batch (nothing waits for the GPU between
+        batches, so the next one is prepared and copied while this one runs); elsewhere numpy."""
+        on_gpu = str(getattr(self.encoder, "device", "cpu")).startswith("cuda")
+        return self.encoder.encode_images_on_device if on_gpu else self.encoder.encode_images
 
     def _device_jpegs(self) -> Any:
         if self._jpegs is None:

@@ -145,6 +145,7 @@ class OpenClipEncoder:
         # model, and what a GPU wants copied) and are normalised where the model runs.
         self.preprocess, self._normalize = split_preprocess(preprocess)
         self._fp16 = self.device.startswith("cuda")
+        self._copy_stream: Any = None
         if self._fp16:  # fp16 weights on a GPU: tensor cores without autocast's casts per call
             model.half()
         self.tokenizer = tokenizer
@@ -158,8 +159,12 @@ class OpenClipEncoder:
 
     @property
     def batch_size(self) -> int:
-        """Images per model call: large batches keep a GPU busy; on CPU 32 is past the knee."""
-        return 256 if self.device.startswith("cuda") else 32
+        """Images per model call: large batches keep a GPU busy (512 from 40 GB of memory on; out
+        of memory halves it, indexer.stages.embed.Batches); on CPU 32 is past the knee."""
+        if not self.device.startswith("cuda"):
+            return 32
+        total = self._torch.cuda.get_device_properties(self._torch.device(self.device)).total_memory
+        return 512 if total >= 40 * 2**30 else 256
 
     def _load_failure(self, e: Exception, who: str = "open_clip said: ") -> str:
         what = self.spec.describe()
@@ -264,22 +269,39 @@ class OpenClipEncoder:
     def encode_images(self, batch: Sequence[Any]) -> np.ndarray:
         """Prepared pictures (uint8 CHW from `preprocess`, or float already normalised; on any
         device) -> (n, dim) float32 unit vectors."""
+        return self._to_numpy(self.encode_images_on_device(batch))
+
+    def encode_images_on_device(self, batch: Sequence[Any]) -> Any:
+        """Like encode_images, the vectors left on the model's device: nothing waits for the GPU,
+        so the next batch is prepared and copied while this one runs."""
         with self._torch.inference_mode():
-            return self._to_numpy(self.model.encode_image(self.model_input(batch), normalize=True))
+            return self.model.encode_image(self.model_input(batch), normalize=True)
 
     def model_input(self, batch: Sequence[Any]) -> Any:
-        """A batch on the model's device in its dtype: uint8 is copied from pinned memory (the
-        copy overlaps what the GPU is still doing) and normalised there."""
+        """A batch on the model's device in its dtype, normalised there if it came as uint8."""
         torch = self._torch
         x = torch.stack(list(batch)) if not isinstance(batch, torch.Tensor) else batch
-        if x.device.type == "cpu" and self.device.startswith("cuda"):
-            x = x.pin_memory().to(self.device, non_blocking=True)
-        else:
-            x = x.to(self.device)
+        x = self._to_device(x)
         if x.dtype == torch.uint8:
             mean, std = self._normalize
             x = x.float().div(255).sub_(mean.to(x.device)).div_(std.to(x.device))  # what ToTensor + Normalize do
         return x.half() if self._fp16 else x.float()
+
+    def _to_device(self, x: Any) -> Any:
+        """To a GPU from pinned memory on a stream of its own: the copy overlaps the model still
+        running on the previous batch, and the model's stream waits for it only then."""
+        torch = self._torch
+        if x.device.type != "cpu" or not self.device.startswith("cuda"):
+            return x.to(self.device)
+        if self._copy_stream is None:
+            self._copy_stream = torch.cuda.Stream(device=self.device)
+        compute = torch.cuda.current_stream(self.device)
+        x = x.pin_memory()
+        with torch.cuda.stream(self._copy_stream):
+            on_device = x.to(self.device, non_blocking=True)
+        compute.wait_stream(self._copy_stream)
+        on_device.record_stream(compute)  # its memory is not reused before the model is done with it
+        return on_device
 
     def count_tokens(self, text: str) -> int:
         return count_tokens(self.tokenizer, text)
