@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from indexer.catalog import AudioRaw, Item, get_meta, set_meta
 from indexer.models import Models
+from indexer.stages.report import Reporter
 from indexer.store import Store
 from retrieval.errors import EncoderMismatchError, LibraryError, UsageError
 
@@ -64,7 +65,7 @@ class AudioBridge:
         return bridge
 
     def fit(self, session: Session, *, captions: str | os.PathLike[str] | None = None, method: str = "auto",
-            extra_audio: np.ndarray | None = None, progress: bool | None = None) -> Bridge:
+            extra_audio: np.ndarray | None = None, reporter: Reporter | None = None) -> Bridge:
         """Fit and stage a bridge for this library's CLIP encoder and CLAP model, then move the
         stored sounds to it. The caller holds the write lock and commits."""
         import numpy as np
@@ -76,7 +77,11 @@ class AudioBridge:
         models.record(session)
         clap, clip = models.audio_encoder, models.encoder
         models.record_audio(session)
-        x, y = embed_caption_pairs(clap, clip, texts, models.recorded_audio, models.recorded_identity, progress)
+        bar = (reporter or Reporter()).bar("fitting the audio bridge", 2 * len(texts), "caption")
+        try:
+            x, y = embed_caption_pairs(clap, clip, texts, models.recorded_audio, models.recorded_identity, bar)
+        finally:
+            bar.close()
         stored = unpack(list(session.scalars(select(AudioRaw.vector))))
         parts = [a for a in (stored, extra_audio) if a is not None and len(a)]
         manifest = {
@@ -126,11 +131,11 @@ class AudioBridge:
         set_meta(session, "bridge", bridge.describe())
         return moved
 
-    def bridge_for(self, session: Session, raw: np.ndarray, progress: bool | None = None) -> Bridge:
+    def bridge_for(self, session: Session, raw: np.ndarray, reporter: Reporter | None = None) -> Bridge:
         """The bridge for freshly encoded sounds: the library's, or, for its first sounds, one
         fitted now (they also estimate the modality gap). The caller holds the write lock."""
         self.models.record_audio(session)
-        return self.current() or self.fit(session, extra_audio=raw, progress=progress)
+        return self.current() or self.fit(session, extra_audio=raw, reporter=reporter)
 
     def embed_file(self, path: str) -> np.ndarray:
         """A sound file as a query: CLAP vectors of its windows, averaged, bridged into CLIP space.

@@ -113,7 +113,7 @@ class _Run:
 
     def _bridge_for(self, raw: np.ndarray) -> Any:
         with self.writer.writing():  # the first sounds of a library fit its bridge (it re-projects stored ones)
-            return self.bridge.bridge_for(self.s, raw)
+            return self.bridge.bridge_for(self.s, raw, self.reporter)
 
     def _decoder(self) -> Decoder:
         opts = self.options

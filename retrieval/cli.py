@@ -327,7 +327,7 @@ def bridge() -> None:
 def bridge_fit(ctx: click.Context, captions: str | None, method: str, audio_model: str | None, progress: bool | None) -> None:
     """Fit the bridge for this library's CLIP encoder and CLAP model and move stored sounds to it."""
     lib = _open(ctx, create=True, audio_model=audio_model)
-    d = lib.refit_bridge(captions=captions, method=method, progress=progress).describe()
+    d = lib.refit_bridge(captions=captions, method=method, reporter=TerminalReporter(progress)).describe()
     click.echo(
         f"bridge fitted: {d['method']} on {d['captions']} captions, held-out R@1 {d['heldout_r1']:.3f}, "
         f"cos {d['heldout_cos']:.3f}; gap from {d['gap_windows']} audio windows -> {lib.bridge_path}"

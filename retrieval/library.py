@@ -247,10 +247,10 @@ class Library:
         return self.audio.fit(session, **options)
 
     def refit_bridge(self, *, captions: str | os.PathLike[str] | None = None, method: str = "auto",
-                     progress: bool | None = None) -> Any:
+                     reporter: Reporter | None = None) -> Any:
         """Fit the audio bridge anew and make it the library's (`xmr bridge fit`)."""
         with self._undone_if_first_fails(self.store), self.write_lock(), self.Session() as s:
-            bridge = self.audio.fit(s, captions=captions, method=method, progress=progress)
+            bridge = self.audio.fit(s, captions=captions, method=method, reporter=reporter)
             self.store.commit(s)
         return bridge
 

@@ -180,7 +180,7 @@ def test_swapped_bridge_file_is_found_and_repaired(tmp_path, media, random_model
     with lib.write_lock(), lib.Session() as s:
         captions = tmp_path / "c.txt"
         captions.write_text("\n".join(f"water drips {i} times in a cave" for i in range(100)))
-        lib.fit_bridge(s, captions=captions, method="ridge", progress=False)
+        lib.fit_bridge(s, captions=captions, method="ridge")
         lib.store.commit(s)
     shutil.copy(saved, lib.bridge_path)  # as if a crash hit between the bridge file and the commit
     fresh = Library(tmp_path / "lib")
@@ -205,7 +205,7 @@ def test_a_crash_between_a_new_bridge_file_and_its_commit_changes_nothing(tmp_pa
     captions = tmp_path / "c.txt"
     captions.write_text("\n".join(f"water drips {i} times in a cave" for i in range(100)))
     with lib.write_lock(), lib.Session() as s:
-        lib.fit_bridge(s, captions=captions, method="ridge", progress=False)
+        lib.fit_bridge(s, captions=captions, method="ridge")
         monkeypatch.setattr(Session, "commit", crash)
         with pytest.raises(KeyboardInterrupt):
             lib.store.commit(s)

@@ -62,26 +62,18 @@ def read_captions(path: str | os.PathLike[str] | None = None) -> list[str]:
 
 def embed_caption_pairs(
     clap: Any, clip: Any, texts: list[str], clap_identity: dict[str, Any] | None,
-    clip_identity: dict[str, Any] | None, progress: bool | None = None, chunk: int = 128,
+    clip_identity: dict[str, Any] | None, bar: Any = None, chunk: int = 128,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The captions through both text towers: (x = CLAP text, y = CLIP text), in `texts` order.
 
     Batches hold captions of similar length (the towers run only as far as a batch's longest
-    caption), and each tower's vectors are cached per (weights, captions).
+    caption), and each tower's vectors are cached per (weights, captions). `bar` (anything with
+    `update(n)`) counts the captions, 2 per caption.
     """
-    import sys
-
-    from tqdm import tqdm
-
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     ordered = [texts[i] for i in order]
-    bar = tqdm(total=2 * len(texts), unit="caption", desc="fitting the audio bridge",
-               disable=(not progress) if progress is not None else None, file=sys.stderr)
-    try:
-        x, y = (_cached_text_vectors(enc, ident, ordered, chunk, bar)
-                for enc, ident in ((clap, clap_identity), (clip, clip_identity)))
-    finally:
-        bar.close()
+    x, y = (_cached_text_vectors(enc, ident, ordered, chunk, bar)
+            for enc, ident in ((clap, clap_identity), (clip, clip_identity)))
     back = np.argsort(order)
     return x[back], y[back]
 
@@ -103,14 +95,16 @@ def _cached_text_vectors(encoder: Any, identity: dict[str, Any] | None, texts: l
         try:
             vectors = np.load(path)
             if vectors.shape[0] == len(texts):
-                bar.update(len(texts))
+                if bar is not None:
+                    bar.update(len(texts))
                 return vectors
         except (OSError, ValueError):
             pass
     parts = []
     for i in range(0, len(texts), chunk):
         parts.append(encoder.encode_text(texts[i : i + chunk]))
-        bar.update(len(parts[-1]))
+        if bar is not None:
+            bar.update(len(parts[-1]))
     vectors = np.concatenate(parts)
     if path is not None:
         try:
