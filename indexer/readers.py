@@ -15,6 +15,7 @@ files are indexed without it.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -66,6 +67,7 @@ class ReaderSettings:
         """The run's settings: those asked for, else the library's remembered ones, else defaults."""
         settings = get_meta(session, "ocr") or {}
         speech = get_meta(session, "speech") or {}
+        speech_model = _absolute_if_folder(speech_model)  # remembered: a later run may start elsewhere
         chosen = speech_model if speech_model is not None else speech.get("model", DEFAULT_SPEECH_MODEL)
         return cls(ocr_on=ocr if ocr is not None else bool(settings.get("enabled", True)),
                    speech_model=None if chosen.lower() in OFF else chosen,
@@ -78,6 +80,14 @@ class ReaderSettings:
             set_meta(session, "ocr", {"enabled": self.asked_ocr})
         if self.asked_speech is not None:
             set_meta(session, "speech", {"model": self.asked_speech})
+
+
+def _absolute_if_folder(name: str | None) -> str | None:
+    """A speech model given as a folder, as an absolute path; a size name ("base") as it is."""
+    if name is None:
+        return None
+    expanded = os.path.expanduser(name)
+    return os.path.abspath(expanded) if os.path.isdir(expanded) else name
 
 
 class Readers:

@@ -250,3 +250,20 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+def test_a_speech_model_folder_given_relative_is_remembered_absolute(tmp_path, random_model, monkeypatch):
+    """A later run from another folder must find the same model (issue 27: it silently indexed
+    recordings without transcripts)."""
+    from indexer.catalog import get_meta
+    from indexer.readers import ReaderSettings
+
+    (tmp_path / "models" / "my-whisper").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "models")
+    lib = Library(tmp_path / "lib", model=random_model, create=True)
+    with lib.Session() as s:
+        settings = ReaderSettings.of(s, speech_model="my-whisper")
+        settings.remember(s)
+        assert get_meta(s, "speech") == {"model": str(tmp_path / "models" / "my-whisper")}
+        assert settings.speech_model == str(tmp_path / "models" / "my-whisper")
+        assert ReaderSettings.of(s, speech_model="base").speech_model == "base"  # a size name stays a name

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections import deque
@@ -85,13 +86,22 @@ class ThreadDecoder:
 _process_ctx: DecodeContext | None = None
 
 
-def _start_process(setup: DecodeSetup, parent: int) -> None:
+def _logging_of_this_process() -> tuple[int, str | None]:
+    """The root logger's level and format, for decode processes to say things the same way."""
+    root = logging.getLogger()
+    fmt = getattr(root.handlers[0].formatter, "_fmt", None) if root.handlers and root.handlers[0].formatter else None
+    return root.level, fmt
+
+
+def _start_process(setup: DecodeSetup, parent: int, logs: tuple[int, str | None]) -> None:
     """A decode process: Ctrl-C is the parent's to act on (it stops the pool at a safe point),
     and it ends when the parent does, however that ends (kill -9: no one closes its pipes)."""
     import signal
 
     global _process_ctx
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if logs[1] is not None:
+        logging.basicConfig(level=logs[0], format=logs[1])
     threading.Thread(target=_exit_with, args=(parent,), daemon=True, name="xmr-parent-watch").start()
     _process_ctx = DecodeContext(setup)
 
@@ -125,7 +135,8 @@ class ProcessDecoder:
         self.window = 4 * workers
         self.on_engines = on_engines
         self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("forkserver"),
-                                        initializer=_start_process, initargs=(setup, os.getpid()))
+                                        initializer=_start_process,
+                                        initargs=(setup, os.getpid(), _logging_of_this_process()))
 
     def files(self, jobs: Iterable[MediaFile], poll: Poll) -> Iterator[tuple[MediaFile, Source]]:
         ahead: deque[tuple[MediaFile, Future[Decoded]]] = deque()
