@@ -267,3 +267,72 @@ def test_a_speech_model_folder_given_relative_is_remembered_absolute(tmp_path, r
         assert get_meta(s, "speech") == {"model": str(tmp_path / "models" / "my-whisper")}
         assert settings.speech_model == str(tmp_path / "models" / "my-whisper")
         assert ReaderSettings.of(s, speech_model="base").speech_model == "base"  # a size name stays a name
+
+
+def test_a_decode_process_that_dies_stops_the_run_clearly_and_it_resumes(tmp_path, random_model):
+    """A decoder that kills its own process (a segfault in a C library, say): a clear error,
+    exit 1, no process left behind, a library that checks out; the next run finishes."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import ROOT
+
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    for i in range(1500):
+        (folder / f"n{i:04d}.txt").write_text(f"note {i} about a red circle and a blue square")
+    lib = tmp_path / "lib"
+    cmd = [sys.executable, "-m", "retrieval.cli", "--library", str(lib), "index", str(folder), "--model", random_model,
+           "--no-progress", "--batch-size", "4", "--checkpoint-every", "0", "--decoder", "processes", "--workers", "2"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    deadline = time.time() + 120
+    workers: list[int] = []
+    while time.time() < deadline and proc.poll() is None and not (workers and list(lib.glob("vectors-*.faiss"))):
+        time.sleep(0.1)
+        workers = _decode_workers(proc.pid)[:1]
+    if not workers or proc.poll() is not None:
+        proc.kill()
+        pytest.skip("the run finished before a decode process could be killed")
+    everything = _children(proc.pid)
+    os_kill(workers[0], signal.SIGKILL)
+    out, err = proc.communicate(timeout=120)
+    if proc.returncode == 0:
+        pytest.skip("the killed process had no work left")
+    assert proc.returncode == 1 and "a decode process died" in err and "Traceback" not in err, err
+    deadline = time.time() + 15  # the forkserver and the resource tracker see their parent gone
+    while any(_alive(c) for c in everything) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not [c for c in everything if _alive(c)]
+    check = subprocess.run([sys.executable, "-m", "retrieval.cli", "--library", str(lib), "check"], capture_output=True,
+                           text=True, cwd=ROOT)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT).returncode == 0
+    assert Library(lib).stats()["files"] == 1500
+
+
+def os_kill(pid: int, sig: int) -> None:
+    import os
+
+    os.kill(pid, sig)
+
+
+def _decode_workers(pid: int) -> list[int]:
+    """The children of `pid`'s forkserver: the decode processes."""
+    out = []
+    for child in _children(pid):
+        try:
+            cmdline = open(f"/proc/{child}/cmdline", "rb").read()
+        except OSError:
+            continue
+        if b"forkserver" in cmdline and _ppid(child) == pid:
+            out += [c for c in _children(child) if _ppid(c) == child]
+    return out
+
+
+def _ppid(pid: int) -> int:
+    try:
+        return int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
+    except OSError:
+        return -1

@@ -9,13 +9,14 @@ import os
 import threading
 from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable, Iterable, Iterator, Protocol
 
 from indexer.kinds import Segment, get_kind
 from indexer.scan import MediaFile
 from indexer.stages.context import DecodeContext, DecodeSetup
 from indexer.stages.decode import Decoded, Header, Stream, decode_whole
-from retrieval.errors import DecodeError
+from retrieval.errors import DecodeError, XmrError
 
 Poll = Callable[[], None]
 
@@ -107,16 +108,13 @@ def _start_process(setup: DecodeSetup, parent: int, logs: tuple[int, str | None]
 
 
 def _exit_with(parent: int) -> None:
-    import os
     import time
 
     while True:
         time.sleep(0.5)
         try:
             os.kill(parent, 0)
-        except ProcessLookupError:
-            os._exit(1)
-        except PermissionError:  # alive, another user's: a reused pid would be someone else's
+        except (ProcessLookupError, PermissionError):  # gone (or its pid reused by another user's)
             os._exit(1)
 
 
@@ -134,6 +132,7 @@ class ProcessDecoder:
 
         self.window = 4 * workers
         self.on_engines = on_engines
+        self._processes: dict[int, Any] = {}
         self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("forkserver"),
                                         initializer=_start_process,
                                         initargs=(setup, os.getpid(), _logging_of_this_process()))
@@ -142,20 +141,46 @@ class ProcessDecoder:
         ahead: deque[tuple[MediaFile, Future[Decoded]]] = deque()
         todo = iter(jobs)
         while True:
-            while len(ahead) < self.window and (mf := next(todo, None)) is not None:
-                ahead.append((mf, self.pool.submit(_decode_in_process, mf.path, mf.size)))
-            if not ahead:
-                return
-            mf, future = ahead.popleft()
-            while True:
-                poll()
-                try:
-                    decoded = future.result(timeout=0.2)
-                    break
-                except TimeoutError:
-                    continue
+            try:
+                while len(ahead) < self.window and (mf := next(todo, None)) is not None:
+                    ahead.append((mf, self.pool.submit(_decode_in_process, mf.path, mf.size)))
+                    self._note_processes()
+                if not ahead:
+                    return
+                mf, future = ahead[0]
+                decoded = self._result(future, poll)
+            except BrokenProcessPool:  # a decoder crashed its process (threads would have taken xmr with it)
+                raise XmrError(f"a decode process died while reading {ahead[0][0].path if ahead else 'a file'} or a "
+                               "file decoded beside it; run again to resume, or index with --decoder threads") from None
+            ahead.popleft()
             self.on_engines(decoded.engines)
             yield mf, WholeFile(decoded)
 
+    @staticmethod
+    def _result(future: Future[Decoded], poll: Poll) -> Decoded:
+        while True:
+            poll()
+            try:
+                return future.result(timeout=0.2)
+            except TimeoutError:
+                continue
+
+    def _note_processes(self) -> None:
+        """The pool's processes, kept here: a broken pool forgets them (its `_processes` is None)."""
+        self._processes.update(getattr(self.pool, "_processes", None) or {})
+
     def close(self) -> None:
-        self.pool.shutdown(wait=True, cancel_futures=True)
+        """Stop the pool; processes still busy (a run interrupted, or a pool broken by a dying
+        process, where CPython may wait forever for a worker it started after the death) are
+        ended after a grace of a few seconds: they hold nothing that must be kept."""
+        import time
+
+        self._note_processes()
+        processes = list(self._processes.values())
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        deadline = time.monotonic() + 5
+        for p in processes:
+            p.join(max(0.0, deadline - time.monotonic()))
+            if p.is_alive():
+                p.terminate()
+                p.join(1)
