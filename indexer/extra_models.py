@@ -22,7 +22,7 @@ import hashlib
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Callable, Iterator
 
 import numpy as np
@@ -34,7 +34,7 @@ from indexer.catalog import File, Item, get_meta, set_meta
 from indexer.kinds import get_kind
 from indexer.kinds.video import SEGMENT_MAX_S
 from indexer.models import same_weights
-from indexer.stages.context import DecodeContext, DecodeSetup, model_inputs
+from indexer.stages.context import MAIN, DecodeContext, setup_for_run
 from indexer.stages.report import Reporter
 from indexer.store import EXTRA_META, Store
 from indexer.vectors import VectorIndex
@@ -84,7 +84,7 @@ class SyncReport:
     skipped: int = 0  # files whose pictures could not be decoded as indexed
 
 
-def _pictures(ctx: DecodeContext, key: str, f: File, items: list[Item]) -> tuple[File, list[Item], list[Any] | str]:
+def _pictures(ctx: DecodeContext, f: File, items: list[Item]) -> tuple[File, list[Item], list[Any] | str]:
     """The model inputs of a file's picture items, in their order; or why they cannot be had."""
     try:
         st = os.stat(f.path)
@@ -102,7 +102,7 @@ def _pictures(ctx: DecodeContext, key: str, f: File, items: list[Item]) -> tuple
         if not all(i.chunk in by_chunk for i in items):
             return f, items, "its pictures differ from when it was indexed (run `xmr index`)"
         segs = [by_chunk[i.chunk] for i in items]
-    return f, items, [ctx.prepare(s).payload[key] for s in segs]
+    return f, items, [ctx.prepare(s).payload[MAIN] for s in segs]
 
 
 def _checkpoint(s: Session, index: AddedIndex) -> None:
@@ -186,11 +186,11 @@ def _sync_one(s: Session, index: AddedIndex, encoder: Encoder, on_skip: OnSkip, 
     for i in todo:
         if i.embedder == "image":
             by_file.setdefault(i.file_id, []).append(i)
-    ctx = _reencoding_context(s, index.key, encoder)
+    ctx = _reencoding_context(s, encoder)
     files = {f.id: f for f in s.scalars(select(File).where(File.id.in_(list(by_file))))} if by_file else {}
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="xmr-reencode") as pool:
         for round_ in _rounds(sorted(by_file), FILES_PER_ROUND):
-            for f, its, inputs in pool.map(lambda fid: _pictures(ctx, index.key, files[fid], by_file[fid]), round_):
+            for f, its, inputs in pool.map(lambda fid: _pictures(ctx, files[fid], by_file[fid]), round_):
                 if isinstance(inputs, str):
                     report.skipped += 1
                     on_skip(f.path, inputs)
@@ -204,16 +204,14 @@ def _sync_one(s: Session, index: AddedIndex, encoder: Encoder, on_skip: OnSkip, 
     return report
 
 
-def _reencoding_context(s: Session, key: str, encoder: Encoder) -> DecodeContext:
-    """Decoding for this model's pictures alone: no OCR, no speech and no sound (those add
-    words or sounds, which this model does not embed)."""
+def _reencoding_context(s: Session, encoder: Encoder) -> DecodeContext:
+    """Decoding for this model's pictures alone (as its MAIN input): no OCR, no speech and no
+    sound (those add words or sounds, which this model does not embed), pictures on the CPU."""
     from indexer.readers import ReaderSettings
 
-    setup = DecodeSetup(models=(model_inputs(key, encoder, ("image",)),), tokenizer=getattr(encoder, "tokenizer", None),
-                        context_length=encoder.context_length,
-                        segment_max=float(get_meta(s, "segment_max", SEGMENT_MAX_S)), audio_model=None,
-                        readers=ReaderSettings(ocr_on=False, speech_model=None))
-    return DecodeContext(setup)
+    setup = setup_for_run(encoder, {}, None, float(get_meta(s, "segment_max", SEGMENT_MAX_S)),
+                          ReaderSettings(ocr_on=False, speech_model=None))
+    return DecodeContext(replace(setup, device_jpeg=False))
 
 
 def _rounds(xs: list[int], n: int) -> Iterator[list[int]]:

@@ -12,7 +12,7 @@ through its bridge; the one writer stays the driver.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from indexer.stages.context import MAIN, DecodeContext, DecodeSetup
@@ -72,9 +72,8 @@ class SegmentEncoder:
                 self.pending.add(w, w.add(seg))
             works.append(w)
         self.pending.embed()
-        for d, w in zip(files, works):
-            d.vectors, d.raw = {MAIN: w.vectors[MAIN]}, w.raw
-            d.segments = [replace(seg, payload=None) for seg in d.segments]
+        for d, w in zip(files, works):  # Pending dropped the payloads: what goes back is small
+            d.vectors, d.raw, d.segments = {MAIN: w.vectors[MAIN]}, w.raw, w.segments
         return files
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
+from indexer.facts import FACT_FIELDS
 from indexer.kinds import MediaKind, Segment, sniff_kind
 from indexer.kinds.base import read_failure
 from indexer.scan import partial_hash
@@ -22,8 +23,6 @@ from retrieval.errors import DecodeError
 
 def safe_facts(kind: MediaKind, path: str) -> dict[str, Any]:
     """A kind's facts of a file, {} (and never an exception) when they cannot be read."""
-    from indexer.facts import FACT_FIELDS
-
     try:
         got = kind.facts(path)
     except Exception:  # noqa: BLE001 - facts are extras: the file is still indexed without them
