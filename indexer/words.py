@@ -50,6 +50,17 @@ class WordQuery:
     def empty(self) -> bool:
         return not self.words and not self.phrases and not self.compounds
 
+    @property
+    def exact(self) -> bool:
+        """Whether it names something only exact words find: a code (E-7634), a number, a
+        quoted phrase."""
+        return bool(self.compounds or self.phrases or any(any(ch.isdigit() for ch in w) for w in self.words))
+
+
+def exact_part(q: WordQuery) -> WordQuery:
+    """What only exact words find in a query: its codes, its numbers and its phrases."""
+    return WordQuery(tuple(w for w in q.words if any(ch.isdigit() for ch in w)), q.phrases, q.compounds)
+
 
 def parse(query: str) -> WordQuery:
     """Loose words (stopwords dropped, each once), quoted phrases and compound words of a query
@@ -185,3 +196,35 @@ def search(session: Session | Connection, query: WordQuery, k: int, modality: st
         sql = (f"SELECT {TABLE}.rowid, -bm25({TABLE}) AS r FROM {TABLE} JOIN items ON items.id = {TABLE}.rowid "
                f"WHERE {TABLE} MATCH :match{where_modality} ORDER BY bm25({TABLE}), {TABLE}.rowid LIMIT :k")
     return [(int(i), float(r)) for i, r in session.execute(text(sql), params)]
+
+
+def holding_any(session: Session | Connection, terms: Sequence[str]) -> set[int]:
+    """The ids of the items whose words hold any of `terms` (each a word or a phrase, matched as
+    the search matches them: stemmed, any case)."""
+    parts = [tuple(_TOKEN.findall(t)) for t in terms]
+    parts = [p for p in parts if p]
+    if not parts:
+        return set()
+    if _dialect(session) == "postgresql":
+        query = " or ".join(f'"{" ".join(p)}"' for p in parts)
+        sql = f"SELECT item_id FROM {TABLE} WHERE tsv @@ websearch_to_tsquery('english', :q)"
+    else:
+        query = " OR ".join('"' + " ".join(p).replace('"', '""') + '"' for p in parts)
+        sql = f"SELECT rowid FROM {TABLE} WHERE {TABLE} MATCH :q"
+    return {int(i) for (i,) in session.execute(text(sql), {"q": query})}
+
+
+def held_by(session: Session | Connection, query: WordQuery, cap: int = 10_000) -> int:
+    """How many items hold the query's commonest word (up to `cap`): how common its words are."""
+    terms = [(w,) for w in query.words] + list(query.compounds)
+    most = 0
+    for term in terms:
+        if _dialect(session) == "postgresql":
+            sql = (f"SELECT count(*) FROM (SELECT 1 FROM {TABLE} "
+                   "WHERE tsv @@ websearch_to_tsquery('english', :q) LIMIT :cap) t")
+            q = '"' + " ".join(term) + '"'
+        else:
+            sql = f"SELECT count(*) FROM (SELECT 1 FROM {TABLE} WHERE {TABLE} MATCH :q LIMIT :cap)"
+            q = '"' + " ".join(term).replace('"', '""') + '"'
+        most = max(most, int(session.execute(text(sql), {"q": q, "cap": cap}).scalar() or 0))
+    return most

@@ -3,7 +3,7 @@
 Raw cosines are not comparable across modalities (CLIP text->text runs far higher than
 text->image, bridged sounds sit elsewhere again); "how far above this modality's usual score
 for this query" is. So a hit's calibrated score is the z-score of its cosine among the cosines
-of the same query to a fixed random sample of up to 512 items of its channel: its modality and
+of the same query to a fixed random sample (seeded) of up to 512 items of its channel: its modality and
 the embedder that made it (a video's shots and sound windows are two channels). See `calibrate`
 for channels too small to have a spread of their own.
 """
@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from indexer.catalog import Item
@@ -39,11 +39,14 @@ class Calibrator:
         got = self._cache.get(channel)
         if got is None:
             modality, embedder = channel
-            stmt = (select(Item.id).where(Item.modality == modality, Item.embedder == embedder)
-                    .order_by(func.random()).limit(SAMPLE))
+            stmt = select(Item.id).where(Item.modality == modality, Item.embedder == embedder).order_by(Item.id)
             # A long-lived reader's index can be older than the rows it reads (a writer has
-            # committed since): sample only what this index holds.
-            ids = vecs.present(np.sort(np.fromiter(s.scalars(stmt), np.int64)))
+            # committed since): sample only what this index holds. The sample is drawn with a
+            # fixed seed: the same library gives the same scores in every process (a server, the
+            # CLI, a shard's actor), not a new draw each time the index is opened.
+            ids = vecs.present(np.fromiter(s.scalars(stmt), np.int64))
+            if len(ids) > SAMPLE:
+                ids = np.sort(np.random.default_rng(0).choice(ids, SAMPLE, replace=False))
             got = self._cache[channel] = (ids, vecs.reconstruct_many(ids))
         return got
 

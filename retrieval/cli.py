@@ -14,14 +14,14 @@ from typing import Any
 
 import click
 
-from indexer.kinds import kind_names
 from indexer.stages.options import DECODERS, PROCESSES_FROM_CORES, IndexOptions
 from retrieval.cli_output import print_hits, print_stats
 from retrieval.cli_progress import TerminalReporter
-from retrieval.cli_models import open_for_index, register as register_models
+from retrieval.cli_models import demo_model_note, open_for_index, register as register_models
 from retrieval.cli_organize import register as register_organize
 from retrieval.cli_serve import register as register_serve
-from retrieval.cli_types import ByteSize, Count, Device, filter_options, shared_options
+from retrieval.cli_request import request_from_cli, request_options
+from retrieval.cli_types import ByteSize, Device, shared_options
 from retrieval.errors import LibraryLockedError, NotFoundError, UsageError, XmrError
 
 MODEL_HELP = "open_clip model: registry name (ViT-B-32), hf-hub:ORG/REPO or local-dir:PATH [default: ViT-B-32, or the library's]"
@@ -158,43 +158,30 @@ def index(ctx: click.Context, paths: tuple[str, ...], model: str | None, pretrai
     except LibraryLockedError as e:
         raise LibraryLockedError(f"{e}, or add --wait to queue behind it") from None
     click.echo(f"indexed {lib.path}: {report.summary()}")
+    note = demo_model_note(lib.spec) if report.new + report.updated else None
+    if note:
+        click.echo(note, err=True)
     for r in added.values():
         click.echo(f"added {model}: {r.added} vectors beside {lib.spec.describe()}'s ({r.skipped} files skipped)")
 
 
 @cli.command()
 @click.argument("query", required=False)
-@click.option("--text", "texts", multiple=True, help="Text to search for (repeatable; combined with QUERY).")
-@click.option("--image", "images", multiple=True, type=click.Path(exists=True, dir_okay=False), help="Search by this picture (repeatable).")
-@click.option("--audio", "audios", multiple=True, type=click.Path(exists=True, dir_okay=False), help="Search by this sound file (repeatable).")
-@click.option("--video", "videos", multiple=True, type=click.Path(exists=True, dir_okay=False), help="Search by this video: the mean of its shots (repeatable).")
-@click.option("--weight", type=click.FloatRange(0, 1), help="Share of the picture(s)/sound(s) in a query that also has text [default: 0.5]")
-@click.option("--not", "negatives", multiple=True, help="Text to steer away from (repeatable).")
-@click.option("--not-weight", default=0.5, show_default=True, type=click.FloatRange(0, 1), help="Strength of the --not terms.")
-@click.option("--type", "modality", type=click.Choice(["any", *kind_names()]), default="any", show_default=True,
-              help="Only results of this kind; 'any' mixes them by calibrated score.")
-@click.option("-k", "k", default=10, show_default=True, type=Count(), help="Number of results.")
+@request_options
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array of hits.")
-@click.option("--group", is_flag=True, help="One hit per file (a video's best segments listed under it).")
-@click.option("--mode", type=click.Choice(["hybrid", "semantic", "words"]), default="hybrid", show_default=True,
-              help="hybrid: exact words and meaning fused; semantic: meaning only; words: exact words only "
-                   "(no model needed). A \"quoted phrase\" must occur as written.")
 @click.option("--model", envvar="XMR_MODEL", help="Must match the library's model (checked).")
 @click.option("--pretrained", envvar="XMR_PRETRAINED", help="Must match the library's weights (checked).")
 @click.option("--server/--no-server", "use_server", default=True, show_default=True,
               help="Ask a running `xmr serve` for this library when there is one (much faster: the model is loaded).")
-@filter_options
 @click.pass_context
-def search(ctx: click.Context, query: str | None, texts: tuple[str, ...], images: tuple[str, ...], audios: tuple[str, ...],
-           videos: tuple[str, ...], weight: float | None, negatives: tuple[str, ...], not_weight: float, modality: str, k: int,
-           as_json: bool, group: bool, mode: str, model: str | None, pretrained: str | None, use_server: bool,
-           offset: int, after: str | None, before: str | None, path_glob: str | None, camera: str | None,
-           near: str | None, min_size: str | None, max_size: str | None, tags: tuple[str, ...], sort: str,
-           cutoff: str | None) -> None:
-    """Search the library by text, picture, sound, or a mix.
+def search(ctx: click.Context, query: str | None, as_json: bool, model: str | None, pretrained: str | None,
+           use_server: bool, **fields: Any) -> None:
+    """Search the library by text, picture, sound, or a mix. Filters may be typed in QUERY:
+    after: before: type: tag: camera: place: path: size:>2MB, -word, "exact phrase", OR.
 
     \b
     xmr search "a dog on a beach"
+    xmr search "a dog on a beach type:image after:2023 -night"
     xmr search --image cat.jpg --type text
     xmr search "rain on a roof" --type audio
     xmr search --audio birds.wav --type image
@@ -203,51 +190,33 @@ def search(ctx: click.Context, query: str | None, texts: tuple[str, ...], images
     xmr search "red car" --image street.jpg --weight 0.5 --not "night"
     xmr search 'invoice "INV-2291"' --mode words
     xmr search "birthday cake" --after 2023-01 --near 48.85,2.35,20 --sort date
-    xmr search "receipt" --in Documents --tag receipt -k 50 --offset 50
+    xmr search "receipt tag:receipt OR tag:invoice path:Documents" -k 50 --offset 50
     xmr search "a red car" --cutoff auto
     xmr search "a lighthouse" --model ViT-B-16-SigLIP   # with a model added by `xmr index --add-model`
+
+    \b
+    Columns: score orders the list (meaning: the cosine, or with several kinds or with
+    words how far it stands above the query's usual score in its kind, in standard deviations,
+    plus the lift of holding every word); cos is the cosine to the query; words the full-text
+    relevance when its words matched.
     """
-    from retrieval.cutoff import MAX_RESULTS, parse_cutoff
-    from retrieval.filters import make_filters
-    from retrieval.query import Query
-
-    # usage errors (dates, places, sizes) before a server is asked or the model loads
-    filters = make_filters(after=after, before=before, path=path_glob, camera=camera, near=near,
-                           min_size=min_size, max_size=max_size, tags=tags)
-    parse_cutoff(cutoff)
-    if offset + k > MAX_RESULTS:
-        raise click.UsageError(f"--offset + -k may be at most {MAX_RESULTS:,}")
-    options = {"offset": offset, "sort": sort, "cutoff": cutoff}
-    wire = {"after": after, "before": before, "in": path_glob, "camera": camera, "near": near, "min_size": min_size,
-            "max_size": max_size, "tag": list(tags), **options}
-
-    q = Query(
-        texts=[t for t in ([query] if query is not None else []) + list(texts)],
-        images=list(images),
-        audios=list(audios),
-        videos=list(videos),
-        negatives=list(negatives),
-        media_weight=weight,
-        negative_weight=not_weight,
-    )
-    q.validate()  # usage errors before the model loads
+    request = request_from_cli(query, fields)
+    resolved = request.resolve()  # usage errors before a server is asked or the model loads
     answer = None
     # A video query is decoded here: a video can be far larger than what a server takes in.
-    if use_server and model is None and pretrained is None and not videos:
-        answer = _via_server(ctx, lambda client, info: client.search(
-            info, texts=q.texts, negatives=q.negatives, images=q.images, audios=q.audios,
-            weight=q.media_weight, not_weight=q.negative_weight, modality=modality, k=k, group=group, mode=mode,
-            extra={key: value for key, value in wire.items() if value not in (None, [], "")}))
+    if use_server and model is None and pretrained is None and not request.videos:
+        answer = _via_server(ctx, lambda client, info: client.search(info, request))
     by_kind = None  # items of each kind in the library: asked only when nothing was found
     if answer is not None:
         hits, by_kind = answer["hits"], answer.get("items_by_modality")
     else:
         lib = _open(ctx, model=model, pretrained=pretrained)
-        hits = [h.to_dict() for h in lib.search(q, k=k, modality=modality, group=group, mode=mode, filters=filters,
-                                                **options)]
-        by_kind = None if hits or offset or not filters.empty else lib.stats()["items_by_modality"]
-    print_hits(hits, by_kind, as_json, modality, first=offset + 1, dates=sort == "date",
-               filtered=not filters.empty or cutoff is not None or offset > 0)
+        hits = [h.to_dict() for h in lib.run_search(resolved)]
+        filtered = not resolved.filters.empty
+        by_kind = None if hits or resolved.offset or filtered else lib.stats()["items_by_modality"]
+    print_hits(hits, by_kind, as_json, resolved.modality or "any", first=resolved.offset + 1,
+               dates=resolved.sort == "date",
+               filtered=not resolved.filters.empty or resolved.cutoff is not None or resolved.offset > 0)
 
 
 def _via_server(ctx: click.Context, ask: Any) -> dict[str, Any] | None:
@@ -294,17 +263,22 @@ def stats(ctx: click.Context, as_json: bool) -> None:
 
 
 @cli.command()
-@click.option("--repair", is_flag=True, help="Fix what can be fixed without the model.")
+@click.option("--repair", is_flag=True, help="Fix what can be fixed without the model; read again the files indexed "
+              "without what their settings call for (OCR, speech, the sound model).")
 @click.pass_context
 def check(ctx: click.Context, repair: bool) -> None:
     """Verify that catalog rows, vectors and files agree; exit 1 if they do not."""
-    report = _open(ctx).check(repair=repair)
+    lib = _open(ctx)
+    report = lib.check(repair=repair)
     for line in report.problems:
         click.echo(f"problem: {line}")
     for line in report.warnings:
         click.echo(f"warning: {line}")
     for line in report.repaired:
         click.echo(f"repaired: {line}")
+    if report.reread:  # read again now, with the readers this machine has
+        again = lib.index(report.reread, reporter=TerminalReporter(None))
+        click.echo(f"read again: {again.summary()}")
     if report.ok:
         click.echo("ok")
     elif not repair:
@@ -352,7 +326,7 @@ def bridge_show(ctx: click.Context, as_json: bool) -> None:
 
 
 register_organize(cli, _open)
-register_serve(cli)
+register_serve(cli, _open)
 register_models(cli, _open)
 
 

@@ -103,3 +103,24 @@ def register(cli: click.Group, open_library: Callable[..., Any]) -> None:
 
 def _skip(path: str, reason: str) -> None:
     click.echo(f"skipping {path}: {reason}", err=True)
+
+
+DEMO_MODEL_NOTE = ("note: {model} is xmr's demo model, a tiny CLIP trained on coloured shapes (red, green, blue, "
+                   "yellow, purple, orange circles, squares, triangles and stars): by meaning it finds only those, not "
+                   "what your own pictures show; their words (OCR, speech, documents) are found exactly all the same. "
+                   "For real searches, index with real weights (--model ViT-B-32 --pretrained laion2b_s34b_b79k).")
+
+
+def demo_model_note(spec: Any) -> str | None:
+    """One line for a run of the demo model (its folder's config says so): what it can find."""
+    import os
+
+    model = getattr(spec, "model", "") or ""
+    if not model.startswith("local-dir:"):
+        return None
+    try:
+        with open(os.path.join(model[len("local-dir:"):], "open_clip_config.json"), encoding="utf-8") as f:
+            config = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return DEMO_MODEL_NOTE.format(model=model) if "xmr_demo_model" in config else None

@@ -42,20 +42,18 @@ def print_hits(hits: list[dict[str, Any]], by_kind: dict[str, int] | None, as_js
         click.echo("no results (none pass the filters, cutoff or offset)" if filtered and not by_kind else no_results(by_kind, modality))
         return
     width = max(60, min(os.get_terminal_size(sys.stdout.fileno()).columns if sys.stdout.isatty() else 100, 160))
-    fused = any(h.get("fused") is not None for h in hits)
-    mixed = fused or any(h.get("calibrated") is not None for h in hits)
-    # Mixed modalities are ranked by the calibrated score (README: "Mixing modalities"), hybrid
-    # search by the fused one; show it, or the raw cosines would look out of order.
+    # `score` orders the list; the cosine and the words' match are shown beside it when they
+    # are not the score itself (mixed kinds, hybrid), so an order that is not the cosine's is explained
+    show_cos = any(h.get("cosine") is not None and h["cosine"] != h["score"] for h in hits)
+    show_words = any(h.get("words") is not None and h["words"] != h["score"] for h in hits)
     kind_width = max(5, *(len(h["modality"]) for h in hits))
-    rank_by = "rrf" if fused else "calib"
-    click.echo(f"{'#':>3}  {'score':>6}  " + (f"{rank_by:>6}  " if mixed else "") + f"{'type':<{kind_width}}  result")
+    indent = 15 + kind_width + 8 * show_cos + 8 * show_words
+    head = f"{'#':>3}  {'score':>6}  " + ("   cos  " if show_cos else "") + (" words  " if show_words else "")
+    click.echo(head + f"{'type':<{kind_width}}  result")
     for rank, h in enumerate(hits, first):
         where = f"  [{_clock(h['start'])}-{_clock(h['end'])}]" if h.get("start") is not None and h.get("end") is not None else ""
-        if fused:
-            calib = f"{h['fused']:6.4f}  " if h.get("fused") is not None else "        "
-        else:
-            calib = f"{h['calibrated']:+6.2f}  " if mixed and h.get("calibrated") is not None else ("        " if mixed else "")
-        line = f"{rank:>3}  {h['score']:6.3f}  {calib}{h['modality']:<{kind_width}}  {display_path(h['path'])}{where}"
+        extra = (_number(h.get("cosine")) if show_cos else "") + (_number(h.get("words")) if show_words else "")
+        line = f"{rank:>3}  {h['score']:6.3f}  {extra}{h['modality']:<{kind_width}}  {display_path(h['path'])}{where}"
         if dates and h.get("date") is not None:
             line += "  " + _day(h["date"])
         if h.get("tags"):
@@ -64,12 +62,22 @@ def print_hits(hits: list[dict[str, Any]], by_kind: dict[str, int] | None, as_js
         if len(h.get("segments") or []) > 1:  # grouped: the file's other good moments or chunks
             more = [f"{_clock(g['start'])}-{_clock(g['end'])}" if g.get("start") is not None
                     else f"page {g['page']}" if g.get("page") else f"chunk {g['chunk']}" for g in h["segments"][1:]]
-            click.echo(" " * (23 + kind_width if mixed else 15 + kind_width) + "also " + ", ".join(more))
+            click.echo(" " * indent + "also " + ", ".join(more))
         if h.get("snippet"):
             snippet = " ".join(h["snippet"].split())
-            indent = 23 + kind_width if mixed else 15 + kind_width
             limit = width - indent
             click.echo(" " * indent + f"{snippet[:limit] + ('…' if len(snippet) > limit else '')}  [{_words_at(h)}]")
+    if show_cos or show_words:
+        click.echo(LEGEND)
+
+
+LEGEND = ("(score orders the list: how far each stands above the query's usual cosine in its kind, in standard\n"
+          " deviations, lifted where its words hold every word of the query; cos: cosine to the query;\n"
+          " words: full-text relevance where its words matched)")
+
+
+def _number(value: float | None) -> str:
+    return f"{value:6.3f}  " if value is not None else "     -  "
 
 
 def _day(epoch: float) -> str:

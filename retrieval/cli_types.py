@@ -82,26 +82,3 @@ def shared_options() -> list[click.Parameter]:
         click.Option(["-v", "--verbose"], is_flag=True, default=None, expose_value=False, callback=_given_late("verbose"),
                      help="Log what happens (also accepted before the command)"),
     ]
-
-
-def filter_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """The filters, paging, cutoff and sort options of `xmr search` (retrieval.filters)."""
-    options = [
-        click.option("--offset", default=0, show_default=True, type=click.IntRange(min=0),
-                     help="Skip this many results: the next page (offset + k up to 10,000)."),
-        click.option("--after", metavar="DATE", help="Taken (else modified) on or after DATE: YYYY, YYYY-MM, YYYY-MM-DD[THH:MM]."),
-        click.option("--before", metavar="DATE", help="Taken (else modified) before DATE."),
-        click.option("--in", "path_glob", metavar="GLOB", help="Only files whose path matches: a folder, '*.png', 'Trips/2023/*'."),
-        click.option("--camera", metavar="TEXT", help="Only pictures from a camera whose make or model contains TEXT."),
-        click.option("--near", metavar="LAT,LON,KM", help="Only files taken within KM kilometres of a place (GPS)."),
-        click.option("--min-size", metavar="SIZE", help="Only files of at least SIZE (e.g. 500KB)."),
-        click.option("--max-size", metavar="SIZE", help="Only files of at most SIZE (e.g. 5MB)."),
-        click.option("--tag", "tags", multiple=True, metavar="LABEL", help="Only items tagged LABEL by `xmr tag` (repeatable: all of them)."),
-        click.option("--sort", type=click.Choice(["relevance", "date"]), default="relevance", show_default=True,
-                     help="date: the results that stand out (see --cutoff), newest first."),
-        click.option("--cutoff", metavar="auto|SCORE",
-                     help="auto: stop where results stop standing out for this query; or a minimum score."),
-    ]
-    for option in reversed(options):
-        fn = option(fn)
-    return fn

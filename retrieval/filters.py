@@ -18,7 +18,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Sequence
 
 from retrieval.errors import UsageError
 
@@ -35,7 +35,9 @@ class Filters:
     near: tuple[float, float, float] | None = None  # latitude, longitude, kilometres
     min_size: int | None = None  # bytes
     max_size: int | None = None
-    tags: tuple[str, ...] = field(default_factory=tuple)  # every one of them
+    tags: tuple[str, ...] = field(default_factory=tuple)  # every one of them ("a|b": either)
+    types: tuple[str, ...] = field(default_factory=tuple)  # any of these kinds (one kind is searched as such)
+    exclude: tuple[str, ...] = field(default_factory=tuple)  # words or phrases no hit's words may hold
 
     @property
     def empty(self) -> bool:
@@ -51,8 +53,9 @@ class Filters:
         for name in ("path", "camera", "near", "min_size", "max_size"):
             if getattr(self, name) is not None:
                 out[name] = getattr(self, name)
-        if self.tags:
-            out["tags"] = list(self.tags)
+        for name in ("tags", "types", "exclude"):
+            if getattr(self, name):
+                out[name] = list(getattr(self, name))
         return out
 
 
@@ -94,25 +97,51 @@ def parse_size(text: str, flag: str = "--min-size") -> int:
     return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
 
 
-def make_filters(*, after: str | None = None, before: str | None = None, path: str | None = None,
-                 camera: str | None = None, near: str | None = None, min_size: str | int | None = None,
-                 max_size: str | int | None = None, tags: tuple[str, ...] | list[str] = ()) -> Filters:
-    """Filters from text as typed on the command line or sent to the API; UsageError when wrong."""
-    f = Filters(
-        after=parse_date(after, "--after") if after else None,
-        before=parse_date(before, "--before") if before else None,
-        path=path.strip() or None if path else None,
-        camera=camera.strip() or None if camera else None,
-        near=parse_near(near) if near else None,
-        min_size=min_size if isinstance(min_size, int) else (parse_size(min_size, "--min-size") if min_size else None),
-        max_size=max_size if isinstance(max_size, int) else (parse_size(max_size, "--max-size") if max_size else None),
-        tags=tuple(t.strip() for t in tags if t and t.strip()),
-    )
-    if f.after is not None and f.before is not None and f.after >= f.before:
-        raise UsageError("--after must be earlier than --before")
-    if f.min_size is not None and f.max_size is not None and f.min_size > f.max_size:
-        raise UsageError("--min-size must not be above --max-size")
-    return f
+@dataclass(frozen=True)
+class FilterText:
+    """Filters as typed on the command line or sent to the API (retrieval.request's fields)."""
+
+    after: str | None = None
+    before: str | None = None
+    path: str | None = None
+    camera: str | None = None
+    near: str | None = None
+    min_size: str | int | None = None
+    max_size: str | int | None = None
+    tags: Sequence[str] = ()
+    types: Sequence[str] = ()
+    exclude: Sequence[str] = ()
+
+    def parse(self) -> Filters:
+        """The Filters they mean; UsageError when one is wrong. `path`, `camera` and each tag
+        may name alternatives: "a|b" is either."""
+        f = Filters(
+            after=parse_date(self.after, "--after") if self.after else None,
+            before=parse_date(self.before, "--before") if self.before else None,
+            path=self.path.strip() or None if self.path else None,
+            camera=self.camera.strip() or None if self.camera else None,
+            near=parse_near(self.near) if self.near else None,
+            min_size=_size(self.min_size, "--min-size"),
+            max_size=_size(self.max_size, "--max-size"),
+            tags=tuple(t.strip() for t in self.tags if t and t.strip()),
+            types=tuple(self.types),
+            exclude=tuple(t.strip() for t in self.exclude if t.strip()),
+        )
+        if f.after is not None and f.before is not None and f.after >= f.before:
+            raise UsageError("--after must be earlier than --before")
+        if f.min_size is not None and f.max_size is not None and f.min_size > f.max_size:
+            raise UsageError("--min-size must not be above --max-size")
+        return f
+
+
+def _size(value: str | int | None, flag: str) -> int | None:
+    return value if isinstance(value, int) else (parse_size(value, flag) if value else None)
+
+
+def make_filters(**text: Any) -> Filters:
+    """Filters from text as typed on the command line or sent to the API (FilterText's fields);
+    UsageError when wrong."""
+    return FilterText(**text).parse()
 
 
 def _like(glob: str) -> str:
@@ -158,7 +187,7 @@ def distance_km(lat: Any, lon: Any, lat0: float, lon0: float) -> Any:
 def matching_ids(session: Any, f: Filters, modality: str | None = None) -> Any:
     """The ids (sorted int64) of the items that pass `f`, of one modality or all."""
     import numpy as np
-    from sqlalchemy import and_, func, or_, select
+    from sqlalchemy import and_, func, or_, select, true
 
     from indexer.catalog import File, Item, Tag
 
@@ -170,23 +199,21 @@ def matching_ids(session: Any, f: Filters, modality: str | None = None) -> Any:
         cond.append(date >= f.after)
     if f.before is not None:
         cond.append(date < f.before)
+    if f.types:
+        cond.append(Item.modality.in_(f.types))
     if f.path:
-        cond.append(or_(*(File.path.ilike(p, escape="\\") for p in path_patterns(f.path))))
+        cond.append(or_(*(File.path.ilike(p, escape="\\") for glob in either(f.path) for p in path_patterns(glob))))
     if f.camera:
-        needle = f"%{_like(f.camera.lower())}%"
-        cond.append(or_(func.lower(File.camera_make).like(needle, escape="\\"),
-                        func.lower(File.camera_model).like(needle, escape="\\"),
-                        func.lower(func.coalesce(File.camera_make, "") + " " + func.coalesce(File.camera_model, ""))
-                        .like(needle, escape="\\")))
+        cond.append(or_(*(_camera(name) for name in either(f.camera))))
     if f.min_size is not None:
         cond.append(File.size >= f.min_size)
     if f.max_size is not None:
         cond.append(File.size <= f.max_size)
     for t in f.tags:
-        cond.append(Item.id.in_(select(Tag.item_id).where(Tag.label == t)))
+        cond.append(Item.id.in_(select(Tag.item_id).where(Tag.label.in_(either(t)))))
     if f.near is None:
-        stmt = select(Item.id).join(File).where(and_(*cond)).order_by(Item.id)
-        return np.fromiter(session.scalars(stmt), np.int64)
+        stmt = select(Item.id).join(File).where(and_(true(), *cond)).order_by(Item.id)
+        return _without_words(session, f, np.fromiter(session.scalars(stmt), np.int64))
     lat0, lon0, km = f.near
     # a box around the circle in SQL (an index can use it), the exact distance here
     dlat = math.degrees(km / EARTH_KM)
@@ -205,7 +232,36 @@ def matching_ids(session: Any, f: Filters, modality: str | None = None) -> Any:
     ids = np.fromiter((r[0] for r in rows), np.int64, len(rows))
     lat = np.fromiter((r[1] for r in rows), np.float64, len(rows))
     lon = np.fromiter((r[2] for r in rows), np.float64, len(rows))
-    return ids[distance_km(lat, lon, lat0, lon0) <= km]
+    return _without_words(session, f, ids[distance_km(lat, lon, lat0, lon0) <= km])
+
+
+def either(value: str) -> list[str]:
+    """The alternatives of a filter value ("a|b": either)."""
+    return [v.strip() for v in value.split("|") if v.strip()] or [value]
+
+
+def _camera(name: str) -> Any:
+    from sqlalchemy import func, or_
+
+    from indexer.catalog import File
+
+    needle = f"%{_like(name.lower())}%"
+    return or_(func.lower(File.camera_make).like(needle, escape="\\"),
+               func.lower(File.camera_model).like(needle, escape="\\"),
+               func.lower(func.coalesce(File.camera_make, "") + " " + func.coalesce(File.camera_model, ""))
+               .like(needle, escape="\\"))
+
+
+def _without_words(session: Any, f: Filters, ids: Any) -> Any:
+    """`ids` less the items whose words hold an excluded word or phrase."""
+    import numpy as np
+
+    from indexer import words
+
+    if not f.exclude or not len(ids):
+        return ids
+    held = np.asarray(sorted(words.holding_any(session, f.exclude)), np.int64)
+    return np.setdiff1d(ids, held, assume_unique=True)
 
 
 def file_date(taken_at: float | None, mtime_ns: int) -> float:

@@ -16,11 +16,12 @@ from indexer.kinds import get_kind
 
 @dataclass
 class Hit:
-    """One search result. `score` is the cosine similarity to the query vector (in `words` mode,
-    which has no query vector, its full-text relevance); `calibrated` (only when modalities are
-    mixed, by meaning, or with a cutoff) is how far it stands above the query's usual score in its
-    kind, in standard deviations; `fused` (hybrid) the score that ranked it among word and
-    meaning finds.
+    """One search result. `score` is what orders the list, best first: the cosine to the query
+    when one kind is searched by meaning; with kinds mixed or words beside meaning, `calibrated`
+    (how far the cosine stands above the query's usual cosine in its kind, in standard deviations)
+    plus, in hybrid search, the lift of holding every word of the query (retrieval.hybrid); in
+    `words` mode the full-text relevance. `cosine` is the cosine to the query vector, `words` the
+    full-text relevance (BM25 / ts_rank_cd) when the item's words matched.
     Each kind fills its location fields: text hits chunk/snippet/char offsets, audio hits the
     window's chunk and `start`/`end` seconds (see indexer.kinds). The file's facts follow: its
     date (taken, else modified; epoch seconds), size, camera, place, pixel size, duration."""
@@ -29,6 +30,7 @@ class Hit:
     modality: str
     score: float
     item_id: int
+    cosine: float | None = None
     chunk: int | None = None
     snippet: str | None = None
     char_start: int | None = None
@@ -41,7 +43,6 @@ class Hit:
     calibrated: float | None = None
     segments: list[dict[str, Any]] | None = None  # grouped: the file's best items, best first
     words: float | None = None  # its relevance in the full-text index (BM25 / ts_rank_cd), when its words matched
-    fused: float | None = None  # hybrid search: the Reciprocal Rank Fusion score that ranked it
     date: float | None = None  # when taken (EXIF), else last modified; epoch seconds
     taken_at: float | None = None  # EXIF date taken, when the file has one
     size: int | None = None  # bytes
@@ -82,7 +83,7 @@ def group_hits(hits: list[Hit], k: int) -> list[Hit]:
                 continue
             head = groups[h.path] = Hit(**{**asdict(h), "segments": []})
         if head.segments is not None and len(head.segments) < GROUP_SEGMENTS:
-            head.segments.append({"item_id": h.item_id, "score": h.score, "calibrated": h.calibrated,
+            head.segments.append({"item_id": h.item_id, "score": h.score, "cosine": h.cosine, "calibrated": h.calibrated,
                                   "chunk": h.chunk, "page": h.page, "start": h.start, "end": h.end, "track": h.track})
     return list(groups.values())
 
@@ -121,7 +122,7 @@ def hits_from(session: Session, D: np.ndarray, I: np.ndarray) -> list[Hit]:
     """Hits for one query's FAISS answer, best first; vectors whose row is gone are never shown."""
     pairs = [(int(i), float(d)) for d, i in zip(D[0], I[0]) if i != -1]
     rows = load_rows(session, [i for i, _ in pairs])
-    return [make_hit(*rows[i], score) for i, score in pairs if i in rows]  # a row gone: crash before commit
+    return [make_hit(*rows[i], score, cosine=score) for i, score in pairs if i in rows]  # a row gone: crash before commit
 
 
 def add_tags(session: Session, hits: list[Hit]) -> list[Hit]:

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, replace
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -34,48 +35,54 @@ from retrieval.encoders import Encoder, EncoderSpec
 from retrieval.errors import UsageError
 from retrieval.paths import default_library_dir
 from retrieval.query import Query
-from retrieval.filters import Filters
+from retrieval.request import Resolved, SearchRequest, request_of
 from retrieval.search import Hit, Searcher
 
 __all__ = ["CheckReport", "Library"]
 
 
+@dataclass(frozen=True)
+class OpenOptions:
+    """How a library is opened (Library's keyword arguments)."""
+
+    model: str | None = None
+    pretrained: str | None = None
+    db: str | None = None
+    device: str = "auto"
+    create: bool = False
+    factory: str | None = None
+    encoder: Encoder | None = None
+    audio_model: str | None = None
+    recall: float | None = None
+    max_memory: int | None = None
+
+
 class Library:
-    """Open (or create) the library in `path`; the encoder loads on first use.
+    """Open (or create) the library in `path` (`options`, or OpenOptions' fields as keywords);
+    the encoder loads on first use.
 
     `model`/`pretrained` may be omitted to reuse what the library recorded; giving a different
     encoder than the recorded one raises EncoderMismatchError. An already loaded `encoder` may
     be passed instead of `model`/`pretrained` (it is checked the same way).
     """
 
-    def __init__(
-        self,
-        path: str | os.PathLike[str] | None = None,
-        *,
-        model: str | None = None,
-        pretrained: str | None = None,
-        db: str | None = None,
-        device: str = "auto",
-        create: bool = False,
-        factory: str | None = None,
-        encoder: Encoder | None = None,
-        audio_model: str | None = None,
-        recall: float | None = None,
-        max_memory: int | None = None,
-    ) -> None:
+    def __init__(self, path: str | os.PathLike[str] | None = None, options: OpenOptions | None = None,
+                 **fields: Any) -> None:
+        o = options or OpenOptions(**fields)
         self.path = Path(path).expanduser() if path else default_library_dir()
-        self.device = device
-        store = Store(self.path, db=db, create=create, device=device, factory=factory)
+        self.device = o.device
+        store = Store(self.path, db=o.db, create=o.create, device=o.device, factory=o.factory)
         with self._undone_if_first_fails(store):
-            if model is not None or encoder is not None:  # one of the library's added models?
-                asked = (encoder.spec.model, encoder.spec.pretrained or "none") if encoder is not None else (model, pretrained)
+            if o.model is not None or o.encoder is not None:  # one of the library's added models?
+                asked = (o.encoder.spec.model, o.encoder.spec.pretrained or "none") if o.encoder is not None \
+                    else (o.model, o.pretrained)
                 with store.Session() as s:
                     main, key = get_meta(s, "encoder"), extra_models.find(s, *asked)
                     if main is not None and key is not None and not extra_models.asked_for(EncoderSpec.from_dict(main), *asked):
                         store.engine.dispose()
-                        store = Store(self.path, db=db, device=device, slot=key)  # searches with that model
-            self._compose(store, model=model, pretrained=pretrained, encoder=encoder, audio_model=audio_model,
-                          factory=factory, recall=recall, max_memory=max_memory)
+                        store = Store(self.path, db=o.db, device=o.device, slot=key)  # searches with that model
+            self._compose(store, model=o.model, pretrained=o.pretrained, encoder=o.encoder, audio_model=o.audio_model,
+                          factory=o.factory, recall=o.recall, max_memory=o.max_memory)
 
     @staticmethod
     @contextmanager
@@ -256,24 +263,21 @@ class Library:
 
     # -- reading ------------------------------------------------------------------------------
 
-    def search(self, query: Query | str | None = None, *, k: int = 10, modality: str | None = None,
-               vector: np.ndarray | None = None, group: bool = False, mode: str = "hybrid",
-               filters: Filters | None = None, offset: int = 0, sort: str = "relevance",
-               cutoff: str | float | None = None) -> list[Hit]:
-        """Nearest items to a Query (or plain text, or a ready unit vector), best first.
+    def search(self, request: SearchRequest | Query | str | None = None, **fields: Any) -> list[Hit]:
+        """Nearest items to a request (retrieval.request.SearchRequest), or a text or a Query with
+        request fields beside it (`lib.search("a red car", type="image", k=20, after="2020")`),
+        best first. A text's query language applies (`"a red car type:image after:2020"`); several
+        kinds are merged by calibrated score; `mode`: 'hybrid', 'semantic' or 'words'."""
+        return self.run_search(request_of(request, fields).resolve())
 
-        With several modalities in the library and no `modality` filter, each modality is
-        searched on its own and the lists are merged by calibrated score. With `group`, one
-        hit per file carrying its best segments. `mode`: 'hybrid' (words and meaning fused),
-        'semantic' or 'words' (see retrieval.hybrid). `filters` (retrieval.filters.make_filters),
-        `offset` (the next page), `cutoff` (a minimum score or 'auto') and `sort` ('relevance'
-        or 'date'): see Searcher.search.
-        """
-        if self.slot is not None and isinstance(query, Query) and query.audios:
-            raise UsageError("sounds are bridged into the library's main model only; "
-                                          "search by sound without --model")
-        return self.searcher.search(query, k=k, modality=modality, vector=vector, group=group, mode=mode,
-                                    filters=filters, offset=offset, sort=sort, cutoff=cutoff)
+    def run_search(self, r: Resolved) -> list[Hit]:
+        """A resolved request's hits (the server resolves first, to echo its filters)."""
+        if self.slot is not None and r.query is not None and r.query.audios:
+            raise UsageError("sounds are bridged into the library's main model only; search by sound without --model")
+        if r.like and r.query is not None:
+            vectors = [*r.query.vectors, *(self.item_vector(i) for i in r.like)]
+            r = replace(r, query=replace(r.query, vectors=vectors))
+        return self.searcher.search(r)
 
     def item(self, item_id: int) -> dict[str, Any]:
         """One item with its file: what a result links to. NotFoundError when it is not there."""

@@ -24,10 +24,10 @@ class Cand:
     """A ranked candidate before its row is read: enough to rank, cut, fuse and page."""
 
     item_id: int
-    score: float
+    score: float  # what orders the list (retrieval.hits.Hit.score)
+    cosine: float | None = None
     calibrated: float | None = None
     words: float | None = None
-    fused: float | None = None
 
 
 @dataclass

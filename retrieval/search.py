@@ -7,7 +7,7 @@ own and the lists are merged by calibrated score (retrieval.calibration).
 from __future__ import annotations
 
 import weakref
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, Hashable
 
 import numpy as np
@@ -23,13 +23,14 @@ from indexer.store import Store
 from indexer.vectors import VectorIndex
 from retrieval import ranking
 from retrieval.calibration import Calibrator, Channel
-from retrieval.cutoff import AUTO, MAX_RESULTS, parse_cutoff
+from retrieval.cutoff import AUTO, MAX_RESULTS
 from retrieval.errors import NotFoundError, UsageError
-from retrieval.filters import SORTS, Filters, matching_ids
+from retrieval.filters import Filters, matching_ids
 from retrieval.hits import Hit, add_tags, by_date, group_hits, hits_from, load_rows, location, make_hit
-from retrieval.hybrid import DEFAULT_MODE, DEPTH, MODES
+from retrieval.hybrid import DEPTH
 from retrieval.paging import Cand, Memo, RankedList, extend, query_key
 from retrieval.query import Query
+from retrieval.request import Resolved, SearchRequest
 
 
 def modalities() -> tuple[str, ...]:
@@ -60,6 +61,21 @@ def search_vectors(session: Session, vectors: VectorIndex, xq: np.ndarray, k: in
     else:
         D, I = vectors.search(xq.reshape(1, -1), k)
     return hits_from(session, D, I)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one ranked list is computed from."""
+
+    vector: np.ndarray | None
+    wq: words.WordQuery | None
+    need: int
+    modality: str | None
+    group: bool
+    mode: str
+    filters: Filters | None
+    cut: str | float | None
+    sort: str
 
 
 class Searcher:
@@ -99,57 +115,24 @@ class Searcher:
             ids = self._ids[channel] = vecs.present(np.fromiter(s.scalars(stmt), np.int64))
         return ids
 
-    def search(self, query: Query | str | None = None, *, k: int = 10, modality: str | None = None,
-               vector: np.ndarray | None = None, group: bool = False, mode: str = DEFAULT_MODE,
-               filters: Filters | None = None, offset: int = 0, sort: str = "relevance",
-               cutoff: str | float | None = None) -> list[Hit]:
-        """Best items for a Query (or plain text, or a ready unit vector), best first. `mode`:
-        'hybrid' fuses the full-text and the vector rankings (retrieval.hybrid), 'semantic' is
-        vectors only, 'words' the full-text index only. With `group`, one hit per file: its best
+    def search(self, r: Resolved) -> list[Hit]:
+        """Best items for a resolved request (retrieval.request), best first. `mode`: 'hybrid'
+        ranks by meaning with the words lifting what holds them all (retrieval.hybrid), 'semantic'
+        is vectors only, 'words' the full-text index only. With `group`, one hit per file: its best
         item, carrying its best few items in `segments`. `filters` keep the items that pass
         (retrieval.filters); `offset` skips that many hits (pages: the query is not encoded
-        again); `cutoff` ends the list at a minimum score or, 'auto', where hits stop standing
+        again); `cutoff` ends the list at a minimum cosine or, 'auto', where hits stop standing
         out (retrieval.cutoff); `sort='date'` orders the hits that pass the cutoff ('auto' when
         none is given) newest first."""
-        if k <= 0:
-            raise UsageError(f"k must be positive, got {k}")
-        if offset < 0:
-            raise UsageError(f"offset must not be negative, got {offset}")
-        if offset + k > MAX_RESULTS:
-            raise UsageError(f"offset + k may be at most {MAX_RESULTS:,}, got {offset + k:,}")
-        if mode not in MODES:
-            raise UsageError(f"unknown mode {mode!r}; choose from: {', '.join(MODES)}")
-        if sort not in SORTS:
-            raise UsageError(f"unknown sort {sort!r}; choose from: {', '.join(SORTS)}")
-        if modality in (None, "any"):
-            modality = None
-        elif modality not in modalities():
-            raise UsageError(f"unknown type {modality!r}; choose from: {', '.join(modalities())}, any")
-        cut = parse_cutoff(cutoff)
-        if sort == "date" and cut is None:
+        mode, cut, vector = r.mode, r.cutoff, r.vector
+        if r.sort == "date" and cut is None:
             cut = AUTO
         if mode == "words" and cut not in (None, AUTO):
             raise UsageError("--mode words ranks by word relevance, not by a score: use --cutoff auto there")
-        filters = filters if filters is not None and not filters.empty else None
-        wq: words.WordQuery | None = None
-        q: Query | None = None
-        if vector is None:
-            q = Query(texts=[query]) if isinstance(query, str) else query
-            if q is None:
-                raise UsageError("nothing to search for")
-            q.validate()
-            if mode != "semantic" and q.texts:
-                wq = words.parse(" ".join(q.texts))
-                # the meaning side reads the words without the quotes that mark phrases
-                q = replace(q, texts=[t.replace('"', " ").strip() or t for t in q.texts])
-            if mode == "words" and (wq is None or wq.empty):
-                raise UsageError("--mode words needs words to look for (a text query)")
-        elif mode == "words":
-            raise UsageError("--mode words needs words to look for (a text query)")
-        if wq is not None and wq.empty:
-            wq = None
+        filters = r.filters if not r.filters.empty else None
+        wq, q = self._words_and_meaning(r)
         what = query_key(q) if q is not None else ("vector", np.asarray(vector, np.float32).tobytes())
-        key = (what, modality, group, mode if wq is not None else "semantic", filters, cut, sort)
+        key = (what, r.modality, r.group, mode if wq is not None else "semantic", filters, cut, r.sort)
         with self.store.Session() as s:
             vecs = self.store.vectors()
             # the index by a weak reference: a list is never served from an index since let go
@@ -157,19 +140,35 @@ class Searcher:
             version = (weakref.ref(vecs) if vecs is not None else None, vecs.version if vecs is not None else -1,
                        get_meta(s, "tags_version", 0) if filters and filters.tags else 0)
             old = self.memo.ranked(key, version)
-            need = offset + k
+            need = r.offset + r.k
             if old is None or not (old.complete or len(old.cands) >= need):
                 if mode != "words" and vector is None and (vecs is None or vecs.ntotal == 0):
                     return []
                 if mode != "words" and vector is None:
                     vector = self._embed(what, q)
-                new = self._rank(s, vector, wq, need, old, modality, group, mode, filters, cut, sort)
-                old = extend(old, new)
+                plan = Plan(vector, wq, need, r.modality, r.group, mode, filters, cut, r.sort)
+                old = extend(old, self._rank(s, plan, old))
                 self.memo.keep_ranked(key, version, old)
-            page = old.cands[offset:need]
-            if group or sort == "date":  # these lists hold finished hits (rows read to group and sort)
+            page = old.cands[r.offset:need]
+            if r.group or r.sort == "date":  # these lists hold finished hits (rows read to group and sort)
                 return add_tags(s, list(page))  # type: ignore[arg-type]
             return add_tags(s, self._materialise(s, page))
+
+    @staticmethod
+    def _words_and_meaning(r: Resolved) -> tuple[words.WordQuery | None, Query | None]:
+        """The words side's query (None: meaning only) and the meaning side's (None: a ready vector)."""
+        q, wq = r.query, None
+        if r.vector is None:
+            if q is None:
+                raise UsageError("nothing to search for")
+            q.validate()
+            if r.mode != "semantic" and q.texts:
+                wq = words.parse(" ".join(q.texts))
+                # the meaning side reads the words without the quotes that mark phrases
+                q = replace(q, texts=[t.replace('"', " ").strip() or t for t in q.texts])
+        if r.mode == "words" and (wq is None or wq.empty):
+            raise UsageError("--mode words needs words to look for (a text query)")
+        return (wq if wq is not None and not wq.empty else None), q
 
     def _embed(self, key: Hashable, q: Query | None) -> np.ndarray:
         v = self.memo.vector(key)
@@ -179,10 +178,10 @@ class Searcher:
             self.memo.keep_vector(key, v)
         return v
 
-    def _rank(self, s: Session, vector: np.ndarray | None, wq: words.WordQuery | None, need: int,
-              old: RankedList | None, modality: str | None, group: bool, mode: str, filters: Filters | None,
-              cut: str | float | None, sort: str) -> RankedList:
-        """The ranked list, long enough for `need` hits (after cutoff, grouping and sorting)."""
+    def _rank(self, s: Session, p: Plan, old: RankedList | None) -> RankedList:
+        """The ranked list, long enough for `p.need` hits (after cutoff, grouping and sorting)."""
+        vector, wq, need, modality, group, mode, filters, cut, sort = \
+            p.vector, p.wq, p.need, p.modality, p.group, p.mode, p.filters, p.cut, p.sort
         n = max(need, old.length * 2 if old else 0)
         if wq is not None and mode == "hybrid":
             n = block(n)
@@ -199,7 +198,8 @@ class Searcher:
                 assert vector is not None
                 cands = self._vector_cands(s, vector, ranking.depth_for(wq, want), modality, allowed)
                 if wq is not None:
-                    cands, every = ranking.fuse(s, self.store.vectors(), cands, wq, vector, want, modality, allowed)
+                    cands, every = ranking.fuse(s, self.calibrator, self.store.vectors(), cands, wq, vector, want,
+                                                (modality, allowed))
             ran_dry = len(cands) < want
             if cut is not None:
                 kept = ranking.apply_cutoff(s, self.calibrator, self.store.vectors(), vector, cands, cut, every)
@@ -221,7 +221,7 @@ class Searcher:
     def _materialise(self, s: Session, cands: list[Cand]) -> list[Hit]:
         """Hits for candidates, in their order; those whose row is gone are left out."""
         rows = load_rows(s, [c.item_id for c in cands])
-        return [make_hit(*rows[c.item_id], c.score, calibrated=c.calibrated, words=c.words, fused=c.fused)
+        return [make_hit(*rows[c.item_id], c.score, cosine=c.cosine, calibrated=c.calibrated, words=c.words)
                 for c in cands if c.item_id in rows]
 
     def _allowed_ids(self, s: Session, filters: Filters | None, modality: str | None) -> np.ndarray | None:
@@ -262,12 +262,13 @@ class Searcher:
             if sub is not None and len(sub) == 0:
                 return []
             D, I = vecs.search_subset(vector.reshape(1, -1), k, sub) if sub is not None else vecs.search(vector.reshape(1, -1), k)
-            return [Cand(int(i), float(d)) for d, i in zip(D[0], I[0]) if i != -1]
+            return [Cand(int(i), float(d), cosine=float(d)) for d, i in zip(D[0], I[0]) if i != -1]
         answers = vecs.search_subsets(vector.reshape(1, -1), k, subsets)  # type: ignore[arg-type]
         found = {c: [(int(i), float(d)) for d, i in zip(D[0], I[0]) if i != -1] for c, (D, I) in zip(channels, answers)}
         calibrated = self.calibrator.calibrate(s, vecs, vector, {c: [d for _, d in f] for c, f in found.items()})
-        cands = [Cand(i, d, z) for c, f in found.items() for (i, d), z in zip(f, calibrated[c])]
-        cands.sort(key=lambda c: c.calibrated, reverse=True)  # type: ignore[arg-type,return-value]
+        # kinds mixed: ordered by how far each stands above the query's usual score in its kind
+        cands = [Cand(i, z, cosine=d, calibrated=z) for c, f in found.items() for (i, d), z in zip(f, calibrated[c])]
+        cands.sort(key=lambda c: c.score, reverse=True)
         return cands[:k]
 
     def item(self, item_id: int) -> dict[str, Any]:
@@ -297,5 +298,7 @@ class Searcher:
         """More like this: the nearest items to a library item's own vector, other files only
         (the item's neighbouring windows or chunks would crowd out everything else)."""
         info = self.item(item_id)
-        hits = self.search(k=min(MAX_RESULTS, k + info["file_items"]), modality=modality, vector=self.item_vector(item_id))
+        r = SearchRequest(vector=self.item_vector(item_id), type=modality or (),
+                          k=min(MAX_RESULTS, k + info["file_items"])).resolve()
+        hits = self.search(r)
         return [h for h in hits if h.path != info["path"]][:k]

@@ -134,7 +134,7 @@ def evaluate(lib: Any, pairs: list[tuple[Path, list[str]]], batch: int = 256) ->
     # text -> image: xmr's own search over its index, pictures only.
     t2i = []
     for v, i in zip(xt, owner):
-        hits = lib.search(vector=v, k=max(KS), modality="image", mode="semantic")
+        hits = lib.search(vector=v, k=max(KS), type="image", mode="semantic")
         found = [str(Path(h.path).resolve()) for h in hits]
         t2i.append(found.index(paths[i]) if paths[i] in found else 10**9)
     # image -> text: each picture's stored vector against every caption.

@@ -10,13 +10,18 @@ note about another concept written in this concept's query wording (a lexical di
 - rare-word queries: the token alone; the one note holding it is the answer (24 queries);
 - mixed queries: the shape and the token ("circle ORD-48213"); the same answer (24 queries);
 - paraphrase queries: the concept in a wording its own notes do not use (templates 3-5); the
-  concept's notes are the answers (24 queries).
+  concept's notes are the answers (24 queries);
+- picture queries: "a {colour} {shape}" in a library that also holds PICTURES_PER_CONCEPT
+  pictures of each concept: the concept's pictures and notes are the answers, while the notes
+  of its colour or its shape share a word of the query (the demo's "a green square").
 
 Reported per mode (semantic, words, hybrid): rare-word hit@3 (is the answer in the top 3) and
 paraphrase recall@3 (answers in the top 3, of 3) and MRR. The model: the demo model (trained
 once and cached, ~1 min), whose text tower knows these wordings.
 
-    python -m scripts.eval_words [--model local-dir:DIR] [--seed 0]
+    python -m scripts.eval_words [--model local-dir:DIR] [--seed 0] [--lifts 0,1,1.5,2]
+
+With --lifts, hybrid is measured at each LIFT_RARE (retrieval.hybrid).
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from typing import Any
 from scripts.synthetic import CAPTION_TEMPLATES, CONCEPTS
 
 NOTES_PER_CONCEPT = 3
+PICTURES_PER_CONCEPT = 2
 SURNAMES = ("Oyelaran", "Vukovich", "Thorsdottir", "Nakashima", "Abernethy", "Kowalczyk", "Fitzwilliam", "Adeyemi",
             "Lindqvist", "Castellanos", "Okonkwo", "Przybylski")
 
@@ -70,7 +76,25 @@ def build(folder: Path, seed: int = 0) -> dict[str, Any]:
         (folder / name).write_text(CAPTION_TEMPLATES[3 + c % 3].format(color=concept.color, shape=concept.shape),
                                    encoding="utf-8")
         paraphrase[other]["answers"].append(name)
-    return {"rare": rare, "mixed": mixed, "paraphrase": paraphrase}
+    return {"rare": rare, "mixed": mixed, "paraphrase": paraphrase, "pictures": pictures(folder, seed, paraphrase)}
+
+
+def pictures(folder: Path, seed: int, paraphrase: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """PICTURES_PER_CONCEPT pictures of each concept; a query per concept, answered by its
+    pictures and its notes."""
+    from scripts.synthetic import draw
+
+    rng = random.Random(seed + 1)
+    out = []
+    for c, concept in enumerate(CONCEPTS):
+        names = []
+        for n in range(PICTURES_PER_CONCEPT):
+            name = f"picture-{c:02d}-{n}.png"
+            draw(concept, rng, size=96).save(folder / name)
+            names.append(name)
+        out.append({"query": CAPTION_TEMPLATES[0].format(color=concept.color, shape=concept.shape),
+                    "answers": names + paraphrase[c]["answers"]})
+    return out
 
 
 def score(lib: Any, queries: list[dict[str, Any]], mode: str, k: int = 3) -> dict[str, float]:
@@ -85,8 +109,9 @@ def score(lib: Any, queries: list[dict[str, Any]], mode: str, k: int = 3) -> dic
     return {f"hit@{k}": round(hit / n, 3), f"recall@{k}": round(recall / n, 3), "mrr": round(rr / n, 3)}
 
 
-def evaluate(model: str, seed: int = 0) -> dict[str, Any]:
-    from retrieval import Library
+def evaluate(model: str, seed: int = 0, lifts: list[float] | None = None) -> dict[str, Any]:
+    from retrieval import Library, ranking
+    from retrieval.paging import Memo
 
     with tempfile.TemporaryDirectory(prefix="xmr-eval-words-") as tmp:
         notes = Path(tmp) / "notes"
@@ -94,9 +119,17 @@ def evaluate(model: str, seed: int = 0) -> dict[str, Any]:
         queries = build(notes, seed)
         lib = Library(Path(tmp) / "lib", model=model, create=True)
         lib.index([notes])
-        out: dict[str, Any] = {"notes": len(CONCEPTS) * (NOTES_PER_CONCEPT + 1), "seed": seed}
+        out: dict[str, Any] = {"notes": len(CONCEPTS) * (NOTES_PER_CONCEPT + 1),
+                               "pictures": len(CONCEPTS) * PICTURES_PER_CONCEPT, "seed": seed,
+                               "lift_common": ranking.LIFT_COMMON, "lift_rare": ranking.LIFT_RARE}
         for kind, qs in queries.items():
             out[kind] = {"queries": len(qs), **{mode: score(lib, qs, mode) for mode in ("semantic", "words", "hybrid")}}
+        default = ranking.LIFT_RARE
+        for lift in lifts or []:
+            ranking.LIFT_RARE, lib.searcher.memo = lift, Memo()
+            for kind, qs in queries.items():
+                out[kind][f"hybrid_rare_{lift:g}"] = score(lib, qs, "hybrid")
+        ranking.LIFT_RARE = default
         return out
 
 
@@ -104,11 +137,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", help="default: the demo model (trained once, cached)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--lifts", help="comma-separated lifts to measure hybrid at, e.g. 0,1,1.5,2")
     args = ap.parse_args()
     from scripts.demo import model_or_demo
 
     model = model_or_demo(args.model)
-    print(json.dumps(evaluate(model, args.seed), indent=2))
+    lifts = [float(x) for x in args.lifts.split(",")] if args.lifts else None
+    print(json.dumps(evaluate(model, args.seed, lifts), indent=2))
 
 
 if __name__ == "__main__":

@@ -93,6 +93,15 @@ def trained_model(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="session")
+def multilingual_model(tmp_path_factory, trained_model) -> str:
+    """A second, independently made model of the demo world (its text tower distilled from the
+    demo model's, about half a minute): relevance rules are checked on it too."""
+    from scripts.train_multilingual_model import train
+
+    return "local-dir:" + str(train(tmp_path_factory.mktemp("multilingual"), trained_model[len("local-dir:"):], verbose=False))
+
+
+@pytest.fixture(scope="session")
 def samples(tmp_path_factory) -> tuple[Path, dict[str, str]]:
     from scripts.make_samples import make_samples
 

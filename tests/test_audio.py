@@ -83,7 +83,7 @@ def test_bad_sound_files_are_skipped_with_a_reason(audio_lib):
     st = lib.stats()
     assert st["items_by_modality"]["audio"] == sum(len(w) for w in WINDOWS.values())
     # silence is indexed as a sound, with a finite vector
-    silent = [h for h in lib.search(Query(audios=[str(lib_media(lib) / "silent.wav")]), k=1, modality="audio")]
+    silent = [h for h in lib.search(Query(audios=[str(lib_media(lib) / "silent.wav")]), k=1, type="audio")]
     assert silent[0].path.endswith("silent.wav") and np.isfinite(silent[0].score)
 
 
@@ -96,7 +96,7 @@ def lib_media(lib):
 def test_audio_self_query_returns_the_same_window_first(audio_lib):
     lib, _, _ = audio_lib
     for name in ("tone.wav", "noise.ogg", "blip.flac"):
-        hits = lib.search(Query(audios=[str(lib_media(lib) / name)]), k=3, modality="audio")
+        hits = lib.search(Query(audios=[str(lib_media(lib) / name)]), k=3, type="audio")
         assert hits[0].path.endswith(name), (name, hits)
         assert hits[0].score == pytest.approx(1.0, abs=1e-4)
         assert (hits[0].start, hits[0].end) == WINDOWS[name][0]
@@ -107,7 +107,7 @@ def test_text_reaches_sounds_through_the_bridge(audio_lib):
     lib, _, _ = audio_lib
     from indexer.kinds.audio import audio_windows
 
-    hits = lib.search("a dog barks", k=20, modality="audio")
+    hits = lib.search("a dog barks", k=20, type="audio")
     assert len(hits) == lib.stats()["items_by_modality"]["audio"]
     assert all(h.modality == "audio" for h in hits)
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
@@ -116,7 +116,7 @@ def test_text_reaches_sounds_through_the_bridge(audio_lib):
     hit = next(h for h in hits if h.path.endswith("long.flac") and h.start == 10.0)
     window = next(w for w in audio_windows(hit.path, clap.sampling_rate, clap.window_samples) if w.start == 10.0)
     expected = float(bridge.map_audio(clap.encode_audio([clap.features(window.samples)]))[0] @ q)
-    assert hit.score == pytest.approx(expected, abs=1e-4)
+    assert hit.cosine == pytest.approx(expected, abs=1e-4)
 
 
 def test_mixed_results_carry_calibrated_scores(audio_lib):
@@ -125,7 +125,7 @@ def test_mixed_results_carry_calibrated_scores(audio_lib):
     assert {h.modality for h in lib.search("a dog barks", k=50)} == {"audio", "text"}
     assert all(h.calibrated is not None for h in hits)
     assert [h.calibrated for h in hits] == sorted((h.calibrated for h in hits), reverse=True)
-    composite = lib.search(Query(texts=["a dog barks"], audios=[str(lib_media(lib) / "tone.wav")], media_weight=0.9), k=1, modality="audio")
+    composite = lib.search(Query(texts=["a dog barks"], audios=[str(lib_media(lib) / "tone.wav")], media_weight=0.9), k=1, type="audio")
     assert composite[0].path.endswith("tone.wav")
 
 
@@ -231,9 +231,18 @@ def test_no_audio_model_skips_sounds_and_keeps_the_rest(tmp_path, media, random_
                    "--audio-model", "laion/clap-htsat-unfused", "--no-progress", env={"HF_HUB_OFFLINE": "1"})
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.count("skipping") == 2
-    assert "no audio model: could not load the audio model laion/clap-htsat-unfused" in proc.stderr
+    assert proc.stderr.count("no audio model: could not load the audio model laion/clap-htsat-unfused") == 1
     assert "save_pretrained" in proc.stderr
     assert "1 new" in proc.stdout and "Traceback" not in proc.stderr
+    # decode processes hand the reason to the run, which says it once (not once per process)
+    for i in range(4):
+        shutil.copy(media / "tone.wav", folder / f"tone{i}.wav")
+    proc = run_xmr("--library", str(tmp_path / "lib2"), "index", str(folder), "--model", random_model,
+                   "--audio-model", "laion/clap-htsat-unfused", "--no-progress", "--decoder", "processes",
+                   "--workers", "2", env={"HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.count("skipping") == 6, proc.stderr
+    assert proc.stderr.count("no audio model: could not load the audio model") == 1, proc.stderr
 
 
 
@@ -262,7 +271,7 @@ def test_formats_beyond_soundfile_go_through_pyav(tmp_path, media, random_model,
     report = lib.index([folder], on_skip=lambda p, r: reasons.append(r))
     assert report.new == 1 and report.skipped == 1
     assert "soundfile or FFmpeg" in reasons[0] or "no audio" in reasons[0], reasons
-    hits = lib.search(Query(audios=[str(folder / "voice.m4a")]), k=5, modality="audio")
+    hits = lib.search(Query(audios=[str(folder / "voice.m4a")]), k=5, type="audio")
     # 25 s of sound: three windows, the encoder's priming samples aside
     assert [(round(h.start), round(h.end)) for h in sorted(hits, key=lambda h: h.start)] == [(0, 10), (10, 20), (15, 25)]
 
@@ -294,9 +303,9 @@ def test_sound_to_picture_and_picture_to_sound(tmp_path, media, random_model, ti
     Image.new("RGB", (48, 48), (30, 30, 200)).save(folder / "blue.png")
     lib = Library(tmp_path / "lib", model=random_model, audio_model=tiny_clap, create=True)
     lib.index([folder])
-    pictures = lib.search(Query(audios=[str(folder / "tone.wav")]), k=5, modality="image")
+    pictures = lib.search(Query(audios=[str(folder / "tone.wav")]), k=5, type="image")
     assert sorted(h.path.rsplit("/", 1)[1] for h in pictures) == ["blue.png", "red.png"]
-    sounds = lib.search(Query(images=[str(folder / "red.png")]), k=10, modality="audio")
+    sounds = lib.search(Query(images=[str(folder / "red.png")]), k=10, type="audio")
     assert len(sounds) == 4 and all(h.start is not None for h in sounds)
     # the scores are the plain cosines of the two vectors in the shared space
     img_vec = lib.vectors().reconstruct(pictures[0].item_id)

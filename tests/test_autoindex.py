@@ -144,8 +144,8 @@ def test_library_crosses_the_threshold_once_and_keeps_working(tmp_path, trained_
     # a modality filter still finds k items of a minority modality in an approximate index
     n_text = again.stats()["items_by_modality"]["text"]
     assert n_text < again.stats()["items"] / 3
-    assert len(again.search("a note", k=n_text, modality="text")) == n_text
-    hits = again.search("a purple triangle on a white background", k=3, modality="text")
+    assert len(again.search("a note", k=n_text, type="text")) == n_text
+    hits = again.search("a purple triangle on a white background", k=3, type="text")
     assert hits[0].path.endswith("extra.txt")
     assert not any(h.path == str(victim) for h in again.search("a red circle", k=100))
     assert again.index_path.name != first and not lib.path.joinpath(first).exists()  # a new file, the old one gone
@@ -173,7 +173,7 @@ def test_readers_map_large_indexes_and_writers_get_their_own_copy(tmp_path, rand
     assert not reader.vectors().mmapped
     assert reader.check().ok
     again = Library(tmp_path / "lib")
-    assert again.search("a note about a yellow square", k=1, modality="text")[0].path.endswith("n.txt")
+    assert again.search("a note about a yellow square", k=1, type="text")[0].path.endswith("n.txt")
 
 
 def test_reconstruct_many_matches_single_reconstruct():

@@ -14,6 +14,8 @@ def test_index_then_search_json(tmp_path, trained_model, samples):
     lib = str(tmp_path / "lib")
     proc = run_xmr("--library", lib, "index", str(folder), "--model", trained_model, "--no-progress", check=True)
     assert f"{len(manifest)} new" in proc.stdout and "items/s" in proc.stdout
+    # the demo model says once what it can find by meaning (and what it cannot)
+    assert proc.stderr.count("xmr's demo model") == 1 and "coloured shapes" in proc.stderr, proc.stderr
 
     # The library remembers its encoder: no --model from here on (env var route for the library).
     env = {"XMR_LIBRARY": lib}
@@ -36,15 +38,17 @@ def test_index_then_search_json(tmp_path, trained_model, samples):
     human = run_xmr("search", "a red circle", "--image", str(picture), "--weight", "0.5", "-k", "4", "--mode", "semantic",
                     env=env, check=True).stdout
     assert "score" in human.splitlines()[0] and len([x for x in human.splitlines() if x.strip()[:1].isdigit()]) == 4
-    # mixed modalities are ranked by the calibrated score (by meaning alone), which the table shows
+    # mixed modalities are ranked by the calibrated score (by meaning alone): the score column,
+    # with the cosine beside it
     rows = [x.split() for x in human.splitlines() if x.strip()[:1].isdigit()]
-    assert "calib" in human.splitlines()[0]
-    assert [float(r[2]) for r in rows] == sorted((float(r[2]) for r in rows), reverse=True)
-    hybrid = run_xmr("search", "a red circle", "-k", "4", env=env, check=True).stdout  # the default: ranked by fusion
-    rows = [x.split() for x in hybrid.splitlines() if x.strip()[:1].isdigit()]
-    assert "rrf" in hybrid.splitlines()[0] and [float(r[2]) for r in rows] == sorted((float(r[2]) for r in rows), reverse=True)
-    only_images = run_xmr("search", "a red circle", "--type", "image", "-k", "3", env=env, check=True).stdout
-    assert "calib" not in only_images.splitlines()[0]
+    assert "cos" in human.splitlines()[0]
+    assert [float(r[1]) for r in rows] == sorted((float(r[1]) for r in rows), reverse=True)
+    hybrid = run_xmr("search", "a red circle", "-k", "4", env=env, check=True)  # the default
+    rows = [x.split() for x in hybrid.stdout.splitlines() if x.strip()[:1].isdigit()]
+    assert "cos" in hybrid.stdout.splitlines()[0] and [float(r[1]) for r in rows] == sorted((float(r[1]) for r in rows), reverse=True)
+    assert "(score orders the list:" in hybrid.stdout  # the columns explained
+    only_images = run_xmr("search", "a red circle", "--type", "image", "-k", "3", "--mode", "semantic", env=env, check=True).stdout
+    assert "cos" not in only_images.splitlines()[0]  # the score is the cosine
 
     stats = json.loads(run_xmr("stats", "--json", env=env, check=True).stdout)
     assert stats["files"] == len(manifest)

@@ -69,7 +69,7 @@ def test_knn_service_reads_json_whatever_the_content_type(client, samples, train
     assert concept_of(rows[0]["path"], samples) == "red circle"
     assert client.get(rows[0]["url"]).headers["content-type"] == "image/jpeg"
     # The same ranking as xmr's own semantic search.
-    own = [h.item_id for h in trained_library.search("a photo of a red circle", k=6, modality="image", mode="semantic")]
+    own = [h.item_id for h in trained_library.search("a photo of a red circle", k=6, type="image", mode="semantic")]
     assert [r["id"] for r in rows] == own
     # Text results: caption notes, their caption from the snippet.
     texts = client.post("/knn-service", content=json.dumps({"text": "a blue square", "modality": "text", "num_images": 2})).json()

@@ -18,7 +18,7 @@ def test_text_finds_the_right_pictures(trained_library, samples):
     top1 = prec2 = 0
     for c in CONCEPTS:
         label = f"{c.color} {c.shape}"
-        hits = trained_library.search(f"a photo of a {label}", k=2, modality="image")
+        hits = trained_library.search(f"a photo of a {label}", k=2, type="image")
         assert len(hits) == 2 and all(h.modality == "image" for h in hits)
         found = [_concept_of(h, samples) for h in hits]
         top1 += found[0] == label
@@ -26,10 +26,12 @@ def test_text_finds_the_right_pictures(trained_library, samples):
     # 24 concepts, two pictures each: chance is 1/24 for top-1.
     assert top1 / len(CONCEPTS) >= 0.85, top1
     assert prec2 / (2 * len(CONCEPTS)) >= 0.75, prec2
-    # Scores are cosines, best first.
+    # One score orders the list, best first; the cosine beside it.
     hits = trained_library.search("a red circle", k=10)
-    assert all(-1.0001 <= h.score <= 1.0001 for h in hits)
+    assert all(-1.0001 <= h.cosine <= 1.0001 for h in hits)
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    semantic = trained_library.search("a red circle", k=10, type="image", mode="semantic")
+    assert [h.score for h in semantic] == [h.cosine for h in semantic]  # one kind by meaning: the cosine
 
 
 def test_image_finds_the_right_caption_document(trained_library, samples):
@@ -37,7 +39,7 @@ def test_image_finds_the_right_caption_document(trained_library, samples):
     right = 0
     for rel, label in notes.items():
         q = Query(images=[str(folder / pictures[label])])
-        hits = [h for h in trained_library.search(q, k=20, modality="text") if "/notes/note-" in h.path]
+        hits = [h for h in trained_library.search(q, k=20, type="text") if "/notes/note-" in h.path]
         right += hits[0].path.endswith(rel)
     assert right >= len(notes) - 1, f"{right}/{len(notes)}"
 
@@ -47,7 +49,7 @@ def test_composite_query_moves_results(trained_library, samples):
     blue_squares = [rel for rel, label in manifest.items() if label == "blue square"]
 
     def rank_of_blue_squares(q: Query) -> float:
-        hits = trained_library.search(q, k=48, modality="image")
+        hits = trained_library.search(q, k=48, type="image")
         ranks = [i for i, h in enumerate(hits) if _concept_of(h, samples) == "blue square"]
         return float(np.mean(ranks))
 
@@ -60,6 +62,6 @@ def test_composite_query_moves_results(trained_library, samples):
 
     # A negative term pushes its concept down.
     def red_in_top(q: Query) -> int:
-        return sum("red" in _concept_of(h, samples) for h in trained_library.search(q, k=8, modality="image"))
+        return sum("red" in _concept_of(h, samples) for h in trained_library.search(q, k=8, type="image"))
 
     assert red_in_top(Query(texts=["a circle"], negatives=["red"], negative_weight=0.8)) < red_in_top(Query(texts=["a circle"]))

@@ -25,10 +25,10 @@ def pdf_lib(tmp_path_factory, trained_model):
 
 def test_a_pdf_is_found_by_what_page_three_says(pdf_lib):
     lib, _ = pdf_lib
-    best = lib.search("a red circle", k=3, modality="document")[0]
+    best = lib.search("a red circle", k=3, type="document")[0]
     assert best.modality == "document" and best.page == 3 and best.snippet == "a red circle"
     assert (best.char_start, best.char_end) == (0, len("a red circle"))  # offsets within its page
-    pages = [h.page for h in lib.search("a yellow triangle", k=4, modality="document")]
+    pages = [h.page for h in lib.search("a yellow triangle", k=4, type="document")]
     assert pages[0] == 4 and sorted(pages) == [1, 2, 3, 4]
 
 

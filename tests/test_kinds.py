@@ -84,14 +84,14 @@ def test_a_toy_kind_is_indexed_searched_and_checked(tmp_path, trained_model, tab
     assert lib.stats()["items_by_modality"] == {"image": 1, "text": 1, "table": len(ROWS) + 1}
     text = (media / "shapes.csv").read_text(encoding="utf-8")
     for row, cells in enumerate(ROWS):
-        hits = lib.search(f"a photo of a {cells.replace(',', ' ')}", k=3, modality="table")
+        hits = lib.search(f"a photo of a {cells.replace(',', ' ')}", k=3, type="table")
         assert len(hits) == 3 and all(h.modality == "table" for h in hits)
         best = hits[0]
         assert best.snippet == cells and best.path.endswith("shapes.csv")
         assert (best.chunk, text[best.char_start : best.char_end]) == (row, cells)  # located at its row
         assert best.start is None and best.end is None  # only the fields the kind names
     # A picture finds the row of its concept (the text encoder embedded the rows).
-    rows = lib.search(__import__("retrieval").Query(images=[str(media / "picture.png")]), k=1, modality="table")
+    rows = lib.search(__import__("retrieval").Query(images=[str(media / "picture.png")]), k=1, type="table")
     assert rows[0].snippet == "red,circle"
     # Mixed with the other kinds by the same calibration.
     mixed = lib.search("a red circle", k=10)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import ast
 from pathlib import Path
+
+import pytest
 from typing import Iterator
 
 from tests.conftest import ROOT
@@ -110,8 +112,9 @@ def test_no_import_cycles():
     assert not cycle, " -> ".join(cycle)
 
 
-def test_no_import_cycles_in_the_indexer_lazy_imports_included():
-    cycle = _cycle(top_level_only=False, within="indexer")
+@pytest.mark.parametrize("pkg", ["indexer", "retrieval"])
+def test_no_import_cycles_lazy_imports_included(pkg):
+    cycle = _cycle(top_level_only=False, within=pkg)
     assert not cycle, " -> ".join(cycle)
 
 
@@ -122,14 +125,17 @@ def _functions(pkg: str) -> Iterator[tuple[str, ast.FunctionDef | ast.AsyncFunct
                 yield f"{path.relative_to(ROOT)}:{node.lineno} {node.name}", node
 
 
-def test_indexer_functions_stay_small():
-    """No function of indexer/ over 100 lines or with more than 8 parameters (self aside)."""
+@pytest.mark.parametrize("pkg", ["indexer", "retrieval"])
+def test_functions_stay_small(pkg):
+    """No function over 100 lines or with more than 8 parameters (self aside; a click command
+    takes one parameter per option, and its options are declared elsewhere: retrieval.request)."""
     too_big = []
-    for where, fn in _functions("indexer"):
+    for where, fn in _functions(pkg):
         a = fn.args
         params = [x for x in a.posonlyargs + a.args + a.kwonlyargs if x.arg not in ("self", "cls")]
         size = (fn.end_lineno or fn.lineno) - fn.lineno + 1
-        if size > 100 or len(params) > 8:
+        command = any("command" in ast.unparse(d) or "option" in ast.unparse(d) for d in fn.decorator_list)
+        if size > 100 or (len(params) > 8 and not command):
             too_big.append(f"{where}: {size} lines, {len(params)} parameters")
     assert not too_big, "\n".join(too_big)
 

@@ -44,7 +44,7 @@ def test_a_rare_modality_is_found_without_ranking_the_library(many_pictures_one_
 
     monkeypatch.setattr(retrieval.search, "load_rows", rows)
     monkeypatch.setattr(indexer.vectors.VectorIndex, "search", search)
-    hits = lib.search("a green star", k=10, modality="text", mode="semantic")  # the vector side's cost
+    hits = lib.search("a green star", k=10, type="text", mode="semantic")  # the vector side's cost
     assert [h.modality for h in hits] == ["text"]  # the one there is, and the search stops there
     assert loaded == [1] and ranked == []  # one row loaded; the 240 pictures never ranked for it
     loaded.clear()

@@ -24,7 +24,7 @@ def folder(tmp_path, samples):
 
 
 def _ranking(lib: Library, q: str, modality: str | None = None) -> list[tuple[str, float]]:
-    return [(Path(h.path).name, h.score) for h in lib.search(q, k=8, modality=modality, mode="semantic")]
+    return [(Path(h.path).name, h.score) for h in lib.search(q, k=8, type=modality, mode="semantic")]
 
 
 def _in_order(ranking: list[tuple[str, float]]) -> list[str]:

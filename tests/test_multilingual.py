@@ -7,18 +7,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
 
 from scripts.synthetic import CONCEPTS
 from scripts.train_multilingual_model import phrases
 from tests.conftest import run_xmr
-
-
-@pytest.fixture(scope="module")
-def multilingual_model(tmp_path_factory, trained_model) -> str:
-    from scripts.train_multilingual_model import train
-
-    return "local-dir:" + str(train(tmp_path_factory.mktemp("multilingual"), trained_model[len("local-dir:"):], verbose=False))
 
 
 def test_queries_in_five_languages_find_the_same_pictures(tmp_path, multilingual_model, samples):
@@ -35,7 +27,7 @@ def test_queries_in_five_languages_find_the_same_pictures(tmp_path, multilingual
     for lang in ("en", "fr", "de", "es", "ja"):
         right = 0
         for c in CONCEPTS:
-            hit = lib.search(phrases(c.color, c.shape)[lang][0], k=1, modality="image", mode="semantic")[0]
+            hit = lib.search(phrases(c.color, c.shape)[lang][0], k=1, type="image", mode="semantic")[0]
             right += manifest[str(Path(hit.path).relative_to(folder))] == f"{c.color} {c.shape}"
         assert right / len(CONCEPTS) >= 0.9, (lang, right)
     # The same thing said in two languages is nearly the same vector.

@@ -95,15 +95,14 @@ FILTER_CASES = [
 @pytest.mark.parametrize("spec, keep", FILTER_CASES, ids=[json.dumps(c[0]) for c in FILTER_CASES])
 def test_filters_return_exactly_what_passes(world, spec, keep):
     lib, media, manifest = world
-    f = make_filters(**spec)
     want = expected(manifest, media, keep)
     assert want, "the case must select something"
-    got = lib.search("a blue star", k=1000, mode="semantic", filters=f)
+    got = lib.search("a blue star", k=1000, mode="semantic", **spec)
     assert set(rel(media, got)) == want
     # exactly k when k pass, and the best k of them: the unfiltered ranking kept to the filter
     unfiltered = [r for r in rel(media, lib.search("a blue star", k=1000, mode="semantic")) if r in want]
     for k in (1, 5):
-        top = lib.search("a blue star", k=k, mode="semantic", filters=f)
+        top = lib.search("a blue star", k=k, mode="semantic", **spec)
         assert rel(media, top) == unfiltered[:k]
 
 
@@ -111,9 +110,9 @@ def test_size_and_tag_filters_and_bad_filters(world):
     lib, media, manifest = world
     sizes = {r: (media / r).stat().st_size for r in all_pictures(manifest)}
     cut = sorted(sizes.values())[len(sizes) // 2]
-    got = lib.search("a square", k=1000, mode="semantic", filters=make_filters(min_size=str(cut), max_size="1MB"))
+    got = lib.search("a square", k=1000, mode="semantic", min_size=str(cut), max_size="1MB")
     assert set(rel(media, got)) == {r for r, n in sizes.items() if n >= cut}
-    assert lib.search("a square", k=10, filters=make_filters(tags=["no such tag"])) == []
+    assert lib.search("a square", k=10, tag="no such tag") == []
     for bad in ({"after": "last tuesday"}, {"near": "91,0,5"}, {"near": "1,2"}, {"min_size": "big"},
                 {"after": "2022", "before": "2021"}):
         with pytest.raises(UsageError):
@@ -168,7 +167,7 @@ def test_tags_recover_the_labels_and_rerun_only_new_items(world, tmp_path):
     counts = {r["label"]: r["items"] for r in lib.tags()}
     assert counts["red circle"] == len(tagged["red circle"])
     # a filter by tag gives exactly the tagged items
-    hits = lib.search("a shape", k=1000, filters=make_filters(tags=["red circle"]))
+    hits = lib.search("a shape", k=1000, tag="red circle")
     assert set(rel(media, hits)) == tagged["red circle"]
     assert all(t["label"] for h in hits for t in h.tags) and any(t["label"] == "red circle" for t in hits[0].tags)
     # a re-run tags nothing new; a new picture is tagged on its own; a new label tags everything
@@ -262,15 +261,15 @@ def test_filters_tags_and_dupes_on_either_catalog(tmp_path, trained_model, catal
     lib = Library(tmp_path / "lib", model=trained_model, create=True, db=catalog_db)
     lib.index([media])
     pictures = all_pictures(manifest)
-    f = make_filters(after="2020", before="2023-01-01", camera="canon", near="48.86,2.35,10", path="photos", min_size="1KB")
-    got = set(rel(media, lib.search("a red circle", k=1000, mode="semantic", filters=f)))
+    f = dict(after="2020", before="2023-01-01", camera="canon", near="48.86,2.35,10", path="photos", min_size="1KB")
+    got = set(rel(media, lib.search("a red circle", k=1000, mode="semantic", **f)))
     assert got == {r for r, p in pictures.items() if r.startswith("photos/") and "2020" <= p["taken"][:4] <= "2022"
                    and p["camera"] == "Canon EOS 5D Mark IV" and p["place"] == "paris"}
     assert got
     lib.tag(["red circle"], prompt="a {}")
     tagged = {str(Path(r["path"]).relative_to(media)) for r in lib.tags("red circle")}
     assert the_class(tagged, members(manifest, "red circle"))
-    assert set(rel(media, lib.search("a shape", k=1000, filters=make_filters(tags=["red circle"])))) == tagged
+    assert set(rel(media, lib.search("a shape", k=1000, tag="red circle"))) == tagged
     assert len(lib.dupes()) == len(manifest["copies"])
     assert lib.stats()["facts"]["with_place"] == sum(1 for p in pictures.values() if p["place"])
     assert lib.stats()["tags"] == {"red circle": len(tagged)}

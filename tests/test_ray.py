@@ -189,7 +189,6 @@ def test_sharded_search_is_exact_and_partial_while_a_shard_restarts(cluster, tmp
     import ray
 
     from retrieval import Library
-    from retrieval.filters import Filters
     from retrieval.sharded import open_sharded
 
     lib_path = tmp_path / "lib"
@@ -200,18 +199,20 @@ def test_sharded_search_is_exact_and_partial_while_a_shard_restarts(cluster, tmp
     assert len(list((lib_path / "shards").glob("*.faiss"))) == 3
 
     # in this process: the same searches through shard actors and through the one index
-    asks = [dict(query=q, modality=t, mode=m, filters=f, k=8) for q in ("a red circle", "stripes", "the sea")
+    asks = [dict(request=q, type=t or (), mode=m, path=f, k=8) for q in ("a red circle", "stripes", "the sea")
             for t in (None, "image", "text") for m in ("semantic", "hybrid")
-            for f in (None, Filters(path="*/photos/*"))]
+            for f in (None, "*/photos/*")]
     with Library(lib_path) as plain:
-        want = [[(h.item_id, h.score) for h in plain.search(**a)] for a in asks]
+        want = [[(h.item_id, h.cosine, h.score) for h in plain.search(**a)] for a in asks]
     try:
         with Library(lib_path) as lib:
             lib.store.remote = open_sharded(cluster.address, lib.store)
             for a, w in zip(asks, want):
-                got = [(h.item_id, h.score) for h in lib.search(**a)]
-                assert [i for i, _ in got] == [i for i, _ in w], a
-                assert np.allclose([s for _, s in got], [s for _, s in w], atol=1e-6)
+                got = [(h.item_id, h.cosine, h.score) for h in lib.search(**a)]
+                assert [g[0] for g in got] == [x[0] for x in w], a
+                assert np.allclose([g[1] for g in got], [x[1] for x in w], atol=1e-6)
+                # the order's score: a standing in standard deviations (float32 sums, divided by a spread)
+                assert np.allclose([g[2] for g in got], [x[2] for x in w], atol=1e-4), (a, got, w)
                 assert not lib.store.remote.missing
             for a in lib.store.remote.actors:
                 ray.kill(a)

@@ -230,7 +230,7 @@ def test_thumbnails_of_removed_pictures_are_deleted(tmp_path, random_model):
     # the removed and the edited picture's old thumbnails are gone; the kept one stays
     left = list(thumbs.glob("*.jpg"))
     assert len(left) == 1
-    keep = lib.search("x", k=3, modality="image")
+    keep = lib.search("x", k=3, type="image")
     keep_id = next(h.item_id for h in keep if h.path.endswith("keep.png"))
     assert left[0].name.startswith(lib.item(keep_id)["phash"][:40])
     # a stray thumbnail (say, from a copy of another library) is removed by check --repair

@@ -182,8 +182,8 @@ def test_added_models_embed_new_files_in_the_same_pass(tmp_path, samples, random
     fresh.index([folder])
     as_b = Library(tmp_path / "lib", model=trained_model)
     q = "a photo of a red circle"
-    a = [(Path(h.path).name, round(h.score, 4)) for h in as_b.search(q, k=6, modality="image", mode="semantic")]
-    b = [(Path(h.path).name, round(h.score, 4)) for h in fresh.search(q, k=6, modality="image", mode="semantic")]
+    a = [(Path(h.path).name, round(h.score, 4)) for h in as_b.search(q, k=6, type="image", mode="semantic")]
+    b = [(Path(h.path).name, round(h.score, 4)) for h in fresh.search(q, k=6, type="image", mode="semantic")]
     assert sorted(s for _, s in a) == sorted(s for _, s in b)
 
 

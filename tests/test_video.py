@@ -79,7 +79,7 @@ def test_long_shots_are_split_and_short_tails_join(tmp_path):
 
 def test_a_text_finds_the_scene_with_its_start(video_lib):
     lib, _, cuts = video_lib
-    hits = lib.search("a red circle", k=3, modality="video")
+    hits = lib.search("a red circle", k=3, type="video")
     best = hits[0]
     assert best.modality == "video" and best.track == "picture" and best.path.endswith("shapes.mp4")
     assert abs(best.start - cuts[0]) <= 1.0, (best, cuts)
@@ -88,24 +88,24 @@ def test_a_text_finds_the_scene_with_its_start(video_lib):
 def test_a_picture_finds_its_scene(video_lib, tmp_path):
     lib, _, cuts = video_lib
     draw(Concept("blue", "square"), random.Random(9), size=160).save(tmp_path / "blue.png")
-    best = lib.search(Query(images=[str(tmp_path / "blue.png")]), k=3, modality="video")[0]
+    best = lib.search(Query(images=[str(tmp_path / "blue.png")]), k=3, type="video")[0]
     assert _truth((best.start + best.end) / 2) == 2, best
 
 
 def test_a_tone_finds_its_scene_through_the_sound_track(video_lib, tmp_path):
     lib, _, _ = video_lib
     write_sound(tmp_path / "tone.wav", synth("tone", 10.0, 44100, 1200.0), 44100)
-    hits = lib.search(Query(audios=[str(tmp_path / "tone.wav")]), k=5, modality="video")
+    hits = lib.search(Query(audios=[str(tmp_path / "tone.wav")]), k=5, type="video")
     heard = [h for h in hits if h.track == "sound"]
     assert heard and _truth((heard[0].start + heard[0].end) / 2) == 1, hits
 
 
 def test_grouped_search_and_a_video_as_the_query(video_lib):
     lib, media, _ = video_lib
-    grouped = lib.search("a red circle", k=5, modality="video", group=True)
+    grouped = lib.search("a red circle", k=5, type="video", group=True)
     assert [h.path for h in grouped].count(str(media / "shapes.mp4")) == 1
     assert grouped[0].segments and grouped[0].segments[0]["start"] == grouped[0].start
-    hits = lib.search(Query(videos=[str(media / "other.mkv")]), k=3, modality="video")
+    hits = lib.search(Query(videos=[str(media / "other.mkv")]), k=3, type="video")
     assert hits[0].path.endswith("other.mkv")
 
 

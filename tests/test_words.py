@@ -12,12 +12,13 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from retrieval import Library
-from tests.conftest import run_xmr
+from tests.conftest import ROOT, run_xmr
 
 FONT = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
 MEMO = ["Please water the tomatoes in the greenhouse.", "The locksmith Bartholomew arrives at noon tomorrow."]
@@ -163,7 +164,7 @@ def test_cli_stats_check_and_repair(words_lib):
     out = run_xmr(*base, "search", "Oyelaran", "--mode", "words", "--no-server", check=True).stdout
     assert "lease.pdf" in out and "[page 1, " in out
     table = run_xmr(*base, "search", "the locksmith", "--no-server", check=True).stdout
-    assert "memo.wav" in table.splitlines()[1] and "said" in table and "rrf" in table.splitlines()[0]
+    assert "memo.wav" in table.splitlines()[1] and "said" in table and "words" in table.splitlines()[0]
     bad = run_xmr(*base, "search", "x", "--mode", "loud")
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     stats = json.loads(run_xmr(*base, "stats", "--json", check=True).stdout)
@@ -260,3 +261,67 @@ def test_speech_model_missing_offline_is_one_note(tmp_path, random_model, tiny_c
     notes = [line for line in proc.stderr.splitlines() if "speech is not transcribed" in line]
     assert len(notes) == 1 and "'base'" in notes[0] and "--speech-model" in notes[0], proc.stderr
     assert "3 new" in proc.stdout and "0 skipped" in proc.stdout
+
+
+def test_leptonica_c_messages_never_reach_the_terminal(ocr_ready):
+    """Leptonica writes its complaints straight to stderr from C; once OCR is set up it is told
+    to keep quiet (the same complaint is printed without that)."""
+    probe = ("import ctypes, tesserocr\n"
+             "from indexer.ocr import leptonica_libraries, quiet_leptonica\n"
+             "import sys\n"
+             "if sys.argv[1] == 'quiet': assert quiet_leptonica(tesserocr)\n"
+             "ctypes.CDLL(leptonica_libraries(tesserocr)[0]).boxClipToRectangle(None, 10, 10)\n")
+    loud = subprocess.run([sys.executable, "-c", probe, "loud"], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    quiet = subprocess.run([sys.executable, "-c", probe, "quiet"], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert loud.returncode == 0 and "boxClipToRectangle" in loud.stderr, loud.stderr
+    assert quiet.returncode == 0 and quiet.stderr == "", quiet.stderr
+
+
+def test_speech_is_transcribed_without_a_sound_model(tmp_path, random_model, speech_model):
+    """Transcripts need Whisper only: with no sound model to be had, a recording's words are
+    still read and found; a sound with nothing said is skipped with the sound model's reason."""
+    from scripts.spoken import have_espeak, write_speech
+    from scripts.synthetic_audio import synth, write_sound
+
+    _need("espeak-ng (apt-get install espeak-ng)", have_espeak())
+    media = tmp_path / "media"
+    media.mkdir()
+    write_speech(media / "memo.wav", MEMO)
+    write_sound(media / "tone.wav", synth("tone", 2.0, freq=440))
+    lib = ["--library", str(tmp_path / "lib")]
+    proc = run_xmr(*lib, "index", str(media), "--model", random_model, "--audio-model", "laion/clap-htsat-unfused",
+                   "--speech-model", speech_model, "--no-progress", env={"HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 0, proc.stderr
+    assert "1 new" in proc.stdout and "1 skipped" in proc.stdout, proc.stdout
+    assert "tone.wav: no audio model" in proc.stderr and "memo.wav" not in proc.stderr, proc.stderr
+    found = json.loads(run_xmr(*lib, "search", "locksmith", "--mode", "words", "--json", "--no-server", check=True).stdout)
+    assert found and found[0]["path"].endswith("memo.wav") and found[0]["track"] == "speech"
+
+
+def test_check_reports_files_read_without_speech_and_repair_reads_them_again(tmp_path, random_model, tiny_clap,
+                                                                            speech_model):
+    """A run whose speech model could not be had marks the recordings it indexed; `xmr check`
+    says so (not a plain "ok"), and `--repair` reads them again once the model is there."""
+    from scripts.spoken import have_espeak, write_speech
+
+    _need("espeak-ng (apt-get install espeak-ng)", have_espeak())
+    media = tmp_path / "media"
+    media.mkdir()
+    write_speech(media / "memo.wav", MEMO)
+    later = tmp_path / "models" / "whisper"  # not there yet: the run goes on without transcripts
+    lib = ["--library", str(tmp_path / "lib")]
+    env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    run_xmr(*lib, "index", str(media), "--model", random_model, "--audio-model", tiny_clap, "--speech-model", str(later),
+            "--no-progress", env=env, check=True)
+    check = run_xmr(*lib, "check", env=env, check=True).stdout
+    assert "1 files were indexed without what their settings call for (speech: 1" in check, check
+    assert run_xmr(*lib, "search", "locksmith", "--mode", "words", "--json", "--no-server", env=env,
+                   check=True).stdout.strip() == "[]"
+    later.parent.mkdir()
+    later.symlink_to(speech_model, target_is_directory=True)  # the model is there now
+    repair = run_xmr(*lib, "check", "--repair", env=env, check=True).stdout
+    assert "marked 1 files to be read again" in repair and "read again: 0 new, 1 updated" in repair, repair
+    assert "without what their settings call for" not in run_xmr(*lib, "check", env=env, check=True).stdout
+    found = json.loads(run_xmr(*lib, "search", "locksmith", "--mode", "words", "--json", "--no-server", env=env,
+                               check=True).stdout)
+    assert found and found[0]["path"].endswith("memo.wav")

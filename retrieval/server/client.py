@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from retrieval.errors import UsageError, XmrError
+from retrieval.request import SearchRequest, specs
 
 
 class ServerUnavailable(Exception):
@@ -72,45 +73,31 @@ def get(info: dict[str, Any], path: str, timeout: float = 30.0) -> dict[str, Any
     return _open(info, urllib.request.Request(info["url"] + path), timeout)
 
 
-def search(
-    info: dict[str, Any],
-    *,
-    texts: Sequence[str],
-    negatives: Sequence[str],
-    images: Sequence[str],
-    audios: Sequence[str],
-    weight: float | None,
-    not_weight: float,
-    modality: str,
-    k: int,
-    group: bool = False,
-    mode: str = "hybrid",
-    extra: dict[str, Any] | None = None,
-    timeout: float = 60.0,
-) -> dict[str, Any]:
-    """POST the query to the server in `info` (a discovery record); its JSON answer."""
-    for t in [*texts, *negatives]:
+def search(info: dict[str, Any], request: SearchRequest, timeout: float = 60.0) -> dict[str, Any]:
+    """Put a request (retrieval.request) to the server in `info` (a discovery record); its JSON
+    answer. Pictures and sounds go as uploads, the rest as the API's parameters."""
+    for t in [*request.q, *request.negatives]:
         try:
             t.encode("utf-8")
         except UnicodeEncodeError:  # bytes that are not UTF-8 (from argv): the local search takes them as they are
             raise ServerUnavailable("the query is not valid UTF-8") from None
-    if images or audios:
-        fields = [("type", modality), ("k", str(k)), ("not_weight", str(not_weight)), ("group", str(group).lower()),
-                  ("mode", mode)]
-        fields += [("q", t) for t in texts] + [("not", t) for t in negatives]
-        for key, value in (extra or {}).items():  # filters, paging, sort, cutoff
-            fields += [(key, str(v)) for v in (value if isinstance(value, list) else [value])]
-        if weight is not None:
-            fields.append(("weight", str(weight)))
-        body, ctype = _multipart(fields, [("image", p) for p in images] + [("audio", p) for p in audios])
+    if request.videos:
+        raise ServerUnavailable("a video query is decoded in-process")
+    wire = request.to_wire()
+    files = [(spec.files, p) for f, spec in specs() if spec.files for p in getattr(request, f.name)]
+    if files:
+        fields = [(key, _form(v)) for key, value in wire.items() for v in (value if isinstance(value, list) else [value])]
+        body, ctype = _multipart(fields, files)
         url = info["url"] + "/api/search/upload"
     else:
-        query = {"q": list(texts), "not": list(negatives), "not_weight": not_weight, "type": modality, "k": k, "group": group,
-                 "mode": mode, **(extra or {})}
-        body, ctype = json.dumps(query).encode(), "application/json"
+        body, ctype = json.dumps(wire).encode(), "application/json"
         url = info["url"] + "/api/search"
-    request = urllib.request.Request(url, data=body, headers={"Content-Type": ctype}, method="POST")
-    return _open(info, request, timeout)
+    http = urllib.request.Request(url, data=body, headers={"Content-Type": ctype}, method="POST")
+    return _open(info, http, timeout)
+
+
+def _form(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def _detail(e: "urllib.error.HTTPError") -> str:

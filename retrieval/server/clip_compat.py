@@ -156,10 +156,10 @@ def add_clip_retrieval_routes(app: Any, state: LibraryState, *, allow_image_urls
         if lib.recorded_identity is None:  # an empty library: nothing to find, no model to load
             return []
         with state.compute:
-            hits = lib.search(query, vector=vector, k=k, modality=modality, mode="semantic")
+            hits = lib.search(query, vector=vector, k=k, type=modality or (), mode="semantic")
         out = []
         for n, h in enumerate(hits):
-            row: dict[str, Any] = {"id": h.item_id, "similarity": h.score}
+            row: dict[str, Any] = {"id": h.item_id, "similarity": h.cosine if h.cosine is not None else h.score}
             if n < body.num_images:
                 meta = item_metadata({"item_id": h.item_id, "modality": h.modality, "path": h.path, "snippet": h.snippet}, base)
                 row = {**meta, **row}

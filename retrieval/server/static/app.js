@@ -149,8 +149,9 @@ function drawMarks(node) {
 function card(hit) {
   const name = baseName(hit.path);
   const kind = state.kinds[hit.modality] || { noun: hit.modality, view: "snippet" };
-  const score = `score ${hit.score.toFixed(3)}` + (hit.calibrated != null ? ` · calibrated ${hit.calibrated >= 0 ? "+" : ""}${hit.calibrated.toFixed(2)}` : "")
-    + (hit.words != null ? " · words matched" : "");
+  // `score` orders the list; the cosine and the words' match are shown under their own names
+  const score = `score ${hit.score.toFixed(3)}` + (hit.cosine != null && hit.cosine !== hit.score ? ` · cos ${hit.cosine.toFixed(3)}` : "")
+    + (hit.words != null ? ` · words ${hit.words.toFixed(2)}` : "");
   const node = el("article", {
     class: `result ${hit.modality} view-${kind.view}`, tabIndex: 0, title: `${hit.path}\n${score}\nClick for more like this`,
     "data-item-id": String(hit.item_id), "data-modality": hit.modality, "data-score": String(hit.score),
@@ -271,6 +272,7 @@ async function search(append = false) {
     if (answer.items !== undefined) state.items = answer.items;
     state.offset = (append ? state.offset : 0) + answer.hits.length;
     render(answer, append);
+    if (!append) renderFilterChips(answer.tokens || []);
     if (!append) remember();
     grew = answer.hits.length > 0;
   } catch (e) {
@@ -351,6 +353,25 @@ function renderChips() {
     chip.append(remove);
     chips.append(chip);
   });
+}
+
+// The filters typed in the box (type:image, after:2020, tag:red OR tag:blue...), as the server
+// parsed them: one chip each; its ✕ takes the token out of the box and searches again.
+function renderFilterChips(tokens) {
+  const row = $("#filter-chips");
+  row.replaceChildren();
+  for (const token of tokens) {
+    const chip = el("span", { class: "chip filter", "data-testid": "filter-chip", "data-key": token.key, title: token.text });
+    chip.append(el("span", { text: `${token.key}: ${token.value.split("|").join(" or ")}` }));
+    const remove = el("button", { type: "button", title: `Remove ${token.text}`, text: "✕" });
+    remove.addEventListener("click", () => {
+      $("#q").value = $("#q").value.replace(token.text, " ").replace(/\s+/g, " ").trim();
+      search();
+    });
+    chip.append(remove);
+    row.append(chip);
+  }
+  row.hidden = !tokens.length;
 }
 
 const FILTERS = ["after", "before", "in", "camera", "near", "min_size", "max_size", "tag", "sort", "cutoff"];
