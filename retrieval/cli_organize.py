@@ -13,11 +13,14 @@ from indexer.kinds import kind_names
 
 
 def register(cli: click.Group, open_library: Callable[..., Any]) -> None:
+    """`xmr tag`, `xmr tags` and `xmr dupes` on the group; `open_library(ctx)` opens the library."""
+
     @cli.command()
     @click.option("--labels", metavar="FILE|LIST",
-                  help="A file of labels, one per line, or a comma-separated list [default: xmr's common photo labels]")
+                  help="A file of labels, one per line, or a comma-separated list; 'a|b|c' is an exclusive set (an item "
+                       "gets the one that fits it best) [default: xmr's common photo labels]")
     @click.option("--threshold", default=0.5, show_default=True, type=click.FloatRange(0, 1, min_open=True, max_open=True),
-                  help="Smallest confidence kept; 0.5 = stands out as `--cutoff auto` would return it.")
+                  help="Smallest confidence kept: an exclusive set's share, a label's standing (0.5: as `--cutoff auto` keeps).")
     @click.option("--prompt", metavar="TEMPLATE",
                   help="How a label is put to the text encoder, {} = the label [default: 'a photo of {}' for pictures, '{}' otherwise]")
     @click.option("--type", "modality", type=click.Choice(["any", *kind_names()]), default="any", show_default=True,
@@ -27,13 +30,14 @@ def register(cli: click.Group, open_library: Callable[..., Any]) -> None:
     @click.pass_context
     def tag(ctx: click.Context, labels: str | None, threshold: float, prompt: str | None, modality: str, wait: bool,
             as_json: bool) -> None:
-        """Give items zero-shot tags: each label is scored against every item by the model that
-        searches, with a calibrated confidence. Re-runs tag only new or changed items; a new label
-        tags everything.
+        """Give items zero-shot tags: the labels of a run compete for each item, as in CLIP's
+        zero-shot classification, each tag with a confidence. Re-runs tag only new or changed
+        items; a new label tags everything.
 
         \b
         xmr tag                                  # xmr's default labels for photos
-        xmr tag --labels "cat,dog,receipt"
+        xmr tag --labels "cat,dog,receipt"       # yes/no tags, each where it stands out
+        xmr tag --labels "red|green|blue|yellow" # an exclusive set: one colour each
         xmr tag --labels review.txt --threshold 0.7
         """
         from retrieval.tagging import read_labels
@@ -89,6 +93,10 @@ def register(cli: click.Group, open_library: Callable[..., Any]) -> None:
             where = f"  [{r['start']:.0f}-{r['end']:.0f} s]" if r.get("start") is not None else (f"  [page {r['page']}]" if r.get("page") else "")
             click.echo(f"{r['confidence']:.2f}  {r['modality']:<8}  {display_path(r['path'])}{where}")
 
+    _register_dupes(cli, open_library)
+
+
+def _register_dupes(cli: click.Group, open_library: Callable[..., Any]) -> None:
     @cli.command()
     @click.option("--threshold", default=0.95, show_default=True, type=click.FloatRange(0, 1, min_open=True),
                   help="Cosine similarity from which two files count as near duplicates (1 = only identical vectors).")

@@ -8,10 +8,12 @@ cannot be cut at a fixed value (their level moves from query to query and model 
 #207, Immich #5996), and a fixed number of standard deviations cannot either: how far the
 matches of a query stand out depends on the model (the demo model's matches stand 2 sd out, a
 large CLIP's further). What holds is the shape: the hits that belong together sit close, and the
-list falls away after them. So `auto` keeps the hits before the largest drop of the calibrated
-curve among those standing at least Z_MIN above the background (gap detection, one of the three
-rules Marqo PR #1246 tried, made scale-free by the calibration and kept from answering a query
-that matches nothing by Z_MIN). Measured against a fixed top-k on labelled sets:
+list falls away after them. So `auto` keeps the hits before the first large drop of the
+calibrated curve (at least DROP_SHARE of the largest) among those standing at least Z_MIN above
+the background (gap detection, one of the three rules Marqo PR #1246 tried, made scale-free by
+the calibration and kept from answering a query that matches nothing by Z_MIN). The largest drop
+alone held on one model and not on another: where a model keeps a concept's colour closer than
+its shape, the largest drop is the edge of the colour ("a red circle" returned every red thing). Measured against a fixed top-k on labelled sets:
 `python -m scripts.eval_cutoff` (README: "A cutoff that adapts").
 """
 
@@ -23,6 +25,9 @@ from retrieval.errors import UsageError
 
 AUTO = "auto"
 Z_MIN = 1.0  # a hit standing less far above the query's background is never returned by `auto`
+# The first drop at least this share of the largest ends the list: the largest alone is often the
+# edge of a broader class ("red" after "red circle"; scripts/eval_cutoff.py, four models)
+DROP_SHARE = 0.3
 AUTO_DEPTH = 2000  # the longest list `auto` looks through
 MAX_RESULTS = 10_000  # offset + k
 
@@ -44,10 +49,11 @@ def parse_cutoff(value: str | float | None) -> str | float | None:
     return float(value)
 
 
-def auto_split(z: Sequence[float]) -> tuple[float, float]:
+def auto_split(z: Sequence[float], share: float = DROP_SHARE) -> tuple[float, float]:
     """Where `auto` cuts a list's calibrated scores (any order): (the lowest score kept, the
-    highest left out), at the largest drop among the scores >= Z_MIN. (inf, top) when nothing
-    stands out; (lowest, -inf) when all of the list does (the caller may look deeper)."""
+    highest left out), at the first drop among the scores >= Z_MIN that is at least `share` of
+    the largest one (1: the largest). (inf, top) when nothing stands out; (lowest, -inf) when all of the list
+    does (the caller may look deeper)."""
     import numpy as np
 
     zs = np.sort(np.asarray(z, np.float64))[::-1]
@@ -57,7 +63,7 @@ def auto_split(z: Sequence[float]) -> tuple[float, float]:
     if above == len(zs):
         return float(zs[-1]), float("-inf")
     drops = zs[:above] - zs[1 : above + 1]
-    i = int(np.argmax(drops))
+    i = int(np.argmax(drops >= share * drops.max()))
     return float(zs[i]), float(zs[i + 1])
 
 

@@ -1,19 +1,23 @@
 """Zero-shot tags: labels given to pictures, texts, sounds and video moments by the model that
-searches, with a calibrated confidence.
+searches, each with a confidence.
 
-A label is scored as a query is: its text vector's cosine to every item of a kind, calibrated
-(standard deviations above the label's cosines to a random sample of the kind:
-retrieval.calibration), and cut where `--cutoff auto` would cut that list (retrieval.cutoff:
-the largest drop among the items that stand out). The confidence is a logistic of the
-calibrated score centred on the middle of that drop, as wide as a quarter of it: the items just
-above the drop have 0.88, those just below 0.12; the default threshold 0.5 tags exactly what
-`--cutoff auto` returns for the label. Items at or above the threshold are stored with their
-confidence.
+Labels of one run compete, as in CLIP's zero-shot classification: each item's cosines to the
+labels' prompted text vectors are shared out by a softmax at CLIP's temperature (100).
+- An exclusive group (`--labels "red|green|blue"`, or such a line in a labels file): an item gets
+  its best label of the group when that label's share, its confidence, reaches the threshold.
+- Labels given alone (`--labels "cat,dog,receipt"`): yes/no tags. An item gets each label for
+  which it stands out in the library (calibrated, retrieval.calibration, and before the label's
+  `--cutoff auto` edge: retrieval.cutoff) and whose share is at least half the best label's (the
+  labels that fit it best); the confidence is a logistic of its standing around that edge.
+Why: a label's own score curve, cut where it drops, cut between shapes as often as between
+colours on a second model ("red" tagged orange pictures and none of the red ones); the share
+among rivals fixes that. An attribute every item has one value of (a colour) is an exclusive
+set: its recall holds on every model measured, where labels alone, which must stand out, miss
+the tiers of a curve (`python -m scripts.eval_tags`, README: "Tags").
 
-What was tagged is recorded per label (meta `tagging`: prompt, threshold, each kind's centre
-and width, the highest item id done): a re-run scores only items added since (a changed file
-gets new item ids) against the recorded centre, and a new label, threshold or prompt tags
-everything again for that label.
+What was tagged is recorded per label (meta `tagging`: prompt, threshold, its set, the highest
+item id done): a re-run scores only items added since (a changed file gets new item ids), and a
+new threshold, prompt or set tags everything again for that label.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from sqlalchemy.orm import Session
 
 from indexer.catalog import File, Item, Tag, get_meta, set_meta
 from retrieval.cutoff import Z_MIN, auto_split
+from retrieval.calibration import Channel
 from retrieval.errors import UsageError
 
 DEFAULT_LABELS = Path(__file__).parent / "data" / "labels.txt"
@@ -35,6 +40,8 @@ DEFAULT_THRESHOLD = 0.5
 # texts and sounds are matched against the label as written.
 PROMPTS = {"image": "a photo of {}", "default": "{}"}
 MAX_LABELS = 1000
+CLIP_SCALE = 100.0  # CLIP's learned logit scale at its cap (exp(4.6052)): the zero-shot classifier's temperature
+FIT_SHARE = 0.5  # a label alone fits an item when its softmax share is at least half the best label's
 BATCH = 50_000  # stored vectors scored at a time (memory stays flat on a large library)
 
 
@@ -45,7 +52,9 @@ def confidence(z: np.ndarray, centre: float, width: float) -> np.ndarray:
 
 def split_for(z: np.ndarray) -> tuple[float, float]:
     """(centre, width) of a label's confidence over a kind's calibrated scores."""
-    kept, left = auto_split(z)
+    # the largest drop: a label alone must stand out from everything it is not (where a query's
+    # list may stop at its first clear edge)
+    kept, left = auto_split(z, share=1.0)
     if kept == float("inf"):  # nothing stands out: nothing is tagged (a finite centre: it is stored as JSON)
         return 1e9, 1.0
     if left == float("-inf"):  # everything stands out
@@ -91,55 +100,134 @@ def _prompt(template: str | None, embedder: str, label: str) -> str:
     return t.replace("{}", label) if "{}" in t else f"{t} {label}"
 
 
+def label_sets(labels: Sequence[str]) -> tuple[list[str], list[list[str]]]:
+    """The run's labels alone and its exclusive groups ("red|green|blue": one of them at most)."""
+    alone, groups = [], []
+    for label in labels:
+        parts = [p.strip() for p in label.split("|") if p.strip()]
+        if len(parts) > 1:
+            groups.append(parts)
+        elif parts:
+            alone.append(parts[0])
+    return alone, groups
+
+
+def softmax_rows(cos: np.ndarray) -> np.ndarray:
+    """Each row's softmax at CLIP's temperature: how a zero-shot classifier shares an item among labels."""
+    logits = CLIP_SCALE * cos
+    logits -= logits.max(axis=1, keepdims=True)
+    e = np.exp(logits)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+class _Tagger:
+    """One run of `xmr tag`: label vectors, each channel's items and their cosines."""
+
+    def __init__(self, s: Session, searcher: Any, prompt: str | None, threshold: float) -> None:
+        self.s, self.searcher, self.prompt, self.threshold = s, searcher, prompt, threshold
+        self.vecs = searcher.store.vectors()
+        self.encoder = searcher.models.encoder
+        self._text: dict[str, np.ndarray] = {}
+
+    def vector(self, channel: Channel, label: str) -> np.ndarray:
+        text = _prompt(self.prompt, channel[1], label)
+        if text not in self._text:
+            self._text[text] = getattr(self.encoder, "encode_query", self.encoder.encode_text)([text])[0]
+        return self._text[text]
+
+    def cosines(self, ids: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+        """(items, labels) cosines, BATCH stored vectors at a time (memory stays flat)."""
+        return np.concatenate([self.vecs.reconstruct_many(ids[i : i + BATCH]) @ vectors.T
+                               for i in range(0, len(ids), BATCH)]) if len(ids) else np.zeros((0, len(vectors)))
+
+    def standing(self, channel: Channel, v: np.ndarray, sims: np.ndarray) -> np.ndarray:
+        return np.asarray(self.searcher.calibrator.calibrate(self.s, self.vecs, v, {channel: sims})[channel], np.float64)
+
+
+def _alone(t: _Tagger, channel: Channel, ids: np.ndarray, labels: list[str],
+           splits: dict[str, Any]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Labels given alone: an item gets a label when it stands out for it in the library (its
+    calibrated score before the label's `--cutoff auto` edge) and the label fits it about as well
+    as the best label of the set does (softmax share at least half the best's)."""
+    vectors = np.stack([t.vector(channel, label) for label in labels])
+    cos = t.cosines(ids, vectors)
+    share = softmax_rows(cos)
+    fits = share >= share.max(axis=1, keepdims=True) * FIT_SHARE if len(labels) > 1 else np.ones_like(share, bool)
+    out = {}
+    for j, label in enumerate(labels):
+        z = t.standing(channel, vectors[j], cos[:, j])
+        # the items that stand out for the label (before its `--cutoff auto` edge): rivals do not
+        # cover everything an item may be (a purple triangle fits "purple square" better than
+        # "orange star"), so fitting best is not enough
+        centre, width = splits.get(label) or split_for(z)
+        splits[label] = [centre, width]
+        conf = confidence(z, centre, width)
+        keep = (conf >= t.threshold) & fits[:, j]
+        out[label] = (ids[keep], conf[keep])
+    return out
+
+
+def _exclusive(t: _Tagger, channel: Channel, ids: np.ndarray, group: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """An exclusive group: each item is classified among the group's labels as CLIP's zero-shot
+    classification does (softmax at CLIP's temperature); it gets its best label when that label's
+    share (the confidence) reaches the threshold."""
+    vectors = np.stack([t.vector(channel, label) for label in group])
+    share = softmax_rows(t.cosines(ids, vectors))
+    best = share.argmax(axis=1) if len(ids) else np.zeros(0, int)
+    conf = share[np.arange(len(ids)), best] if len(ids) else np.zeros(0)
+    out = {}
+    for j, label in enumerate(group):
+        keep = (best == j) & (conf >= t.threshold)
+        out[label] = (ids[keep], conf[keep])
+    return out
+
+
 def tag_items(s: Session, searcher: Any, labels: Sequence[str], *, threshold: float = DEFAULT_THRESHOLD,
               prompt: str | None = None, modality: str | None = None,
               progress: Callable[[str], None] | None = None) -> dict[str, int]:
-    """Tag the library's items (of one modality, or all) with `labels`; returns the items newly
-    tagged per label. The caller holds the write lock and commits."""
+    """Tag the library's items (of one modality, or all) with `labels` (a label "a|b|c" is an
+    exclusive group); returns the items newly tagged per label. The caller holds the write lock
+    and commits. A label tagged before with the same settings scores only items added since."""
     if not 0.0 < threshold < 1.0:
         raise UsageError(f"--threshold is a confidence between 0 and 1, got {threshold}")
-    vecs = searcher.store.vectors()
-    if vecs is None or vecs.ntotal == 0:
+    t = _Tagger(s, searcher, prompt, threshold)
+    if t.vecs is None or t.vecs.ntotal == 0:
         raise UsageError("nothing to tag: the library has no items yet (run `xmr index PATH`)")
-    encoder = searcher.models.encoder
+    alone, groups = label_sets(labels)
     done: dict[str, Any] = dict(get_meta(s, "tagging", {}) or {})
-    channels = [c for c in searcher.present(s, vecs) if modality is None or c[0] == modality]
-    added: dict[str, int] = {}
-    text_vectors: dict[str, np.ndarray] = {}
-
-    def vector_of(text: str) -> np.ndarray:
-        if text not in text_vectors:
-            text_vectors[text] = getattr(encoder, "encode_query", encoder.encode_text)([text])[0]
-        return text_vectors[text]
-
-    upto = int(vecs.ids().max())
-    for label in labels:
-        rec = done.get(label)
-        same = rec is not None and rec.get("threshold") == threshold and rec.get("prompt") == prompt
-        since = int(rec.get("upto", 0)) if same and rec is not None else 0
+    channels = [c for c in searcher.present(s, t.vecs) if modality is None or c[0] == modality]
+    upto = int(t.vecs.ids().max())
+    # what each label was tagged with before; a label with other settings (or set) starts again
+    setting = {label: {"threshold": threshold, "prompt": prompt, "set": "|".join(g)} for g in groups for label in g}
+    setting.update({label: {"threshold": threshold, "prompt": prompt, "set": ",".join(alone)} for label in alone})
+    since = {}
+    for label, want in setting.items():
+        rec = done.get(label) or {}
+        same = all(rec.get(k) == v for k, v in want.items())
+        since[label] = int(rec.get("upto", 0)) if same else 0
         if not same:
             s.execute(delete(Tag).where(Tag.label == label))
-            rec = {"threshold": threshold, "prompt": prompt, "upto": 0, "splits": {}}
-        count = 0
-        for channel in channels:
-            ids = searcher.channel_ids(s, vecs, channel)
-            ids = ids[ids > since]
-            if not len(ids):
-                continue
-            v = vector_of(_prompt(prompt, channel[1], label))
-            sims = np.concatenate([vecs.reconstruct_many(ids[i : i + BATCH]) @ v for i in range(0, len(ids), BATCH)])
-            z = np.asarray(searcher.calibrator.calibrate(s, vecs, v, {channel: sims})[channel], np.float64)
-            name = "/".join(channel)
-            centre, width = (rec or {}).get("splits", {}).get(name) or split_for(z)
-            conf = confidence(z, centre, width)
-            keep = conf >= threshold
-            # new items only (ids above `since`), or all after the label's tags were deleted: no row exists yet
-            s.add_all(Tag(item_id=int(i), label=label, confidence=float(c)) for i, c in zip(ids[keep], conf[keep]))
-            count += int(keep.sum())
-            rec.setdefault("splits", {})[name] = [centre, width]
-        rec["upto"] = max(upto, since)
-        done[label] = rec
-        added[label] = count
+            done[label] = {**want, "upto": 0, "splits": {}}
+    added = {label: 0 for label in setting}
+    first = min(since.values(), default=0)  # one pass over the items none of the labels has seen
+    for channel in channels:
+        ids = searcher.channel_ids(s, t.vecs, channel)
+        ids = ids[ids > first]
+        name = "/".join(channel)
+        found: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        if alone:
+            splits = {label: done[label]["splits"].get(name) for label in alone}
+            found.update(_alone(t, channel, ids, alone, splits))
+            for label in alone:
+                done[label]["splits"][name] = splits[label]
+        for group in groups:
+            found.update(_exclusive(t, channel, ids, group))
+        for label, (got, conf) in found.items():
+            new = got > since[label]  # items a label has seen keep their tags
+            s.add_all(Tag(item_id=int(i), label=label, confidence=float(c)) for i, c in zip(got[new], conf[new]))
+            added[label] += int(new.sum())
+    for label in setting:
+        done[label]["upto"] = max(upto, since[label])
         if progress:
             progress(label)
     set_meta(s, "tagging", done)

@@ -9,7 +9,7 @@ For each query `--cutoff auto` returns a set; a fixed top-k with k = the mean si
 (over the query set) is the baseline. Printed: precision and recall of each, micro-averaged
 (pooled over queries) and macro (per query, then averaged), as JSON.
 
-    python -m scripts.eval_cutoff [--model local-dir:DIR] [--seeds 0 1 2]
+    python -m scripts.eval_cutoff [--models local-dir:A local-dir:B ...] [--seeds 0 1 2]
 """
 
 from __future__ import annotations
@@ -43,6 +43,16 @@ def _score(found: list[set[str]], relevant: list[set[str]]) -> dict[str, float]:
             "macro_precision": round(sum(per_p) / len(per_p), 3), "macro_recall": round(sum(per_r) / len(per_r), 3)}
 
 
+def _best_cut(ranked: list[str], relevant: set[str], recall: float = 0.8) -> set[str]:
+    """The prefix of `ranked` with the highest precision among those reaching `recall`."""
+    best, best_p, hits = set(ranked), -1.0, 0
+    for n, rel in enumerate(ranked, 1):
+        hits += rel in relevant
+        if hits / len(relevant) >= recall and hits / n > best_p:
+            best, best_p = set(ranked[:n]), hits / n
+    return best
+
+
 def evaluate(model: str, seeds: list[int]) -> dict[str, Any]:
     from retrieval import Library
 
@@ -72,19 +82,23 @@ def evaluate(model: str, seeds: list[int]) -> dict[str, Any]:
             "class_sizes": [min(map(len, p["relevant"])), max(map(len, p["relevant"]))],
             "auto": {**_score(p["auto"], p["relevant"]), "mean_size": round(sum(map(len, p["auto"])) / len(p["auto"]), 1)},
             f"fixed_top_{k}": _score([set(r[:k]) for r in p["ranked"]], p["relevant"]),
+            # the best any cutoff could do on this model's ranking: each query cut where its
+            # precision is highest at recall >= 0.8 (an upper bound, which knows the answers)
+            "best_cut_at_recall_0.8": _score([_best_cut(r, rel) for r, rel in zip(p["ranked"], p["relevant"])],
+                                             p["relevant"]),
         }
     return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", help="default: the demo model (trained once, cached)")
+    ap.add_argument("--models", nargs="+", help="default: the demo model (trained once, cached)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     args = ap.parse_args()
     from scripts.demo import model_or_demo
 
-    model = model_or_demo(args.model)
-    print(json.dumps(evaluate(model, args.seeds), indent=2))
+    models = args.models or [model_or_demo(None)]
+    print(json.dumps([{"model": m, **evaluate(m, args.seeds)} for m in models], indent=2))
 
 
 if __name__ == "__main__":

@@ -54,7 +54,17 @@ def save_random_model(folder: str | Path, seed: int = 0) -> Path:
     return folder
 
 
-def train(out_dir: str | Path, steps: int = STEPS, seed: int = 0, log_every: int = 100, verbose: bool = True) -> Path:
+def model_cfg(width: int | None = None) -> dict:
+    """The architecture; `width` scales the picture tower (16: the demo model's) and the text
+    tower with it (another size of the same recipe, for evaluations across models)."""
+    if width is None:
+        return MODEL_CFG
+    return {**MODEL_CFG, "vision_cfg": {**MODEL_CFG["vision_cfg"], "width": width},
+            "text_cfg": {**MODEL_CFG["text_cfg"], "width": width * 4, "heads": max(2, width // 8)}}
+
+
+def train(out_dir: str | Path, steps: int = STEPS, seed: int = 0, log_every: int = 100, verbose: bool = True,
+          width: int | None = None) -> Path:
     """Train and save the model into `out_dir`; returns the folder."""
     import open_clip
     import torch
@@ -66,7 +76,8 @@ def train(out_dir: str | Path, steps: int = STEPS, seed: int = 0, log_every: int
     out.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
     torch.manual_seed(seed)
-    model = open_clip.CLIP(**MODEL_CFG)
+    cfg = model_cfg(width)
+    model = open_clip.CLIP(**cfg)
     preprocess = image_transform_v2(PreprocessCfg(**PREPROCESS_CFG), is_train=False)
     tokenizer = open_clip.get_tokenizer("ViT-B-32")  # the standard CLIP BPE, context 77
 
@@ -101,7 +112,8 @@ def train(out_dir: str | Path, steps: int = STEPS, seed: int = 0, log_every: int
     model.eval()
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out / "open_clip_model.safetensors"))
     (out / "open_clip_config.json").write_text(
-        json.dumps({"model_cfg": MODEL_CFG, "preprocess_cfg": PREPROCESS_CFG, "xmr_demo_model": {"version": VERSION, "seed": seed, "steps": steps}}, indent=2)
+        json.dumps({"model_cfg": cfg, "preprocess_cfg": PREPROCESS_CFG,
+                    "xmr_demo_model": {"version": VERSION, "seed": seed, "steps": steps, "width": width}}, indent=2)
     )
     return out
 
@@ -111,8 +123,9 @@ def main() -> None:
     ap.add_argument("out_dir")
     ap.add_argument("--steps", type=int, default=STEPS)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--width", type=int, help="picture tower width (default 16; the text tower scales with it)")
     a = ap.parse_args()
-    print(train(a.out_dir, steps=a.steps, seed=a.seed))
+    print(train(a.out_dir, steps=a.steps, seed=a.seed, width=a.width))
 
 
 if __name__ == "__main__":
