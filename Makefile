@@ -5,8 +5,15 @@ VENV ?= .venv
 FAISS ?= cpu
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.xmr-installed
+DEMO_STAMP := $(VENV)/.xmr-demo-installed
 
 .PHONY: demo test bench clean
+
+# The demo needs xmr and one FAISS only (no test tools, Ray or PostgreSQL driver).
+$(DEMO_STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -e '.[$(FAISS)]'
+	touch $(DEMO_STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,7 +23,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps 'clip-retrieval==2.45.0'
 	touch $(STAMP)
 
-demo: $(STAMP)
+demo: $(DEMO_STAMP)
 	$(BIN)/python scripts/demo.py
 
 test: $(STAMP)

@@ -88,6 +88,8 @@ class File(Base):
     height: Mapped[Optional[int]] = mapped_column(Integer, nullable=True)
     duration: Mapped[Optional[float]] = mapped_column(Float, nullable=True)  # seconds, sounds and videos
     facts_version: Mapped[Optional[int]] = mapped_column(Integer, nullable=True)  # how its facts were read
+    # readers its settings called for that could not be had when it was indexed ("ocr,speech")
+    unread: Mapped[Optional[str]] = mapped_column(String(64), nullable=True)
     items: Mapped[list["Item"]] = relationship(
         back_populates="file", cascade="all, delete-orphan", passive_deletes=True, order_by="Item.id"
     )
@@ -207,6 +209,14 @@ def _facts_and_tags(conn: Connection) -> None:
             conn.exec_driver_sql(f"ALTER TABLE files ADD COLUMN {name} {sql_type}")
     conn.exec_driver_sql("CREATE INDEX IF NOT EXISTS ix_files_taken_at ON files (taken_at)")
     Tag.__table__.create(conn, checkfirst=True)
+
+
+@migration(8)
+def _unread(conn: Connection) -> None:
+    """Version 9: a file remembers the readers (OCR, speech, the sound model) that could not be
+    had when it was indexed (`xmr check` reports them; `--repair` reads them again)."""
+    if "unread" not in {c["name"] for c in inspect(conn).get_columns("files")}:
+        conn.exec_driver_sql("ALTER TABLE files ADD COLUMN unread VARCHAR(64)")
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -8,12 +8,12 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from indexer import extra_models, words
 from indexer.audio_bridge import AudioBridge
-from indexer.catalog import File, Item
+from indexer.catalog import File, Item, chunked
 from indexer.store import Store
 from indexer.vectors import VectorIndex
 from retrieval.errors import LibraryError
@@ -25,6 +25,7 @@ class CheckReport:
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     repaired: list[str] = field(default_factory=list)
+    reread: list[str] = field(default_factory=list)  # files marked to be read again (repair)
 
     @property
     def ok(self) -> bool:
@@ -109,7 +110,31 @@ def _check(s: Session, store: Store, bridge: AudioBridge, vecs: VectorIndex | No
         if vecs is not None and len(np.unique(vecs.ids())) != vecs.ntotal:
             report.warnings.append("duplicate ids remain; rebuild the library with a fresh `xmr index`")
         store.commit(s)
+    unread = _unread(s, report.warnings)
+    if repair and unread:
+        for part in chunked(unread):  # "changed": the next index run decodes them again
+            s.execute(update(File).where(File.path.in_(part)).values(mtime_ns=-1))
+        s.commit()
+        report.reread = unread
+        report.repaired.append(f"marked {len(unread)} files to be read again")
     return report
+
+
+def _unread(s: Session, warnings: list[str]) -> list[str]:
+    """Files indexed while a reader their settings call for could not be had (File.unread)."""
+    rows = s.execute(select(File.path, File.unread).where(File.unread.is_not(None)).order_by(File.path)).all()
+    if rows:
+        counts: dict[str, int] = {}
+        for _, unread in rows:
+            for what in unread.split(","):
+                counts[what] = counts.get(what, 0) + 1
+        said = ", ".join(f"{READER_WORDS.get(w, w)}: {n}" for w, n in sorted(counts.items()))
+        warnings.append(f"{len(rows)} files were indexed without what their settings call for ({said}; e.g. "
+                        f"{display_path(rows[0][0])}): it could not be had then; `xmr check --repair` reads them again")
+    return [path for path, _ in rows]
+
+
+READER_WORDS = {"ocr": "words in pictures", "speech": "speech", "sound": "sounds"}
 
 
 def _check_words(s: Session, problems: list[str]) -> bool:

@@ -93,14 +93,16 @@ class RayDecoder:
     embedded by the main model's actors; each comes back whole, with its vectors."""
 
     def __init__(self, address: str | None, decode: DecodeSetup, models: Any, batch_size: int | None,
-                 ship_bytes: bool, on_engines: Callable[[dict[str, Any]], None]) -> None:
+                 ship_bytes: bool, on_engines: Callable[..., None]) -> None:
+        from indexer.stages.decoders import quiet_readers
+
         self.address, self.ship_bytes, self.on_engines = address, ship_bytes, on_engines
-        self.setup = setup_for(decode, models, batch_size)
+        self.setup = setup_for(quiet_readers(decode), models, batch_size)
 
     def files(self, jobs: Sequence[MediaFile], poll: Poll) -> Iterator[tuple[MediaFile, Source]]:
         by_path = {mf.path: mf for mf in jobs}
         for out in outcomes(self.address, list(by_path.values()), self.setup, ship_bytes=self.ship_bytes, poll=poll):
-            self.on_engines(out.engines)
+            self.on_engines(out.engines, out.notes)
             yield by_path[out.path], WholeFile(out)
 
     def close(self) -> None:

@@ -55,6 +55,35 @@ class Words:
     confidence: float
 
 
+LEPT_SEVERITY_NONE = 6  # leptonica's L_SEVERITY_NONE
+
+
+def leptonica_libraries(tesserocr: Any) -> list[str]:
+    """The leptonica libraries tesserocr may have loaded: its wheel's own copy, else the system's."""
+    import ctypes.util
+
+    base = Path(tesserocr.__file__).parent
+    found = sorted(glob.glob(str(base.parent / "tesserocr.libs" / "libleptonica*.so*")))
+    system = ctypes.util.find_library("leptonica") or ctypes.util.find_library("lept")
+    return found + ([system] if system else [])
+
+
+def quiet_leptonica(tesserocr: Any) -> bool:
+    """Leptonica (Tesseract's image library) prints its C-level complaints on stderr ("Error in
+    boxClipToRectangle: box outside rectangle", seen on real wallpapers), over the progress bar:
+    set its message severity to none in the copy tesserocr loaded. True when it was found."""
+    import ctypes
+
+    done = False
+    for path in leptonica_libraries(tesserocr):
+        try:
+            ctypes.CDLL(path).setMsgSeverity(LEPT_SEVERITY_NONE)
+            done = True
+        except (OSError, AttributeError):
+            continue
+    return done
+
+
 class Reader:
     """Tesseract for one language; one engine per thread (an engine is not thread-safe), made on
     first use. tesserocr lets go of the GIL while it reads, so decode threads read in parallel."""
@@ -70,6 +99,7 @@ class Reader:
             raise ModelLoadError(f"no Tesseract language data for {lang!r} found (install tesseract-ocr-{lang}, "
                                  "or set TESSDATA_PREFIX)")
         self._tesserocr = tesserocr
+        quiet_leptonica(tesserocr)
         self._local = threading.local()
         self._identity: dict[str, Any] | None = None
         self._api()  # fail now, not in a decode thread, when the data does not load
@@ -81,6 +111,7 @@ class Reader:
                 api = self._tesserocr.PyTessBaseAPI(path=self.tessdata, lang=self.lang)
             except RuntimeError as e:
                 raise ModelLoadError(f"Tesseract cannot load {self.lang!r} from {self.tessdata}: {e}") from None
+            api.SetVariable("debug_file", os.devnull)  # Tesseract's own notes ("Invalid resolution 0 dpi")
             self._local.api = api
         return api
 

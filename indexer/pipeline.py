@@ -96,7 +96,8 @@ class _Run:
         # Added models' indexes are read only when this run changes them (Ray's workers run the
         # main model only: what they lack is caught up after the run, extra_models.sync).
         added = extra_models.open_indexes(store, s) if (self.jobs or todo.gone) and not opts.ray else {}
-        self.writer = Writer(s, store, self.report, todo.known, added, opts.checkpoint_seconds)
+        self.writer = Writer(s, store, self.report, todo.known, added, opts.checkpoint_seconds,
+                             missing=lambda: self.readers.notes.keys())
         self.writer.drop([f.id for f in todo.gone])
         s.flush()
         if opts.segment_max is not None:  # remembered: later runs cut new videos as these were cut

@@ -60,6 +60,9 @@ class ReaderSettings:
     device: str = "cpu"
     asked_ocr: bool | None = None  # what this run was asked for (remembered for the next runs)
     asked_speech: str | None = None
+    # whether a reader that cannot be had is said here: a decode process or a Ray worker hands
+    # its reason to the run instead (Readers.adopt), which says it once
+    tell: bool = True
 
     @classmethod
     def of(cls, session: Session, *, ocr: bool | None = None, speech_model: str | None = None,
@@ -103,11 +106,19 @@ class Readers:
         self._failed: set[str] = set()
         self._lock = threading.Lock()
         self._adopted: dict[str, dict[str, Any]] = {}
+        self.notes: dict[str, str] = {}  # what could not be had, and why
+
+    def unavailable(self, what: str, reason: str) -> None:
+        """A reader or model this run cannot have: said once (by the run, for its workers)."""
+        with self._lock:
+            self._off(what, reason)
 
     def _off(self, what: str, reason: str) -> None:
         if what not in self._failed:
             self._failed.add(what)
-            log.warning("%s", reason)
+            self.notes[what] = reason
+            if self.settings.tell:
+                log.warning("%s", reason)
 
     def ocr(self) -> Any:
         """The OCR reader (indexer.ocr.Reader), or None."""
@@ -160,9 +171,12 @@ class Readers:
             out["speech"] = self._speech.identity()
         return out
 
-    def adopt(self, engines: dict[str, dict[str, Any]]) -> None:
-        """Engines that read files in decode processes or on Ray workers: recorded like this one's own."""
+    def adopt(self, engines: dict[str, dict[str, Any]], notes: dict[str, str] | None = None) -> None:
+        """Engines that read files in decode processes or on Ray workers: recorded like this one's
+        own; the readers they could not have: said once for the run."""
         self._adopted.update(engines)
+        for what, reason in (notes or {}).items():
+            self.unavailable(what, reason)
 
     def record(self, session: Session) -> None:
         """Record the engines that read something in this run (once per library)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+from typing import Any, Callable
 
 import click
 
@@ -16,7 +17,9 @@ def _announce(url: str, token: str | None, cors: tuple[str, ...]) -> None:
         click.echo(f"xmr: clip-retrieval back end {back}  (ClipClient url {back}/knn-service)", err=True)
 
 
-def register(cli: click.Group) -> None:
+def register(cli: click.Group, open_library: Callable[..., Any]) -> None:
+    """`xmr serve` and `xmr shard` on the group; `open_library(ctx)` opens the command's library."""
+
     @cli.command()
     @click.option("--host", default="127.0.0.1", show_default=True, envvar="XMR_HOST",
                   help="Address to listen on; anything but loopback needs --token.")
@@ -64,9 +67,7 @@ def register(cli: click.Group) -> None:
         """Cut the library's vectors into N shards by item id, for `xmr serve --ray` (one Ray
         actor per shard). Remembered: later `xmr index` runs cut them again. Without N: cut
         again; 1: no shards."""
-        from retrieval.cli import _open
-
-        lib = _open(ctx)
+        lib = open_library(ctx)
         paths = lib.shard(n)
         if not paths:
             click.echo(f"{lib.path}: not sharded" if n == 1 else f"{lib.path}: no vectors to shard yet")

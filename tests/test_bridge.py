@@ -8,6 +8,7 @@ import pytest
 from retrieval.encoders.bridge import (
     Bridge,
     BridgeMismatchError,
+    Refine,
     _unit,
     fit_bridge,
     read_captions,
@@ -46,13 +47,13 @@ def test_closed_form_recovers_a_planted_map(data):
 def test_contrastive_refinement_is_not_worse(data):
     (x, y), (xt, yt) = data
     ridge = fit_bridge(x, y, method="ridge")
-    refined = fit_bridge(x, y, method="contrastive", steps=150)
+    refined = fit_bridge(x, y, method="contrastive", refine=Refine(steps=150))
     assert refined.manifest["method"].endswith("+contrastive")
     r1_ridge, cos_ridge = retrieval_scores(ridge.map_text_space(xt), yt)
     r1_ref, cos_ref = retrieval_scores(refined.map_text_space(xt), yt)
     assert r1_ref >= r1_ridge - 1e-9
     assert cos_ref >= cos_ridge - 0.01
-    auto = fit_bridge(x, y, method="auto", steps=150)
+    auto = fit_bridge(x, y, method="auto", refine=Refine(steps=150))
     assert retrieval_scores(auto.map_text_space(xt), yt)[0] >= r1_ridge - 1e-9
 
 

@@ -200,20 +200,31 @@ class AudioKind(MediaKind):
     noun = "sound"
     extensions = AUDIO_EXTS | AV_EXTS
     location = ("chunk", "start", "end", "snippet", "confidence")  # a transcript's words, if it is one
+    readers = ("speech", "sound")
     view = "player"
 
     def sniff(self, head: bytes, ext: str) -> bool:
         return sniff_audio(head, ext)
 
     def decode(self, path: str, ctx: DecodeContext) -> Iterator[Segment]:
-        rate, window = ctx.audio_format()
-        for w in audio_windows(path, rate, window):
-            yield Segment(w.samples, embedder="audio", chunk=w.index, start=w.start, end=w.end)
+        try:
+            rate, window = ctx.audio_format()
+        except DecodeError as e:  # no sound model: what is said needs Whisper only
+            unheard: DecodeError | None = e
+        else:
+            unheard = None
+            for w in audio_windows(path, rate, window):
+                yield Segment(w.samples, embedder="audio", chunk=w.index, start=w.start, end=w.end)
         transcriber = ctx.speech()
+        said = 0
         if transcriber is not None:
             from indexer.speech import speech_segments
 
-            yield from speech_segments(transcriber, path)
+            for seg in speech_segments(transcriber, path):
+                said += 1
+                yield seg
+        if unheard is not None and not said:
+            raise unheard
 
     def facts(self, path: str) -> dict[str, Any]:
         from indexer.kinds.avfile import media_facts

@@ -101,6 +101,10 @@ class MediaKind:
     noun: ClassVar[str]  # one hit, in words: "picture"
     extensions: ClassVar[frozenset[str]]  # lower case, with the dot
     location: ClassVar[tuple[str, ...]] = ()  # which LOCATION_FIELDS its hits carry
+    # the readers its files are read by where the library's settings call for them: "ocr" (words
+    # in pictures), "speech" (what is said), "sound" (the sound model); a file indexed while one
+    # could not be had is marked (File.unread), for `xmr check` to report and `--repair` to redo
+    readers: ClassVar[tuple[str, ...]] = ()
     view: ClassVar[str] = "file"  # how the page shows a hit: "thumbnail", "snippet", "player", "video"
     mime: ClassVar[str | None] = None  # served as; None: guessed from the name, within `name/`
 

@@ -153,6 +153,7 @@ class DocumentKind(MediaKind):
     noun = "document"
     extensions = frozenset({".pdf", ".html", ".htm", ".xhtml", ".docx", ".epub"})
     location = ("chunk", "snippet", "char_start", "char_end", "page", "confidence")
+    readers = ("ocr",)  # scanned pages
     view = "snippet"
 
     def sniff(self, head: bytes, ext: str) -> bool:

@@ -97,6 +97,7 @@ class ImageKind(MediaKind):
         return head.startswith(_MAGIC) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
 
     location = ("snippet", "confidence")  # the words read off it, if any
+    readers = ("ocr",)
 
     def decode(self, path: str, ctx: DecodeContext) -> Iterator[Segment]:
         reader = ctx.ocr()

@@ -206,6 +206,7 @@ class VideoKind(MediaKind):
     noun = "video"
     extensions = VIDEO_EXTS
     location = ("chunk", "start", "end", "snippet", "confidence")
+    readers = ("speech", "sound")
     view = "video"
 
     def sniff(self, head: bytes, ext: str) -> bool:

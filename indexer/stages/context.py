@@ -10,6 +10,8 @@ normalisation), so a file is decoded once for all of a library's models.
 
 from __future__ import annotations
 
+import copy
+import threading
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -88,12 +90,18 @@ class DecodeContext:
         self.wants_sound = setup.audio_model is not None
         self.device_jpeg = setup.device_jpeg
         self._pictures = [m for m in setup.models if "image" in m.embeds]
-        self._told_audio = False
+        self._local = threading.local()
 
     def count_tokens(self, text: str) -> int:
         from retrieval.encoders.clip import count_tokens
 
-        return count_tokens(self.setup.tokenizer, text)
+        # each decode thread counts with its own copy: a Hugging Face fast tokenizer keeps its
+        # truncation and padding settings in shared state, and the model encodes with the same
+        # object at the same time (a batch then fails "Unable to create tensor", now and then)
+        tok = getattr(self._local, "tokenizer", None)
+        if tok is None:
+            tok = self._local.tokenizer = copy.deepcopy(self.setup.tokenizer)
+        return count_tokens(tok, text)
 
     def clap(self) -> Any:
         """CLAP's feature extractor (no weights), once per process."""
@@ -104,9 +112,9 @@ class DecodeContext:
 
         try:
             return load_once(("clap", model), lambda: ClapFeatures(model))
-        except ModelLoadError as e:  # told in full once; then each further sound is skipped briefly
-            told, self._told_audio = self._told_audio, True
-            raise DecodeError("no audio model (see above)" if told else f"no audio model: {e}") from None
+        except ModelLoadError as e:  # told in full once for the run; each sound is skipped briefly
+            self.readers.unavailable("sound", f"no audio model: {e}")
+            raise DecodeError("no audio model (see above)") from None
 
     def audio_format(self) -> tuple[int, int]:
         clap = self.clap()

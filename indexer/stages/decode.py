@@ -87,6 +87,7 @@ class Decoded:
     segments: list[Segment] = field(default_factory=list)
     error: str | None = None
     engines: dict[str, dict[str, Any]] = field(default_factory=dict)  # OCR/speech identities that read it
+    notes: dict[str, str] = field(default_factory=dict)  # readers that could not be had, and why
     vectors: dict[str, list[Any]] | None = None  # by model key, one per segment (None: a sound to bridge)
     raw: list[Any] | None = None  # CLAP's own vectors of sounds
 
@@ -113,7 +114,7 @@ def decode_whole(path: str, size: int, ctx: DecodeContext, data: bytes | None = 
             out.segments = list(events)  # type: ignore[arg-type]
     except DecodeError as e:
         out.error, out.segments = str(e), []
-    out.engines = ctx.readers.used()
+    out.engines, out.notes = ctx.readers.used(), dict(ctx.readers.notes)
     return out
 
 

@@ -8,6 +8,7 @@ import logging
 import os
 import threading
 from collections import deque
+from dataclasses import replace
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable, Iterable, Iterator, Protocol
@@ -123,11 +124,16 @@ def _decode_in_process(path: str, size: int) -> Decoded:
     return decode_whole(path, size, _process_ctx)
 
 
+def quiet_readers(setup: DecodeSetup) -> DecodeSetup:
+    """The setup for a worker: its readers hand a missing reader's reason to the run (said once)."""
+    return replace(setup, readers=replace(setup.readers, tell=False))
+
+
 class ProcessDecoder:
     """Decode processes (forkserver: never a fork of a process running torch's threads), each
     with its own readers; whole files come back, `window` of them ahead."""
 
-    def __init__(self, setup: DecodeSetup, workers: int, on_engines: Callable[[dict[str, Any]], None]) -> None:
+    def __init__(self, setup: DecodeSetup, workers: int, on_engines: Callable[..., None]) -> None:
         import multiprocessing
 
         self.window = 4 * workers
@@ -135,7 +141,7 @@ class ProcessDecoder:
         self._processes: dict[int, Any] = {}
         self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("forkserver"),
                                         initializer=_start_process,
-                                        initargs=(setup, os.getpid(), _logging_of_this_process()))
+                                        initargs=(quiet_readers(setup), os.getpid(), _logging_of_this_process()))
 
     def files(self, jobs: Iterable[MediaFile], poll: Poll) -> Iterator[tuple[MediaFile, Source]]:
         ahead: deque[tuple[MediaFile, Future[Decoded]]] = deque()
@@ -153,7 +159,7 @@ class ProcessDecoder:
                 raise XmrError(f"a decode process died while reading {ahead[0][0].path if ahead else 'a file'} or a "
                                "file decoded beside it; run again to resume, or index with --decoder threads") from None
             ahead.popleft()
-            self.on_engines(decoded.engines)
+            self.on_engines(decoded.engines, decoded.notes)
             yield mf, WholeFile(decoded)
 
     @staticmethod

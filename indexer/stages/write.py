@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Collection, Iterator, Sequence
 
 from sqlalchemy.orm import Session
 
@@ -34,9 +34,11 @@ class _Fanout:
 
 class Writer:
     def __init__(self, session: Session, store: Store, report: IndexReport, known: dict[str, File],
-                 added: dict[str, AddedIndex], checkpoint_seconds: float) -> None:
+                 added: dict[str, AddedIndex], checkpoint_seconds: float,
+                 missing: Callable[[], Collection[str]] = tuple) -> None:
         self.s, self.store, self.report, self.known = session, store, report, known
         self.added, self.checkpoint_seconds = added, checkpoint_seconds
+        self.missing = missing  # the readers this run could not have (indexer.readers: notes)
         self.mutating = False
         self.last_checkpoint = time.perf_counter()
 
@@ -76,8 +78,10 @@ class Writer:
         facts = dict(w.facts)
         if "duration" not in facts and any(seg.end is not None for seg in w.segments):
             facts["duration"] = max(seg.end for seg in w.segments if seg.end is not None)
+        missing = self.missing()
+        unread = ",".join(r for r in w.kind.readers if r in missing) or None
         f = File(path=w.mf.path, modality=w.kind.name, size=w.mf.size, mtime_ns=w.mf.mtime_ns, phash=w.phash,
-                 facts_version=FACTS_VERSION, **facts)
+                 facts_version=FACTS_VERSION, unread=unread, **facts)
         self.s.add(f)
         self.s.flush()
         items = [Item(file_id=f.id, modality=w.kind.name, chunk=g.chunk, char_start=g.char_start, char_end=g.char_end,

@@ -237,15 +237,28 @@ def fit_procrustes(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return (u @ vt).astype(np.float32), xm.astype(np.float32), ym.astype(np.float32)
 
 
-def refine_contrastive(
-    x: np.ndarray, y: np.ndarray, W: np.ndarray, xm: np.ndarray, ym: np.ndarray,
-    steps: int = 300, lr: float = 1e-3, temperature: float = 0.05, batch: int = 1024, seed: int = 0,
-    progress: Callable[[int], None] | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Symmetric InfoNCE + (1 - cosine), starting from a closed-form W."""
+@dataclass(frozen=True)
+class Refine:
+    """The contrastive refinement's settings."""
+
+    steps: int = 300
+    lr: float = 1e-3
+    temperature: float = 0.05
+    batch: int = 1024
+    seed: int = 0
+
+
+Affine = tuple[np.ndarray, np.ndarray, np.ndarray]  # W, x mean, y mean: y ~ (x - xm) @ W + ym
+
+
+def refine_contrastive(x: np.ndarray, y: np.ndarray, start: Affine, opts: Refine = Refine(),
+                       progress: Callable[[int], None] | None = None) -> Affine:
+    """Symmetric InfoNCE + (1 - cosine), starting from a closed-form map."""
     import torch
 
-    g = torch.Generator().manual_seed(seed)
+    W, xm, ym = start
+    steps, lr, temperature, batch = opts.steps, opts.lr, opts.temperature, opts.batch
+    g = torch.Generator().manual_seed(opts.seed)
     X = torch.from_numpy(np.ascontiguousarray(x - xm, dtype=np.float32))
     Y = torch.from_numpy(np.ascontiguousarray(_unit(y)))
     w = torch.nn.Parameter(torch.from_numpy(W.copy()))
@@ -276,8 +289,7 @@ def fit_bridge(
     method: str = "auto",
     audio: np.ndarray | None = None,
     heldout: float = 0.1,
-    seed: int = 0,
-    steps: int = 300,
+    refine: Refine = Refine(),
     manifest: dict[str, Any] | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> Bridge:
@@ -291,7 +303,7 @@ def fit_bridge(
     x, y = np.asarray(x, np.float32), np.asarray(y, np.float32)
     if len(x) != len(y) or len(x) < 16:
         raise UsageError("a bridge needs at least 16 caption pairs")
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(refine.seed)
     perm = rng.permutation(len(x))
     n_val = max(8, int(len(x) * heldout))
     val, train = perm[:n_val], perm[n_val:]
@@ -312,12 +324,12 @@ def fit_bridge(
     use_refine = method == "contrastive"
     if method in ("auto", "contrastive"):
         W, xm, ym = fn(x[train], y[train], **kw)
-        W2, xm2, ym2 = refine_contrastive(x[train], y[train], W, xm, ym, steps=steps, seed=seed, progress=progress)
+        W2, xm2, ym2 = refine_contrastive(x[train], y[train], (W, xm, ym), refine, progress)
         scores[best + "+contrastive"] = refined = retrieval_scores((x[val] - xm2) @ W2 + ym2, y[val])
         use_refine = use_refine or refined > scores[best]
     W, xm, ym = fn(x, y, **kw)
     if use_refine:
-        W, xm, ym = refine_contrastive(x, y, W, xm, ym, steps=steps, seed=seed)
+        W, xm, ym = refine_contrastive(x, y, (W, xm, ym), refine)
         chosen = best + "+contrastive"
     gap = np.zeros(x.shape[1], np.float32)
     gap_windows = 0 if audio is None else len(audio)

@@ -6,7 +6,8 @@ import ipaddress
 import logging
 import socket
 from urllib.parse import urlsplit
-from typing import Callable
+from dataclasses import dataclass
+from typing import Any, Callable
 
 from retrieval.errors import UsageError, XmrError
 from retrieval.server import discovery
@@ -44,23 +45,26 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(
-    library: str | None,
-    *,
-    db: str | None = None,
-    device: str = "auto",
-    host: str = "127.0.0.1",
-    port: int = 8765,
-    token: str | None = None,
-    max_upload: int = DEFAULT_MAX_UPLOAD,
-    access_log: bool = False,
-    cors: tuple[str, ...] = (),
-    allow_image_urls: bool = False,
-    on_ready: Callable[[str], None] | None = None,
-    ray: str | None = None,
-) -> None:
-    """Serve `library` until SIGINT/SIGTERM. Binding beyond loopback needs a token. `ray`: the
-    address of a Ray cluster whose actors hold the library's shards (retrieval.sharded)."""
+@dataclass(frozen=True)
+class ServeOptions:
+    """How `xmr serve` listens and whom it answers (its options)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8765
+    token: str | None = None
+    max_upload: int = DEFAULT_MAX_UPLOAD
+    access_log: bool = False
+    cors: tuple[str, ...] = ()
+    allow_image_urls: bool = False
+    ray: str | None = None  # a Ray cluster whose actors hold the library's shards (retrieval.sharded)
+
+
+def serve(library: str | None, options: ServeOptions | None = None, *, db: str | None = None, device: str = "auto",
+          on_ready: Callable[[str], None] | None = None, **fields: Any) -> None:
+    """Serve `library` until SIGINT/SIGTERM (`options`, or ServeOptions' fields). Binding beyond
+    loopback needs a token."""
+    o = options or ServeOptions(**fields)
+    host, port, token, cors, ray = o.host, o.port, o.token, o.cors, o.ray
     if not is_loopback(host) and not token:
         raise UsageError(
             f"--host {host} would let other machines read your library; give a --token "
@@ -82,11 +86,11 @@ def serve(
         parts = urlsplit(origin)
         if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/"):
             raise UsageError(f"--cors {origin!r}: give an origin, such as http://127.0.0.1:1235")
-    app = create_app(state, token=token, max_upload=max_upload, allowed_hosts=(host,), cors=cors,
-                     allow_image_urls=allow_image_urls)
+    app = create_app(state, token=token, max_upload=o.max_upload, allowed_hosts=(host,), cors=cors,
+                     allow_image_urls=o.allow_image_urls)
     sock = listen(host, port)
     bound_port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="info" if access_log else "warning", access_log=access_log,
+    config = uvicorn.Config(app, log_level="info" if o.access_log else "warning", access_log=o.access_log,
                             proxy_headers=False, server_header=False, timeout_graceful_shutdown=5)
     server = uvicorn.Server(config)
     discovery.write(state.path, host=host, port=bound_port, db=db, token=token)
