@@ -148,10 +148,12 @@ def parse(text: str) -> Parsed:
             if term:
                 out.exclude.append(term)
                 out.negatives.append(term)
+                tokens.append(Token(raw, "not", term))  # shown as a chip; no request field of its own
         else:
             plain.append(raw)
     for t in tokens:
-        out.fields = combine(out.fields, _fields(t), t.text)
+        if t.key != "not":
+            out.fields = combine(out.fields, _fields(t), t.text)
     # a blank text stays (the query says "empty text"); one of filters only has no meaning to add
     out.texts = [" ".join(plain)] if plain else ([text] if not text.strip() else [])
     out.tokens = tuple(tokens)

@@ -150,7 +150,7 @@ def test_typed_filters_parse_to_what_they_say(words, chosen, excluded):
         assert p.fields["camera"] == chosen["camera"]
     if "size" in chosen:
         assert set(p.fields) & {"min_size", "max_size"}
-    assert [t.key for t in p.tokens] == list(chosen)
+    assert [t.key for t in p.tokens] == list(chosen) + ["not"] * len(excluded)
 
 
 @given(text=st.text(max_size=60))

@@ -28,7 +28,7 @@ def video_lib(tmp_path_factory, trained_model, tiny_clap):
     lib = Library(tmp_path_factory.mktemp("video-lib"), model=trained_model, audio_model=tiny_clap, create=True)
     # Scenes of about 10 s (the tiny CLAP's window, so each tone has a window of its own): a
     # --segment-max above that keeps one shot per scene (test_long_shots_are_split checks 10 s).
-    report = lib.index([media], segment_max=12.0)
+    report = lib.index([media], segment_max=12.0, speech_model="none")  # not about speech (test_words is)
     assert report.skipped == 0 and report.new == 2
     return lib, media, cuts
 

@@ -255,12 +255,15 @@ def test_speech_model_missing_offline_is_one_note(tmp_path, random_model, tiny_c
     media.mkdir()
     for i in range(3):
         write_sound(media / f"tone{i}.wav", synth("tone", 2.0, freq=440 + 100 * i))
-    env = {"HF_HOME": str(tmp_path / "hf")}  # an empty cache
+    env = {"HF_HOME": str(tmp_path / "hf"), "XMR_SPEECH_MODEL": "base"}  # an empty cache; the default model
     proc = run_xmr("--library", str(tmp_path / "lib"), "index", str(media), "--model", random_model,
                    "--audio-model", tiny_clap, env=env, check=True)
     notes = [line for line in proc.stderr.splitlines() if "speech is not transcribed" in line]
     assert len(notes) == 1 and "'base'" in notes[0] and "--speech-model" in notes[0], proc.stderr
     assert "3 new" in proc.stdout and "0 skipped" in proc.stdout
+    # and the library says so later, instead of a plain "ok" (a newcomer's library looked fine)
+    check = run_xmr("--library", str(tmp_path / "lib"), "check", env=env, check=True).stdout
+    assert "3 files were indexed without what their settings call for (speech: 3" in check, check
 
 
 def test_leptonica_c_messages_never_reach_the_terminal(ocr_ready):
