@@ -116,7 +116,7 @@ def _check(s: Session, store: Store, bridge: AudioBridge, vecs: VectorIndex | No
             s.execute(update(File).where(File.path.in_(part)).values(mtime_ns=-1))
         s.commit()
         report.reread = unread
-        report.repaired.append(f"marked {len(unread)} files to be read again")
+        report.repaired.append(f"marked {len(unread)} file(s) to be read again")
     return report
 
 
@@ -129,8 +129,10 @@ def _unread(s: Session, warnings: list[str]) -> list[str]:
             for what in unread.split(","):
                 counts[what] = counts.get(what, 0) + 1
         said = ", ".join(f"{READER_WORDS.get(w, w)}: {n}" for w, n in sorted(counts.items()))
-        warnings.append(f"{len(rows)} files were indexed without what their settings call for ({said}; e.g. "
-                        f"{display_path(rows[0][0])}): it could not be had then; `xmr check --repair` reads them again")
+        one = len(rows) == 1
+        warnings.append(f"{len(rows)} {'file was' if one else 'files were'} indexed without what "
+                        f"{'its' if one else 'their'} settings call for ({said}; e.g. {display_path(rows[0][0])}): "
+                        f"it could not be had then; `xmr check --repair` reads {'it' if one else 'them'} again")
     return [path for path, _ in rows]
 
 

@@ -317,14 +317,14 @@ def test_check_reports_files_read_without_speech_and_repair_reads_them_again(tmp
     run_xmr(*lib, "index", str(media), "--model", random_model, "--audio-model", tiny_clap, "--speech-model", str(later),
             "--no-progress", env=env, check=True)
     check = run_xmr(*lib, "check", env=env, check=True).stdout
-    assert "1 files were indexed without what their settings call for (speech: 1" in check, check
+    assert "1 file was indexed without what its settings call for (speech: 1" in check, check
     assert run_xmr(*lib, "search", "locksmith", "--mode", "words", "--json", "--no-server", env=env,
                    check=True).stdout.strip() == "[]"
     later.parent.mkdir()
     later.symlink_to(speech_model, target_is_directory=True)  # the model is there now
     repair = run_xmr(*lib, "check", "--repair", env=env, check=True).stdout
-    assert "marked 1 files to be read again" in repair and "read again: 0 new, 1 updated" in repair, repair
-    assert "without what their settings call for" not in run_xmr(*lib, "check", env=env, check=True).stdout
+    assert "marked 1 file(s) to be read again" in repair and "read again: 0 new, 1 updated" in repair, repair
+    assert "settings call for" not in run_xmr(*lib, "check", env=env, check=True).stdout
     found = json.loads(run_xmr(*lib, "search", "locksmith", "--mode", "words", "--json", "--no-server", env=env,
                                check=True).stdout)
     assert found and found[0]["path"].endswith("memo.wav")
