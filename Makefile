@@ -35,6 +35,7 @@ bench: $(STAMP)
 	$(BIN)/python scripts/bench_words.py
 	$(BIN)/python -m scripts.eval_words
 	$(BIN)/python -m scripts.eval_cutoff
+	$(BIN)/python -m scripts.eval_tags
 	$(BIN)/python scripts/bench_query.py --model ViT-B-32
 	$(BIN)/python scripts/bench_server.py --model ViT-B-32
 	$(BIN)/python scripts/bench_distributed.py --images 48 336
