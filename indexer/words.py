@@ -198,33 +198,31 @@ def search(session: Session | Connection, query: WordQuery, k: int, modality: st
     return [(int(i), float(r)) for i, r in session.execute(text(sql), params)]
 
 
+def _any_of(session: Session | Connection, terms: Sequence[tuple[str, ...]]) -> tuple[str, str]:
+    """(the WHERE clause, its query text) matching items that hold any of `terms` (each a word or
+    the parts of a phrase), in the dialect's own query syntax (the search's builders)."""
+    q = WordQuery((), (), tuple(terms))  # alternatives, none required
+    if _dialect(session) == "postgresql":
+        return "tsv @@ websearch_to_tsquery('english', :q)", _websearch(q)[1]
+    return f"{TABLE} MATCH :q", _fts5_match(q)
+
+
 def holding_any(session: Session | Connection, terms: Sequence[str]) -> set[int]:
     """The ids of the items whose words hold any of `terms` (each a word or a phrase, matched as
     the search matches them: stemmed, any case)."""
-    parts = [tuple(_TOKEN.findall(t)) for t in terms]
-    parts = [p for p in parts if p]
+    parts = [p for p in (tuple(_TOKEN.findall(t)) for t in terms) if p]
     if not parts:
         return set()
-    if _dialect(session) == "postgresql":
-        query = " or ".join(f'"{" ".join(p)}"' for p in parts)
-        sql = f"SELECT item_id FROM {TABLE} WHERE tsv @@ websearch_to_tsquery('english', :q)"
-    else:
-        query = " OR ".join('"' + " ".join(p).replace('"', '""') + '"' for p in parts)
-        sql = f"SELECT rowid FROM {TABLE} WHERE {TABLE} MATCH :q"
-    return {int(i) for (i,) in session.execute(text(sql), {"q": query})}
+    where, query = _any_of(session, parts)
+    return {int(i) for (i,) in session.execute(text(f"SELECT {_id_column(session)} FROM {TABLE} WHERE {where}"),
+                                               {"q": query})}
 
 
 def held_by(session: Session | Connection, query: WordQuery, cap: int = 10_000) -> int:
     """How many items hold the query's commonest word (up to `cap`): how common its words are."""
-    terms = [(w,) for w in query.words] + list(query.compounds)
     most = 0
-    for term in terms:
-        if _dialect(session) == "postgresql":
-            sql = (f"SELECT count(*) FROM (SELECT 1 FROM {TABLE} "
-                   "WHERE tsv @@ websearch_to_tsquery('english', :q) LIMIT :cap) t")
-            q = '"' + " ".join(term) + '"'
-        else:
-            sql = f"SELECT count(*) FROM (SELECT 1 FROM {TABLE} WHERE {TABLE} MATCH :q LIMIT :cap)"
-            q = '"' + " ".join(term).replace('"', '""') + '"'
+    for term in [(w,) for w in query.words] + list(query.compounds):
+        where, q = _any_of(session, [term])
+        sql = f"SELECT count(*) FROM (SELECT 1 FROM {TABLE} WHERE {where} LIMIT :cap) t"
         most = max(most, int(session.execute(text(sql), {"q": q, "cap": cap}).scalar() or 0))
     return most

@@ -206,17 +206,16 @@ def search(ctx: click.Context, query: str | None, as_json: bool, model: str | No
     # A video query is decoded here: a video can be far larger than what a server takes in.
     if use_server and model is None and pretrained is None and not request.videos:
         answer = _via_server(ctx, lambda client, info: client.search(info, request))
+    narrowed = not resolved.filters.empty or resolved.cutoff is not None or resolved.offset > 0
     by_kind = None  # items of each kind in the library: asked only when nothing was found
     if answer is not None:
         hits, by_kind = answer["hits"], answer.get("items_by_modality")
     else:
         lib = _open(ctx, model=model, pretrained=pretrained)
         hits = [h.to_dict() for h in lib.run_search(resolved)]
-        filtered = not resolved.filters.empty
-        by_kind = None if hits or resolved.offset or filtered else lib.stats()["items_by_modality"]
+        by_kind = None if hits or resolved.offset or not resolved.filters.empty else lib.stats()["items_by_modality"]
     print_hits(hits, by_kind, as_json, resolved.modality or "any", first=resolved.offset + 1,
-               dates=resolved.sort == "date",
-               filtered=not resolved.filters.empty or resolved.cutoff is not None or resolved.offset > 0)
+               dates=resolved.sort == "date", filtered=narrowed)
 
 
 def _via_server(ctx: click.Context, ask: Any) -> dict[str, Any] | None:

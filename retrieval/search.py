@@ -17,7 +17,6 @@ from sqlalchemy.orm import Session
 from indexer import words
 from indexer.audio_bridge import AudioBridge
 from indexer.catalog import File, Item, get_meta
-from indexer.kinds import kind_names
 from indexer.models import Models
 from indexer.store import Store
 from indexer.vectors import VectorIndex
@@ -31,11 +30,6 @@ from retrieval.hybrid import DEPTH
 from retrieval.paging import Cand, Memo, RankedList, extend, query_key
 from retrieval.query import Query
 from retrieval.request import Resolved, SearchRequest
-
-
-def modalities() -> tuple[str, ...]:
-    """What `--type` accepts besides 'any': the registered kinds."""
-    return kind_names()
 
 
 GROUP_DEPTH = 10  # grouped search looks this many times deeper, so k files can be filled

@@ -17,7 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
-from indexer.kinds import get_kind, kind_names
+from indexer.kinds import get_kind
 from retrieval.errors import (
     DecodeError,
     EncoderMismatchError,
@@ -28,6 +28,7 @@ from retrieval.errors import (
     XmrError,
 )
 from retrieval.cutoff import MAX_RESULTS
+from retrieval.querylang import kinds
 from retrieval.server.clip_compat import add_clip_retrieval_routes
 from retrieval.server.media import THUMBNAIL_SIZES, indexed_file, media_type, thumbnail
 from retrieval.server.search_routes import add_search_routes
@@ -39,7 +40,7 @@ STATIC = Path(__file__).parent / "static"
 
 def _modality_enum() -> Any:
     """"any" or a registered kind (indexer.kinds): the API's enum follows the kinds xmr knows."""
-    return Literal.__getitem__(("any", *kind_names()))
+    return Literal.__getitem__(kinds())
 
 
 Modality = _modality_enum()

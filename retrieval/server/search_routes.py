@@ -71,20 +71,17 @@ def add_search_routes(app: FastAPI, state: LibraryState) -> None:
     global SearchParams  # resolved by name in the routes' annotations
     SearchParams = search_model()
 
-    def search(lib: Any, request: SearchRequest) -> dict[str, Any]:
-        return answer_of(lib, state, request)
-
     @app.get("/api/search", tags=["search"])
     def search_get(params: Annotated[SearchParams, Param()]) -> dict[str, Any]:
         """Search by text (and/or library items), e.g. /api/search?q=sunset&type=image&k=20, or
         /api/search?q=sunset+type:image+after:2020 (the query language); mode=words for exact
         words only, semantic for meaning only."""
-        return search(state.library(), SearchRequest.from_wire(wire_of(params)))
+        return answer_of(state.library(), state, SearchRequest.from_wire(wire_of(params)))
 
     @app.post("/api/search", tags=["search"])
     def search_json(params: SearchParams) -> dict[str, Any]:
         """Search with the same parameters as a JSON object."""
-        return search(state.library(), SearchRequest.from_wire(wire_of(params)))
+        return answer_of(state.library(), state, SearchRequest.from_wire(wire_of(params)))
 
     @app.post("/api/search/upload", tags=["search"])
     def search_upload(
@@ -103,5 +100,5 @@ def add_search_routes(app: FastAPI, state: LibraryState) -> None:
                      for kind, files in (("image", image), ("audio", audio), ("video", video))}
             request = SearchRequest.from_wire(wire_of(params), images=paths["image"], audios=paths["audio"],
                                               videos=paths["video"], names=names)
-            return search(lib, request)
+            return answer_of(lib, state, request)
 
