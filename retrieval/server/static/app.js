@@ -571,7 +571,12 @@ function setup() {
   window.addEventListener("popstate", restore);
   $("#d-threshold").addEventListener("change", showDupes);
   $("#d-back").addEventListener("click", () => history.back());
-  loadLibrary().then(() => { loadTags(); restore(); });
+  // The address's search once the tabs are known, unless the user has already typed or searched
+  // while the library was loading (the address would undo what they did).
+  loadLibrary().then(() => {
+    loadTags();
+    if (!state.seq && !$("#q").value) restore();
+  });
   $("#q").focus();
 }
 
