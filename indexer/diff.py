@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from indexer.catalog import File, Root
@@ -53,12 +53,39 @@ def _under(path: str, roots: Sequence[str]) -> bool:
     return any(path == r or path.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
 
 
-def plan(session: Session, roots: Sequence[str], scanned_files: Iterable[MediaFile]) -> Plan:
-    """Compare the scan with the catalog; moves are applied to the rows at once (not committed)."""
+_AFTER_SEP = chr(ord(os.sep) + 1)
+
+
+def _catalog_under(session: Session, paths: Sequence[str]) -> Iterator[File]:
+    """The catalog's files at or under `paths`, found through the path's index (not every row):
+    on SQLite, whose text compares bytewise, as the range between "P/" and "P0" ("0" follows "/");
+    elsewhere (a collation may not be bytewise) by LIKE. In chunks: a burst names thousands."""
+    sqlite = session.get_bind().dialect.name == "sqlite"
+    for i in range(0, len(paths), 200):
+        clauses = []
+        for p in (p.rstrip(os.sep) for p in paths[i:i + 200]):
+            if sqlite:
+                clauses.append(or_(File.path == p, and_(File.path > p + os.sep, File.path < p + _AFTER_SEP)))
+            else:
+                like = p.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + os.sep + "%"
+                clauses.append(or_(File.path == p, File.path.like(like, escape="\\")))
+        yield from session.scalars(select(File).where(or_(*clauses)))
+
+
+def plan(session: Session, roots: Sequence[str], scanned_files: Iterable[MediaFile],
+         scope: Sequence[str] | None = None) -> Plan:
+    """Compare the scan with the catalog; moves are applied to the rows at once (not committed).
+    `scope`: only these paths under the roots changed (a watcher's), so only catalog files at or
+    under them are compared; one of them that no longer exists is gone with what it held."""
     scanned = {mf.path: mf for mf in scanned_files}
     # A root that is missing (an unmounted drive, say) is left alone, not emptied.
     present = [r for r in roots if os.path.exists(r)]
-    out = Plan(known={f.path: f for f in session.scalars(select(File)) if _under(f.path, present)})
+    if scope is None:
+        rows = (f for f in session.scalars(select(File)) if _under(f.path, present))
+    else:
+        live = [p for p in scope if _under(p, present)]
+        rows = (f for f in _catalog_under(session, live) if _under(f.path, live))
+    out = Plan(known={f.path: f for f in rows})
     gone = {p: f for p, f in out.known.items() if p not in scanned}
     by_size: dict[int, list[File]] = {}
     for f in gone.values():

@@ -21,8 +21,8 @@ from typing import Callable, Iterator
 
 from sqlalchemy import Engine, text
 
-from retrieval.errors import LibraryLockedError
-from retrieval.paths import DB_FILE, LOCK_FILE
+from retrieval.errors import AlreadyWatchingError, LibraryLockedError
+from retrieval.paths import DB_FILE, LOCK_FILE, WATCH_LOCK_FILE
 
 OnWait = Callable[[str], None]
 
@@ -53,7 +53,36 @@ def write_lock(engine: Engine, folder: Path, wait: bool = False, on_wait: OnWait
 
 
 @contextmanager
-def _file_lock(path: Path, where: str, wait: bool, on_wait: OnWait | None) -> Iterator[None]:
+def watch_lock(folder: Path) -> Iterator[None]:
+    """One watcher per library (`xmr index --watch`, `xmr serve --watch`): a second is refused."""
+    with _file_lock(folder / WATCH_LOCK_FILE, str(folder), False, None, AlreadyWatchingError,
+                    "already watching {where}; stop it first (one watcher indexes every change)"):
+        yield
+
+
+def watched(folder: Path) -> bool:
+    """Is a watcher running on this library now? (Its lock is held.)"""
+    try:
+        fd = os.open(folder / WATCH_LOCK_FILE, os.O_RDWR)
+    except OSError:
+        return False
+    try:
+        import fcntl
+
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    except ImportError:  # pragma: no cover - not POSIX
+        return False
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def _file_lock(path: Path, where: str, wait: bool, on_wait: OnWait | None,
+               error: type[LibraryLockedError] = LibraryLockedError,
+               doing: str = "writing to {where}; wait for it to finish") -> Iterator[None]:
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
@@ -66,7 +95,7 @@ def _file_lock(path: Path, where: str, wait: bool, on_wait: OnWait | None) -> It
             other = os.pread(fd, 32, 0).decode(errors="replace").strip()
             who = f"another xmr process{f' (pid {other})' if other else ''}"
             if not wait:
-                raise LibraryLockedError(f"{who} is writing to {where}; wait for it to finish") from None
+                raise error(f"{who} is {doing.format(where=where)}") from None
             if on_wait is not None:
                 on_wait(f"waiting for {who} to finish writing to {where}")
             # The kernel queues us and hands the lock over when the holder exits, even by

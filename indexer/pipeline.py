@@ -90,7 +90,7 @@ class _Run:
         store.vectors(create_dim=encoder.dim)  # the writer's own copy, changed in place until the end
         store.repair_vectors(s)
         self.bridge.sync(s)
-        todo = plan_run(s, paths, self.skip, [str(store.path)], opts.decode_workers)
+        todo = plan_run(s, paths, self.skip, [str(store.path)], opts.decode_workers, opts.scope)
         self.jobs = todo.jobs
         self.report.unchanged, self.report.moved, self.report.removed = todo.unchanged, todo.moved, len(todo.gone)
         # Added models' indexes are read only when this run changes them (Ray's workers run the

@@ -14,6 +14,13 @@ from indexer.kinds import is_candidate
 
 OnSkip = Callable[[str, str], None]
 _PARTIAL_BLOCK = 64 * 1024
+# Files that are not (yet) what they will be: partial downloads, editors' swap and lock files.
+_TEMP_SUFFIXES = (".part", ".partial", ".crdownload", ".download", ".tmp", ".swp", ".swx", "~")
+
+
+def ignored_name(name: str) -> bool:
+    """Hidden entries, Office's `~$` lock files, partial downloads and editors' temp files."""
+    return name.startswith((".", "~$")) or name.lower().endswith(_TEMP_SUFFIXES)
 
 
 @dataclass(frozen=True)
@@ -98,7 +105,7 @@ def scan(roots: Iterable[str | Path], on_skip: OnSkip, skip_dirs: Iterable[str |
             seen_dirs.add(key)
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
             for name in sorted(filenames):
-                if name.startswith(".") or not is_candidate(name):
+                if ignored_name(name) or not is_candidate(name):
                     continue
                 path = os.path.join(dirpath, name)
                 if path in seen_files:

@@ -22,7 +22,7 @@ from retrieval.cli_organize import register as register_organize
 from retrieval.cli_serve import register as register_serve
 from retrieval.cli_request import request_from_cli, request_options
 from retrieval.cli_types import ByteSize, Device, shared_options
-from retrieval.errors import LibraryLockedError, NotFoundError, UsageError, XmrError
+from retrieval.errors import AlreadyWatchingError, LibraryLockedError, NotFoundError, UsageError, XmrError
 
 MODEL_HELP = "open_clip model: registry name (ViT-B-32), hf-hub:ORG/REPO or local-dir:PATH [default: ViT-B-32, or the library's]"
 AUDIO_MODEL_HELP = "CLAP model for sounds: Hugging Face id or a save_pretrained folder [default: laion/clap-htsat-unfused, or the library's]"
@@ -129,11 +129,16 @@ def _open(ctx: click.Context, create: bool = False, **kw: Any):
               help="Decode and encode on a Ray cluster: 'auto' (the running one), HOST:PORT or ray://..., "
                    "or nothing (one on this machine). The writing stays here.")
 @click.option("--ship-bytes", is_flag=True, help="With --ray: send the files' bytes to the workers (no shared storage).")
+@click.option("--watch", is_flag=True,
+              help="After indexing, keep watching the folders and index what changes (Ctrl-C or SIGTERM stops).")
+@click.option("--poll", type=click.FloatRange(0.1, 3600), metavar="SECONDS",
+              help="With --watch: look for changes this often instead of hearing file-system events (network mounts).")
 @click.pass_context
 def index(ctx: click.Context, paths: tuple[str, ...], model: str | None, pretrained: str | None, audio_model: str | None,
           factory: str | None, recall: float | None, max_memory: int | None, batch_size: int | None, workers: int | None,
           decoder: str, checkpoint_seconds: float, progress: bool | None, wait: bool, segment_max: float | None, ocr: bool | None,
-          speech_model: str | None, add_model: bool, ray_address: str | None, ship_bytes: bool) -> None:
+          speech_model: str | None, add_model: bool, ray_address: str | None, ship_bytes: bool, watch: bool,
+          poll: float | None) -> None:
     """Index PATHS (folders or files); with none, refresh every folder indexed before.
 
     Pictures (and the words on them), text files and documents (PDF, HTML, DOCX, EPUB), sounds
@@ -145,6 +150,8 @@ def index(ctx: click.Context, paths: tuple[str, ...], model: str | None, pretrai
     """
     if ship_bytes and ray_address is None:
         raise click.UsageError("--ship-bytes goes with --ray")
+    if poll is not None and not watch:
+        raise click.UsageError("--poll goes with --watch")
     # A plain `kill` should stop as cleanly as Ctrl-C.
     signal.signal(signal.SIGTERM, _on_signal)
     lib, adding = open_for_index(lambda **kw: _open(ctx, **kw), model, pretrained, add_model, factory=factory,
@@ -153,8 +160,12 @@ def index(ctx: click.Context, paths: tuple[str, ...], model: str | None, pretrai
         options = IndexOptions(batch_size=batch_size, workers=workers, decoder=decoder, checkpoint_seconds=checkpoint_seconds,
                                wait=wait, segment_max=segment_max, ocr=ocr, speech_model=speech_model,
                                ray=True if ray_address == "local" else ray_address, ship_bytes=ship_bytes)
+        if watch:
+            return _watch(lib, paths, options, progress, poll)
         report = lib.index(paths, options, reporter=TerminalReporter(progress))
         added = lib.add_model(model, pretrained, wait=wait, checkpoint_seconds=checkpoint_seconds) if adding else {}
+    except AlreadyWatchingError:
+        raise
     except LibraryLockedError as e:
         raise LibraryLockedError(f"{e}, or add --wait to queue behind it") from None
     click.echo(f"indexed {lib.path}: {report.summary()}")
@@ -163,6 +174,23 @@ def index(ctx: click.Context, paths: tuple[str, ...], model: str | None, pretrai
         click.echo(note, err=True)
     for r in added.values():
         click.echo(f"added {model}: {r.added} vectors beside {lib.spec.describe()}'s ({r.skipped} files skipped)")
+
+
+def _watch(lib: Any, paths: tuple[str, ...], options: IndexOptions, progress: bool | None, poll: float | None) -> None:
+    """`xmr index --watch`: the usual pass, then each change as it settles, told with the time."""
+    import time
+
+    from indexer.watch import WatchOptions
+    from retrieval.watching import run_watching
+
+    def note(message: str) -> None:
+        click.echo(f"{time.strftime('%H:%M:%S')} {message}", err=True)
+
+    try:
+        run_watching(lib, paths, options, TerminalReporter(progress), TerminalReporter(False), note,
+                     WatchOptions(poll_s=poll))
+    except KeyboardInterrupt:  # the way a watcher is stopped: not a failure
+        note(f"stopped watching; {lib.path} is consistent")
 
 
 @cli.command()

@@ -34,9 +34,11 @@ def register(cli: click.Group, open_library: Callable[..., Any]) -> None:
     @click.option("--ray", "ray_address", is_flag=False, flag_value="local", metavar="[ADDRESS]",
                   help="Search the library's shards (`xmr shard N`) in actors of this Ray cluster ('auto': the "
                        "running one; nothing: one on this machine).")
+    @click.option("--watch", is_flag=True,
+                  help="Also watch the library's folders and index what changes (an `xmr index --watch` beside the server).")
     @click.pass_context
     def serve(ctx: click.Context, host: str, port: int, token: str | None, max_upload: int, cors: tuple[str, ...],
-              allow_image_urls: bool, ray_address: str | None) -> None:
+              allow_image_urls: bool, ray_address: str | None, watch: bool) -> None:
         """Serve the library over HTTP with the model loaded: a web page at / and a JSON API
         (/api/..., schema at /openapi.json). `xmr search` uses it automatically while it runs.
 
@@ -45,6 +47,7 @@ def register(cli: click.Group, open_library: Callable[..., Any]) -> None:
         xmr serve --port 0             # any free port
         xmr serve --host 0.0.0.0 --token SECRET
         xmr serve --cors http://127.0.0.1:1235   # clip-front there; ClipClient(url=".../knn-service")
+        xmr serve --watch              # and index what changes in the library's folders
         """
         from retrieval.server.serve import serve as run
 
@@ -55,7 +58,7 @@ def register(cli: click.Group, open_library: Callable[..., Any]) -> None:
         try:
             run(o["library"], db=o["db"], device=o["device"], host=host, port=port, token=token, max_upload=max_upload,
                 access_log=o["verbose"], cors=cors, allow_image_urls=allow_image_urls,
-                on_ready=lambda url: _announce(url, token, cors), ray=ray_address)
+                on_ready=lambda url: _announce(url, token, cors), ray=ray_address, watch=watch)
         except KeyboardInterrupt:
             pass
         click.echo("xmr: server stopped", err=True)

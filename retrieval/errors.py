@@ -27,6 +27,10 @@ class LibraryLockedError(LibraryError):
     """Another process is writing to the library."""
 
 
+class AlreadyWatchingError(LibraryLockedError):
+    """Another process watches this library already (one watcher per library)."""
+
+
 class SchemaVersionError(LibraryError):
     """The catalog was written by a newer xmr."""
 

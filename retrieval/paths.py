@@ -8,6 +8,8 @@ from pathlib import Path
 INDEX_FILE = "vectors.faiss"
 DB_FILE = "catalog.db"
 LOCK_FILE = "write.lock"
+WATCH_LOCK_FILE = "watch.lock"  # held by the one watcher of a library (`xmr index --watch`)
+WATCH_FILE = "watch.json"  # what that watcher is doing: pending changes, paused roots, last change
 BRIDGE_FILE = "bridge.safetensors"
 SERVER_FILE = "server.json"  # a running `xmr serve` for this library: host, port, pid
 THUMBNAIL_DIR = "thumbnails"

@@ -4,7 +4,8 @@
 
 A folder of pictures, text files and videos (a few hundred items) is indexed by `xmr index`, which is
 killed with SIGKILL at a random moment (uniform over the length of an uninterrupted run), then
-started again; every few rounds the folder changes (files added, edited, deleted, renamed) so
+started again; every fourth run is `xmr index --watch`, killed while it indexes changes made to
+the folder under it; every few rounds the folder changes (files added, edited, deleted, renamed) so
 that there is always work to interrupt, and every tenth signal is a SIGINT (Ctrl-C), which must
 stop the run cleanly with a message and exit 130. After every signal `xmr check` must pass: each
 catalog row has exactly one vector, each vector a row, and the index file is the whole one the
@@ -25,6 +26,7 @@ import argparse
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -164,6 +166,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--added-model", action="store_true", help="the library also holds a second model's vectors")
     ap.add_argument("--targeted", type=float, default=0.3,
                     help="share of kills aimed at the narrowest windows: just before a commit or a rename (fork mode)")
+    ap.add_argument("--watch-every", type=int, default=4,
+                    help="every Nth run is `xmr index --watch`, killed while it indexes changes made under it (0: none)")
     ap.add_argument("--exec", dest="exec_mode", action="store_true", help="start each run as `python -m retrieval.cli`")
     ap.add_argument("--work", help="working folder [default: a temporary one, removed]")
     ap.add_argument("--db", metavar="URL", help="the catalog of the library under test (an empty database, "
@@ -208,7 +212,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     result: dict[str, Any] = {
         "kills": 0, "sigints": 0, "sigint_clean": 0, "completed_runs": 0, "signals_after_finish": 0,
-        "kills_targeted": 0, "checks_passed": 0, "checks_failed": [], "uncommitted_files_seen": 0, "mutations": 0,
+        "kills_targeted": 0, "watched_rounds": 0, "watched_kills": 0, "watched_runs_seen": 0, "checks_passed": 0, "checks_failed": [], "uncommitted_files_seen": 0, "mutations": 0,
         "files_start": args.images + args.texts + args.videos, "full_run_s": round(full_run_s, 2), "mode": "exec" if args.exec_mode else "fork",
         "catalog": "postgresql" if args.db and args.db.startswith("postgres") else "sqlite",
     }
@@ -219,12 +223,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     while result["kills"] < args.kills:
         sig = signal.SIGINT if args.sigint_every and (signals + 1) % args.sigint_every == 0 else signal.SIGKILL
         die_at = None
-        if sig == signal.SIGKILL and not args.exec_mode and rng.random() < args.targeted:
+        watching = bool(args.watch_every) and signals % args.watch_every == args.watch_every - 1
+        if sig == signal.SIGKILL and not args.exec_mode and not watching and rng.random() < args.targeted:
             die_at = (rng.choice(("commit", "rename")), rng.randint(1, 6))
         t_run = time.perf_counter()
-        pid, out, err = runner.start(*index(lib), die_at=die_at)
+        pid, out, err = runner.start(*index(lib), *(["--watch"] if watching else []), die_at=die_at)
+        if watching:  # the folder changes under the watcher, which is killed while it catches up
+            result["watched_rounds"] += 1
+            time.sleep(rng.uniform(0.0, recent_run_s))
+            for k, v in corpus.mutate().items():
+                changes[k] += len(v)
+            # The first such kill waits for the watcher's run to get through; later ones land anywhere.
+            time.sleep(3.0 + 2 * recent_run_s if result["watched_rounds"] == 1 else rng.uniform(0.5, 2.5 + recent_run_s))
         if die_at is None:
-            time.sleep(rng.uniform(0.0, 1.2 * recent_run_s))
+            if not watching:
+                time.sleep(rng.uniform(0.0, 1.2 * recent_run_s))
             try:
                 os.kill(pid, sig)
             except ProcessLookupError:
@@ -233,9 +246,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         run_code, by_signal = runner.wait(pid)
         code = run_code
         stderr = err.read_text(errors="replace")
+        if watching and re.search(r"^\d\d:\d\d:\d\d \d+ new, ", stderr, re.M):  # a watched run got through
+            result["watched_runs_seen"] += 1
         if by_signal == signal.SIGKILL:
             result["kills"] += 1
             result["kills_targeted"] += die_at is not None
+            result["watched_kills"] += watching
+        elif watching and sig == signal.SIGINT and code == 0:  # how a watcher is stopped
+            result["sigints"] += 1
+            if "stopped watching" in stderr and "Traceback" not in stderr:
+                result["sigint_clean"] += 1
+            else:
+                result["checks_failed"].append({"round": signals, "sigint_output": stderr[-2000:]})
         elif code == 0:
             recent_run_s = 0.5 * recent_run_s + 0.5 * (time.perf_counter() - t_run)
             result["completed_runs"] += 1

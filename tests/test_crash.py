@@ -1,4 +1,4 @@
-"""SIGKILL at random moments, 50 times, then SIGINT: `xmr check` passes after every one, and the
+"""SIGKILL at random moments (a watcher's runs among them), 50 times, then SIGINT: `xmr check` passes after every one, and the
 library ends equal to an uninterrupted build (scripts/crash_test.py at a CI size), with the
 library's own SQLite catalog and with a PostgreSQL one. The SQLite library also holds a second
 model's vectors, which every run brings in step (kills land there too; they must end equal to a
@@ -20,6 +20,8 @@ def test_kills_lose_nothing(tmp_path, catalog_db):
     assert res["catalog"] == ("postgresql" if catalog_db else "sqlite")
     assert res["checks_failed"] == [], res["checks_failed"]
     assert res["kills"] >= 32 and res["kills_targeted"] >= 4  # some aimed between file write and commit
+    # `xmr index --watch` killed while it indexed changes made under it (and some of its runs got through)
+    assert res["watched_kills"] >= 4 and res["watched_runs_seen"] >= 1
     assert res["uncommitted_files_seen"] >= 1  # a kill did land between an index write and its commit
     assert res["sigints"] >= 1 and res["sigint_clean"] == res["sigints"]
     assert res["checks_passed"] == res["kills"] + res["sigints"] + res["completed_runs"]

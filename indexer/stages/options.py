@@ -32,6 +32,7 @@ class IndexOptions:
     speech_model: str | None = None  # remembered by the library; "none": off
     ray: str | bool | None = None  # a Ray cluster's address, or True for one on this machine
     ship_bytes: bool = False  # with ray: the driver sends the files' bytes
+    scope: tuple[str, ...] = ()  # only these absolute paths under the roots changed (a watcher's run)
 
     def __post_init__(self) -> None:
         if self.batch_size is not None and self.batch_size <= 0:

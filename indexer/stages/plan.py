@@ -3,6 +3,7 @@ moved, what is gone; and the facts of unchanged files read again where xmr now r
 
 from __future__ import annotations
 
+import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Sequence
 
@@ -10,20 +11,41 @@ from sqlalchemy.orm import Session
 
 from indexer.diff import Plan, plan, roots_to_index
 from indexer.facts import FACT_FIELDS, FACTS_VERSION
-from indexer.kinds import get_kind
-from indexer.scan import scan
+from indexer.kinds import get_kind, is_candidate
+from indexer.scan import ignored_name, scan
 from indexer.stages.decode import safe_facts
 
 OnSkip = Callable[[str, str], None]
 
 
-def plan_run(session: Session, paths: Sequence[str], skip: OnSkip, skip_dirs: Sequence[str], workers: int) -> Plan:
-    """What this run has to do for `paths` (or every root indexed before). Moves are applied to
-    the rows at once (uncommitted); the caller removes `gone`."""
+def plan_run(session: Session, paths: Sequence[str], skip: OnSkip, skip_dirs: Sequence[str], workers: int,
+             scope: Sequence[str] = ()) -> Plan:
+    """What this run has to do for `paths` (or every root indexed before); with `scope`, only for
+    those paths under them (what a watcher saw change). Moves are applied to the rows at once
+    (uncommitted); the caller removes `gone`."""
     roots = roots_to_index(session, paths)
-    todo = plan(session, roots, scan(roots, skip, skip_dirs=skip_dirs))
+    if not scope:
+        todo = plan(session, roots, scan(roots, skip, skip_dirs=skip_dirs))
+    else:
+        todo = plan(session, roots, scan(_scope_files(scope, roots), skip, skip_dirs=skip_dirs), scope)
     refresh_facts(session, todo.stale_facts, workers)
     return todo
+
+
+def _scope_files(scope: Sequence[str], roots: Sequence[str]) -> list[str]:
+    """The changed paths worth scanning: those that still exist under a root (one that vanished
+    since is gone, quietly), none hidden or temporary, files only of a kind xmr reads."""
+    out = []
+    for path in scope:
+        root = next((r for r in roots if path == r or path.startswith(r.rstrip(os.sep) + os.sep)), None)
+        if root is None or not os.path.exists(path):
+            continue
+        parts = os.path.relpath(path, root).split(os.sep) if path != root else []
+        if any(ignored_name(p) for p in parts if p != "."):
+            continue
+        if os.path.isdir(path) or is_candidate(os.path.basename(path)):
+            out.append(path)
+    return out
 
 
 def refresh_facts(session: Session, files: list[Any], workers: int) -> None:

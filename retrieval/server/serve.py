@@ -57,6 +57,7 @@ class ServeOptions:
     cors: tuple[str, ...] = ()
     allow_image_urls: bool = False
     ray: str | None = None  # a Ray cluster whose actors hold the library's shards (retrieval.sharded)
+    watch: bool = False  # index what changes in the library's folders (an `xmr index --watch` child)
 
 
 def serve(library: str | None, options: ServeOptions | None = None, *, db: str | None = None, device: str = "auto",
@@ -76,6 +77,11 @@ def serve(library: str | None, options: ServeOptions | None = None, *, db: str |
     from retrieval.server.state import LibraryState
 
     state = LibraryState(library, db=db, device=device)
+    if o.watch:
+        from retrieval.watching import library_roots
+
+        if not library_roots(state.library()):
+            raise UsageError("--watch: the library has no folders yet; index one first (xmr index PATH)")
     if ray is not None:
         from retrieval.sharded import open_sharded
 
@@ -97,8 +103,15 @@ def serve(library: str | None, options: ServeOptions | None = None, *, db: str |
     url = discovery.base_url(host, bound_port)
     if on_ready:
         on_ready(url + (f"/?token={token}" if token else "/"))
+    child = None
+    if o.watch:
+        from retrieval.watching import ChildWatcher
+
+        child = ChildWatcher(state.path, db, device)
     try:
         server.run(sockets=[sock])
     finally:
+        if child is not None:
+            child.stop()
         discovery.remove(state.path)
         sock.close()

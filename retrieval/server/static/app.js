@@ -513,9 +513,25 @@ async function loadLibrary() {
     const parts = Object.entries(info.items_by_modality || {}).map(([kind, n]) => `${n} ${kind}`);
     $("#library").textContent = `${info.library} · ${info.items} items${parts.length ? ` (${parts.join(", ")})` : ""}`;
     if (!info.items && !state.text) showEmptyLibrary();
+    showWatch(info.watch);
   } catch (e) {
     setStatus(e.message, true);
   }
+}
+
+// `xmr serve --watch` (or an `xmr index --watch`): what the watcher is doing, looked at again
+// every few seconds while there is one, with the library's item counts.
+function showWatch(watch) {
+  const line = $("#watch");
+  line.hidden = !watch;
+  clearTimeout(state.watchTimer);
+  if (!watch) return;
+  const parts = [watch.state === "indexing" ? "indexing changes…" : `watching${watch.polling ? " (polling)" : ""}`];
+  if (watch.pending) parts.push(`${watch.pending} change${watch.pending === 1 ? "" : "s"} pending`);
+  if (watch.last_change) parts.push(`last change ${new Date(watch.last_change).toLocaleString()}`);
+  for (const root of watch.paused || []) parts.push(`paused: ${root} is not there`);
+  line.textContent = `· ${parts.join(" · ")}`;
+  state.watchTimer = setTimeout(() => { if (!document.hidden) loadLibrary(); else showWatch(watch); }, 3000);
 }
 
 function setup() {
