@@ -17,7 +17,7 @@ $(DEMO_STAMP): pyproject.toml
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -e '.[$(FAISS),postgres,ray,dev]'
+	$(BIN)/python -m pip install --quiet -e '.[$(FAISS),postgres,ray,dev,faces]'
 	# clip-retrieval's ClipClient and clip-front, for the compatibility tests; without its own
 	# dependencies (they pin faiss-cpu, pyspark, an old torch...): the client needs only requests.
 	$(BIN)/python -m pip install --quiet --no-deps 'clip-retrieval==2.45.0'
