@@ -187,4 +187,7 @@ def watch_status(folder: Path) -> dict[str, Any] | None:
     try:
         return json.loads((folder / WATCH_FILE).read_text())
     except (OSError, ValueError):  # between the lock and its first status
-        return {"state": "starting", "pending": 0, "paused": [], "last_change": None}
+        return dict(STARTING)
+
+
+STARTING = {"state": "starting", "pending": 0, "paused": [], "polling": False, "runs": 0, "last_change": None}

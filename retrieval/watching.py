@@ -85,6 +85,9 @@ class ChildWatcher:
         env = {**os.environ, PARENT_ENV: str(os.getpid())}
         self.process = subprocess.Popen(cmd + ["index", "--watch", "--no-progress"], stdin=subprocess.DEVNULL, env=env)
 
+    def running(self) -> bool:
+        return self.process.poll() is None
+
     def stop(self, timeout: float = 30.0) -> None:
         if self.process.poll() is None:
             self.process.terminate()

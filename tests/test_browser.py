@@ -217,6 +217,30 @@ def test_an_empty_library_says_what_to_do(tmp_path, browser, trained_model):
         expect(page.locator("#status.error")).to_contain_text("Cannot reach the xmr server")
 
 
+def test_the_footer_follows_the_servers_watcher(tmp_path, browser, random_model):
+    """`xmr serve --watch`: the footer says the library is watched, and a picture saved into a
+    watched folder shows in its counts and its last change without a reload."""
+    import random
+
+    from playwright.sync_api import expect
+
+    from scripts.synthetic import CONCEPTS, draw
+
+    media = tmp_path / "media"
+    media.mkdir()
+    draw(CONCEPTS[0], random.Random(0)).save(media / "first.png")
+    Library(tmp_path / "lib", model=random_model, create=True).index([media])
+    with live_server(tmp_path / "lib", "--watch") as (_, info):
+        page = browser.new_page()
+        page.goto(info["url"] + "/")
+        expect(page.locator("#watch")).to_contain_text("watching", timeout=60_000)
+        expect(page.locator("#library")).to_contain_text("1 item (")
+        draw(CONCEPTS[1], random.Random(1)).save(media / "second.png")
+        expect(page.locator("#library")).to_contain_text("2 items", timeout=30_000)
+        expect(page.locator("#watch")).to_contain_text("last change")
+        page.screenshot(path=str(tmp_path / "watched.png"))
+
+
 def test_sounds_play_from_their_window_and_can_be_dropped_on_the_page(tmp_path, browser, random_model, tiny_clap):
     from playwright.sync_api import expect
 

@@ -81,11 +81,9 @@ def create_app(state: LibraryState, *, token: str | None = None, max_upload: int
     @app.get("/api/health", tags=["library"])
     def health() -> dict[str, Any]:
         """Is the server up, and for which library."""
-        from indexer.watch import watch_status
-
         lib = state.library()
         return {"status": "ok", "pid": os.getpid(), "reloads": state.reloads, **describe(lib),
-                "watch": watch_status(lib.path)}
+                "watch": state.watch_status()}
 
     @app.get("/api/stats", tags=["library"])
     def stats() -> dict[str, Any]:

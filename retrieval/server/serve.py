@@ -107,7 +107,7 @@ def serve(library: str | None, options: ServeOptions | None = None, *, db: str |
     if o.watch:
         from retrieval.watching import ChildWatcher
 
-        child = ChildWatcher(state.path, db, device)
+        child = state.watcher = ChildWatcher(state.path, db, device)
     try:
         server.run(sockets=[sock])
     finally:

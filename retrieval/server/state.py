@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,17 @@ class LibraryState:
         self._signature = self._lib.disk_signature()
         self._warm_encoder: Any = None
         self.reloads = 0
+        self.watcher: Any = None  # `xmr serve --watch`'s child (retrieval.watching.ChildWatcher)
+
+    def watch_status(self) -> dict[str, Any] | None:
+        """What the library's watcher does (indexer.watch.watch_status); while this server's own
+        watcher is still loading its model, "starting"."""
+        from indexer.watch import STARTING, watch_status
+
+        status = watch_status(self.path)
+        if status is None and self.watcher is not None and self.watcher.running():
+            return dict(STARTING)
+        return status
 
     @property
     def path(self) -> Path:
@@ -86,5 +98,7 @@ def describe(lib: Library) -> dict[str, Any]:
 
     with lib.engine.connect() as conn:
         st = read_stats(lambda sql: list(conn.exec_driver_sql(sql).fetchall()))
+        last = conn.exec_driver_sql("SELECT max(indexed_at) FROM files").scalar()  # the newest file's indexing
     return {"library": str(lib.path.resolve()), "items": st["items"], "items_by_modality": st["items_by_modality"],
+            "last_indexed": None if last is None else datetime.fromtimestamp(last, timezone.utc).isoformat(timespec="seconds"),
             "files": st["files"], "has_bridge": lib.bridge_path.exists(), "kinds": [k.describe() for k in all_kinds()]}

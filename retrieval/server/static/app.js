@@ -511,9 +511,9 @@ async function loadLibrary() {
     addTabs(info.kinds || []);
     state.items = info.items;
     const parts = Object.entries(info.items_by_modality || {}).map(([kind, n]) => `${n} ${kind}`);
-    $("#library").textContent = `${info.library} · ${info.items} items${parts.length ? ` (${parts.join(", ")})` : ""}`;
+    $("#library").textContent = `${info.library} · ${info.items} item${info.items === 1 ? "" : "s"}${parts.length ? ` (${parts.join(", ")})` : ""}`;
     if (!info.items && !state.text) showEmptyLibrary();
-    showWatch(info.watch);
+    showWatch(info.watch, info.last_indexed);
   } catch (e) {
     setStatus(e.message, true);
   }
@@ -521,17 +521,19 @@ async function loadLibrary() {
 
 // `xmr serve --watch` (or an `xmr index --watch`): what the watcher is doing, looked at again
 // every few seconds while there is one, with the library's item counts.
-function showWatch(watch) {
+function showWatch(watch, lastIndexed) {
   const line = $("#watch");
   line.hidden = !watch;
   clearTimeout(state.watchTimer);
   if (!watch) return;
-  const parts = [watch.state === "indexing" ? "indexing changes…" : `watching${watch.polling ? " (polling)" : ""}`];
+  const doing = { indexing: "indexing changes…", starting: "starting to watch…" }[watch.state];
+  const parts = [doing || `watching${watch.polling ? " (polling)" : ""}`];
   if (watch.pending) parts.push(`${watch.pending} change${watch.pending === 1 ? "" : "s"} pending`);
-  if (watch.last_change) parts.push(`last change ${new Date(watch.last_change).toLocaleString()}`);
+  const last = watch.last_change || lastIndexed; // this watcher's last run that changed something, or the newest file
+  if (last) parts.push(`last change ${new Date(last).toLocaleString()}`);
   for (const root of watch.paused || []) parts.push(`paused: ${root} is not there`);
   line.textContent = `· ${parts.join(" · ")}`;
-  state.watchTimer = setTimeout(() => { if (!document.hidden) loadLibrary(); else showWatch(watch); }, 3000);
+  state.watchTimer = setTimeout(() => { if (!document.hidden) loadLibrary(); else showWatch(watch, lastIndexed); }, 3000);
 }
 
 function setup() {
