@@ -39,6 +39,8 @@ bench: $(STAMP)
 	$(BIN)/python scripts/bench_query.py --model ViT-B-32
 	$(BIN)/python scripts/bench_server.py --model ViT-B-32
 	$(BIN)/python scripts/bench_distributed.py --images 48 336
+	$(BIN)/python scripts/bench_watch.py
+	$(BIN)/python scripts/bench_people.py --faces 100000
 
 clean:
 	rm -rf $(VENV) demo .pytest_cache
