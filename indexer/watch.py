@@ -19,9 +19,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from indexer.locks import watch_lock, watched
 from indexer.stages.report import IndexReport, Reporter
 from indexer.watch_events import Changes, Observer
+from retrieval.errors import XmrError
 from retrieval.paths import WATCH_FILE
 
 
@@ -37,6 +40,7 @@ class WatchOptions:
 
 
 IndexFn = Callable[[list[str], Reporter], IndexReport]
+RETRY_S, RETRY_MAX_S = 5.0, 300.0  # a failed run's changes are tried again after 5 s, 10 s, ... 5 min
 
 
 class OnceReporter(Reporter):
@@ -73,8 +77,11 @@ class Watcher:
     then `loop(stop)` until `stop` is set or a signal interrupts it."""
 
     def __init__(self, folder: Path, roots: Sequence[str], index: IndexFn, reporter: Reporter,
-                 note: Callable[[str], None], options: WatchOptions | None = None) -> None:
+                 note: Callable[[str], None], options: WatchOptions | None = None,
+                 roots_of: Callable[[], Sequence[str]] | None = None) -> None:
         self.folder, self.index, self.note = folder, index, note
+        self.roots_of = roots_of  # the library's roots now: folders indexed later are watched too
+        self.failures = 0  # runs that failed in a row (the next waits longer)
         self.options = options or WatchOptions()
         self.reporter = OnceReporter(reporter)
         self.changes = Changes([os.path.abspath(r) for r in roots], skip_dirs=[str(folder)])
@@ -129,7 +136,18 @@ class Watcher:
         return self._indexing(index, ())
 
     def _run(self, scope: list[str]) -> None:
-        report = self._indexing(lambda: self.index(scope, self.reporter), scope)
+        try:
+            report = self._indexing(lambda: self.index(scope, self.reporter), scope)
+        except (XmrError, OSError, SQLAlchemyError) as e:  # a database away, a disk full: try again later
+            self.failures += 1
+            delay = min(RETRY_MAX_S, RETRY_S * 2 ** (self.failures - 1))
+            self.changes.add(*scope, after=delay)
+            self.state = "watching"
+            self.note(f"indexing {len(scope)} change{'s' if len(scope) != 1 else ''} failed ({e}); "
+                      f"trying again in {delay:g} s")
+            self.write_status()
+            return
+        self.failures = 0
         if report.new + report.updated + report.moved + report.removed:
             self.note(f"{report.new} new, {report.updated} updated, {report.moved} moved, {report.removed} removed"
                       f"{f', {report.skipped} skipped' if report.skipped else ''}")
@@ -146,8 +164,20 @@ class Watcher:
         return report
 
     def _check_roots(self) -> None:
-        """Pause a root that is gone (its items are kept); look at all of it when it returns."""
+        """Watch roots indexed since; pause a root that is gone (its items are kept); look at
+        all of it when it returns."""
         assert self._observer is not None
+        for root in self.roots_of() if self.roots_of is not None else ():
+            if root not in self.changes.roots:
+                self.changes.add_root(root)
+                if os.path.ismount(self.changes.dirs[root]):
+                    self._mounts.add(root)
+                if self._there(root):
+                    self._observer.resume(root)
+                    self.note(f"watching {root} too")
+                else:
+                    self.paused.append(root)
+                self.write_status()
         for root in self.changes.roots:
             there = self._there(root)
             if root in self.paused and there:

@@ -47,12 +47,19 @@ class Changes:
         rel = os.path.relpath(path, root) if path != root else ""
         return not any(ignored_name(part) for part in rel.split(os.sep) if part and part != ".")
 
-    def add(self, *paths: str) -> None:
-        now = time.monotonic()
+    def add(self, *paths: str, after: float = 0.0) -> None:
+        """Paths heard changing now (`after`: as if heard that many seconds from now)."""
+        now = time.monotonic() + after
         with self._lock:
             for path in paths:
                 if self.relevant(path):
-                    self._last[path] = now
+                    self._last[path] = max(now, self._last.get(path, now))
+
+    def add_root(self, root: str) -> None:
+        """A root indexed since the watch began: watched too."""
+        with self._lock:
+            self.roots.append(root)
+            self.dirs[root] = watched_dir(root)
 
     def everything(self) -> None:
         """Events were lost (the kernel's queue overflowed): every root is looked at again."""

@@ -31,13 +31,15 @@ def watcher(lib: Library, paths: Sequence[str], options: IndexOptions, reporter:
             note: Callable[[str], None], watch: WatchOptions | None = None) -> Watcher:
     """A Watcher of `paths` (or the library's roots) whose runs are this library's index runs
     limited to what changed, queued behind any other writer."""
-    roots = [os.path.abspath(os.path.expanduser(p)) for p in paths] or library_roots(lib)
+    given = [os.path.abspath(os.path.expanduser(p)) for p in paths]
     limited = replace(options, wait=True)
 
-    def index(scope: list[str], rep: Reporter) -> IndexReport:
-        return lib.index(roots, replace(limited, scope=tuple(scope)), reporter=rep)
+    def index(scope: list[str], rep: Reporter) -> IndexReport:  # no paths: every root, as it is now
+        return lib.index(given, replace(limited, scope=tuple(scope)), reporter=rep)
 
-    return Watcher(lib.path, roots, index, reporter, note, watch)
+    # Watching the library's roots (no paths given): a folder indexed later joins the watch.
+    return Watcher(lib.path, given or library_roots(lib), index, reporter, note, watch,
+                   None if given else lambda: library_roots(lib))
 
 
 def run_watching(lib: Library, paths: Sequence[str], options: IndexOptions, first: Reporter, later: Reporter,

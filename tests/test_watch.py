@@ -252,3 +252,32 @@ def test_the_cli_and_the_server_watch(tmp_path, random_model):
         server.send_signal(signal.SIGINT)
         assert server.wait(60) == 0
     assert watch_status(lib) is None  # the watcher ended with the server
+
+
+def test_folders_indexed_later_are_watched_and_failed_runs_retried(tmp_path, media, random_model, monkeypatch):
+    """A watcher of the library's roots (no paths: `xmr serve --watch`'s) also watches a folder
+    indexed after it started; a run that fails (the database away) is tried again, not lost."""
+    import indexer.watch
+    from retrieval.errors import LibraryError
+
+    monkeypatch.setattr(indexer.watch, "RETRY_S", 0.5)
+    lib = Library(tmp_path / "lib", model=random_model, create=True)
+    lib.index([media])
+    later = tmp_path / "later"
+    later.mkdir()
+    with Running(lib, []) as r:
+        assert r.w.changes.roots == [str(media)]
+        lib.index([later])
+        until(lambda: str(later) in r.w.changes.roots, what="the new root")
+        real, calls = r.w.index, []
+
+        def flaky(scope, reporter):
+            calls.append(scope)
+            if len(calls) == 1:
+                raise LibraryError("the catalog cannot be reached")
+            return real(scope, reporter)
+
+        r.w.index = flaky
+        _picture(later / "new.png", 3)
+        until(lambda: str(later / "new.png") in _items(lib), what="the retried picture")
+        assert len(calls) == 2 and any("failed (the catalog cannot be reached); trying again" in n for n in r.notes)
