@@ -167,7 +167,11 @@ class Watcher:
         """Watch roots indexed since; pause a root that is gone (its items are kept); look at
         all of it when it returns."""
         assert self._observer is not None
-        for root in self.roots_of() if self.roots_of is not None else ():
+        try:
+            now = list(self.roots_of()) if self.roots_of is not None else []
+        except (XmrError, SQLAlchemyError):  # the catalog away for a moment: asked again next time
+            now = []
+        for root in now:
             if root not in self.changes.roots:
                 self.changes.add_root(root)
                 if os.path.ismount(self.changes.dirs[root]):
