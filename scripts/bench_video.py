@@ -1,6 +1,6 @@
 """Video indexing benchmark: end to end against decoding alone and the model alone.
 
-    python scripts/bench_video.py --minutes 1 --model ViT-B-32 [--size 1920x1080] [--fps 30]
+    python scripts/bench_video.py --minutes 1 --model ViT-B-32 [--size 1920x1080] [--fps 30] [--ocr]
 
 Prints JSON. The clip is H.264 (x264, 8-bit 4:2:0, made here by PyAV) with a new scene every
 5 s: one of the demo's drawn shapes, drifting a pixel a frame so no two frames are equal. It has
@@ -9,6 +9,9 @@ the same length does. Speeds are seconds of video per wall-clock second ("x real
 decode_only is xmr's decoding of the video (every frame decoded, samples scaled, scene cuts
 found) on all cores; model_only the picture encoder on the shots' ready tensors. The two share
 the cores, so the best end to end can do is ideal = 1 / (1/model_only + 1/decode_only).
+With --ocr, shots' frames are also read for words on screen (behind the cheap text test), and
+the clip is indexed again with --no-ocr: `ocr_vs_no_ocr` is the speed kept (the clip holds no
+print, so this is the text test's cost).
 
 `--memory-hours H` measures instead whether memory follows a video's length: `xmr index` (a
 separate process, a tiny random model) of a 10-minute and of an H-hour video (320x180, 2 frames a
@@ -101,6 +104,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--memory-hours", type=float, help="measure peak memory for a video this long instead")
+    ap.add_argument("--ocr", action=argparse.BooleanOptionalAction, default=False,
+                    help="index with words on screen read (OCR), and again without: their speed ratio")
     a = ap.parse_args()
     w, h = map(int, a.size.split("x"))
     work = Path(tempfile.mkdtemp(prefix="xmr-bench-video-"))
@@ -130,8 +135,15 @@ def main() -> None:
 
         lib = Library(work / "lib", encoder=enc, create=True)
         t = time.perf_counter()
-        report = lib.index([folder], batch_size=a.batch_size)
+        report = lib.index([folder], batch_size=a.batch_size, ocr=a.ocr, speech_model="none")
         end_s = time.perf_counter() - t
+        ocr_cost = {}
+        if a.ocr:  # the same clip (no print in it) without OCR: what reading words on screen costs
+            t = time.perf_counter()
+            Library(work / "lib-no-ocr", encoder=enc, create=True).index([folder], batch_size=a.batch_size, ocr=False,
+                                                                          speech_model="none")
+            no_ocr_s = time.perf_counter() - t
+            ocr_cost = {"x_real_time_no_ocr": round(seconds / no_ocr_s, 2), "ocr_vs_no_ocr": round(no_ocr_s / end_s, 3)}
         decode_only, model_only, end_to_end = seconds / decode_s, seconds / model_s, seconds / end_s
         ideal = 1 / (1 / decode_only + 1 / model_only)
         print(json.dumps({
@@ -144,7 +156,7 @@ def main() -> None:
             "model_only_x_real_time": round(model_only, 2),
             "ideal_x_real_time": round(ideal, 2),
             "end_to_end_vs_ideal": round(end_to_end / ideal, 3),
-            "clip_generation_s": round(gen_s, 1),
+            "clip_generation_s": round(gen_s, 1), "ocr": a.ocr, **ocr_cost,
         }, indent=2))
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -7,6 +7,7 @@ import random
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -19,6 +20,7 @@ class Scene:
     concept: Concept
     seconds: float
     tone: float | None = None  # Hz of its sound; None: silence
+    caption: str | None = None  # a line of print on a white band across it (words on screen)
 
 
 def make_video(path: str | Path, scenes: list[Scene], *, size: tuple[int, int] = (160, 120), fps: int = 12,
@@ -43,6 +45,8 @@ def make_video(path: str | Path, scenes: list[Scene], *, size: tuple[int, int] =
         n_frame, n_sample = 0, 0
         for scene in scenes:
             still = draw(scene.concept, rng, size=max(size)).resize(size)
+            if scene.caption:
+                _caption(still, scene.caption)
             frames = int(round(scene.seconds * fps))
             for i in range(frames):
                 shift = np.roll(np.asarray(still), i % 3, axis=1)
@@ -64,3 +68,16 @@ def make_video(path: str | Path, scenes: list[Scene], *, size: tuple[int, int] =
         if a is not None:
             out.mux(a.encode(None))
     return cuts[:-1]
+
+
+def _caption(image: Any, line: str) -> None:
+    """Print `line` on a white band across the lower third (DejaVu Sans)."""
+    from PIL import ImageDraw, ImageFont
+
+    w, h = image.size
+    size = max(12, h // 9)
+    band = (0, int(h * 0.62), w, int(h * 0.62) + int(size * 1.8))
+    canvas = ImageDraw.Draw(image)
+    canvas.rectangle(band, fill="white")
+    canvas.text((w // 20, band[1] + size // 3), line, fill="black",
+                font=ImageFont.truetype("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf", size))

@@ -246,6 +246,25 @@ def test_ocr_setting_is_remembered_and_engine_recorded(tmp_path, random_model, o
     assert engine["lang"] == "eng" and len(engine["data_sha256"]) == 64 and engine["engine"].startswith("tesseract")
 
 
+def test_words_on_screen_in_a_video_find_their_moment(tmp_path, random_model, ocr_ready):
+    """A shot's frame is read as a picture is (behind the same text test): words seen on screen
+    find the moment they are seen; --no-ocr reads none."""
+    from scripts.synthetic import CONCEPTS
+    from scripts.synthetic_video import Scene, make_video
+
+    media = tmp_path / "media"
+    media.mkdir()
+    scenes = [Scene(CONCEPTS[0], 3.0), Scene(CONCEPTS[1], 3.0, caption="Quarterly revenue ZK-4471")]
+    make_video(media / "talk.mp4", scenes, size=(640, 360), audio=False)
+    make_video(media / "plain.mp4", [Scene(CONCEPTS[2], 3.0)], size=(640, 360), audio=False)
+    for lib, flag in ((tmp_path / "lib", "--ocr"), (tmp_path / "no-ocr", "--no-ocr")):
+        run_xmr("--library", str(lib), "index", str(media), "--model", random_model, flag, "--no-progress", check=True)
+    hits = Library(tmp_path / "lib").search("ZK-4471", k=5, mode="words")
+    assert [Path(h.path).name for h in hits] == ["talk.mp4"]
+    assert 2.5 <= hits[0].start <= 3.5 and "revenue" in hits[0].snippet.lower(), (hits[0].start, hits[0].snippet)
+    assert Library(tmp_path / "no-ocr").search("ZK-4471", k=5, mode="words") == []
+
+
 def test_speech_model_missing_offline_is_one_note(tmp_path, random_model, tiny_clap):
     """The default model (base) is not on this machine and the hub cannot be reached: the sounds
     are indexed by CLAP, and one line says why nothing was transcribed."""

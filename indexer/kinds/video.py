@@ -20,6 +20,7 @@ display rotation is applied. An mp4 holding only sound is a sound file (`refine`
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 from indexer.kinds.audio import AudioKind, Windower, Window
@@ -34,6 +35,7 @@ MAX_PIXELS = 8192 * 8192  # larger frames are refused before any is decoded
 SEGMENT_MAX_S = 10.0
 SEGMENT_MIN_S = 1.0
 _SMALL = (64, 36)
+TEXT_TEST_SIDE = 224  # short side of the frame the cheap text test looks at, at least
 log = logging.getLogger("xmr")
 _told_no_sound: list[bool] = []  # the missing sound model is told once a process
 
@@ -51,10 +53,11 @@ def sniff_video(head: bytes) -> bool:
     return head[:4] in (b"\x00\x00\x01\xba", b"FLV\x01") or head[:16] == bytes.fromhex("3026b2758e66cf11a6d900aa0062ce6c")
 
 
-def _model_frame(frame: Any, size: int) -> Any:
-    """A decoded frame as an upright RGB PIL image whose short side is `size` (never upscaled)."""
+def _model_frame(frame: Any, size: int, long_side: bool = False) -> Any:
+    """A decoded frame as an upright RGB PIL image whose short side (or long side) is `size`,
+    never upscaled."""
     w, h = frame.width, frame.height
-    scale = min(1.0, size / max(1, min(w, h)))
+    scale = min(1.0, size / max(1, max(w, h) if long_side else min(w, h)))
     image = frame.reformat(width=max(1, round(w * scale)), height=max(1, round(h * scale)), format="rgb24", interpolation="AREA").to_image()
     rotation = getattr(frame, "rotation", 0) or 0
     if rotation % 360:
@@ -108,11 +111,46 @@ def _check_size(stream: Any) -> None:
         raise DecodeError(f"video frames too large to decode safely ({w}x{h})")
 
 
+@dataclass(frozen=True)
+class _Framed:
+    """A sampled frame at the model's size and, where it may hold print, larger for OCR."""
+
+    picture: Any
+    larger: Any = None
+
+
+def _framer(size: int, ocr: Any) -> Callable[[Any], _Framed]:
+    """How a sample becomes a picture: with `ocr`, a frame that passes the cheap text test is
+    also kept at the size OCR reads (slides, signs, captions); the others cost the test only."""
+    def framed(frame: Any) -> _Framed:
+        picture = _model_frame(frame, size)
+        if ocr is None:
+            return _Framed(picture)
+        from indexer.ocr import OCR_SIDE, likely_text
+
+        # the text test needs a frame of CLIP's usual size at least (a tiny model's is too small)
+        tested = picture if min(picture.size) >= TEXT_TEST_SIDE else _model_frame(frame, TEXT_TEST_SIDE)
+        return _Framed(picture, _model_frame(frame, OCR_SIDE, long_side=True) if likely_text(tested) else None)
+
+    return framed
+
+
+def _seen_and_read(ocr: Any) -> Callable[[Shot], Segment]:
+    def seen(shot: Shot) -> Segment:
+        framed: _Framed = shot.frame
+        words = ocr.read(framed.larger) if ocr is not None and framed.larger is not None else None
+        return Segment(framed.picture, embedder="image", chunk=shot.index, start=shot.start, end=shot.end,
+                       snippet=words.text if words else None, confidence=words.confidence if words else None)
+
+    return seen
+
+
 def video_segments(path: str, size: int, segment_max: float = SEGMENT_MAX_S,
-                   audio_format: Callable[[], tuple[int, int] | None] | None = None) -> Iterator[Segment]:
+                   audio_format: Callable[[], tuple[int, int] | None] | None = None, ocr: Any = None) -> Iterator[Segment]:
     """The segments of the video at `path` in order of completion: "image" segments (a frame
-    at `size`) and, when it has sound and `audio_format()` gives (rate, window samples), "audio"
-    windows of its sound."""
+    at `size`; with an `ocr` reader, the words seen on it) and, when it has sound and
+    `audio_format()` gives (rate, window samples), "audio" windows of its sound."""
+    framed, _seen = _framer(size, ocr), _seen_and_read(ocr)
     with open_media(path) as container:
         vstream, astream = first_streams(container)
         if vstream is None:
@@ -146,7 +184,7 @@ def video_segments(path: str, size: int, segment_max: float = SEGMENT_MAX_S,
                         between.append((t, small))  # where a cut between two samples is placed
                         continue
                     next_sample = t + 1.0 / SAMPLE_HZ
-                    for shot in cutter.add(t, small, lambda f=frame: _model_frame(f, size), between):
+                    for shot in cutter.add(t, small, lambda f=frame: framed(f), between):
                         yield _seen(shot)
                     between = []
                 if last_t > MAX_VIDEO_S:
@@ -192,10 +230,6 @@ def frame_at(path: str, at: float, size: int) -> Any:
         return _model_frame(last, size)
 
 
-def _seen(shot: Shot) -> Segment:
-    return Segment(shot.frame, embedder="image", chunk=shot.index, start=shot.start, end=shot.end)
-
-
 def _heard(w: Window) -> Segment:
     return Segment(w.samples, embedder="audio", chunk=w.index, start=w.start, end=w.end)
 
@@ -206,7 +240,7 @@ class VideoKind(MediaKind):
     noun = "video"
     extensions = VIDEO_EXTS
     location = ("chunk", "start", "end", "snippet", "confidence")
-    readers = ("speech", "sound")
+    readers = ("ocr", "speech", "sound")
     view = "video"
 
     def sniff(self, head: bytes, ext: str) -> bool:
@@ -245,7 +279,7 @@ class VideoKind(MediaKind):
                 return None
 
         yield from video_segments(path, ctx.image_size or 224, ctx.segment_max,
-                                  audio_format if getattr(ctx, "wants_sound", True) else None)
+                                  audio_format if getattr(ctx, "wants_sound", True) else None, ctx.ocr())
         transcriber = ctx.speech()
         if transcriber is not None:
             from indexer.speech import speech_segments
