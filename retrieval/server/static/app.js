@@ -166,7 +166,7 @@ function card(hit) {
     const sure = hit.confidence != null ? ` (${Math.round(hit.confidence * 100)} % sure)` : "";
     body.append(el("p", { class: `snippet words ${how}`, "data-testid": "words", title: `Words ${how}${sure}`, text: hit.snippet }));
   }
-  const part = hit.page ? ` · page ${hit.page}` : hit.snippet && hit.chunk ? ` · part ${hit.chunk + 1}` : "";
+  const part = hit.page ? ` · page ${hit.page}` : hit.snippet && hit.chunk && hit.start == null ? ` · part ${hit.chunk + 1}` : "";
   body.append(el("span", { class: "name", text: name + part }));
   const facts = [hit.date ? new Date(hit.date * 1000).toISOString().slice(0, 10) : null, hit.camera,
     hit.lat != null ? `${hit.lat.toFixed(3)}, ${hit.lon.toFixed(3)}` : null].filter(Boolean);
