@@ -7,11 +7,13 @@ version, so any older library can be opened by a newer xmr.
 from __future__ import annotations
 
 import json
+import os
 import time
 from typing import Any, Callable, Iterator, Optional, Sequence
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Connection,
     Engine,
     Float,
@@ -66,6 +68,9 @@ class Root(Base):
     id: Mapped[int] = mapped_column(BigInt, primary_key=True)
     path: Mapped[str] = mapped_column(Text, unique=True)
     added_at: Mapped[float] = mapped_column(Float, default=time.time)
+    # It was a mount point when recorded: only while something is mounted there is it the folder
+    # indexed (an unmounted drive leaves an empty folder, whose files are not gone).
+    mount: Mapped[Optional[bool]] = mapped_column(Boolean, nullable=True)
 
 
 class File(Base):
@@ -217,6 +222,15 @@ def _unread(conn: Connection) -> None:
     had when it was indexed (`xmr check` reports them; `--repair` reads them again)."""
     if "unread" not in {c["name"] for c in inspect(conn).get_columns("files")}:
         conn.exec_driver_sql("ALTER TABLE files ADD COLUMN unread VARCHAR(64)")
+
+
+@migration(9)
+def _root_mounts(conn: Connection) -> None:
+    """Version 10: a root remembers whether it is a mount point (those mounted now are)."""
+    if "mount" not in {c["name"] for c in inspect(conn).get_columns("roots")}:
+        conn.exec_driver_sql("ALTER TABLE roots ADD COLUMN mount BOOLEAN")
+    for root_id, path in list(conn.execute(select(Root.__table__.c.id, Root.__table__.c.path))):
+        conn.execute(Root.__table__.update().where(Root.__table__.c.id == root_id).values(mount=os.path.ismount(path)))
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -44,9 +44,16 @@ def roots_to_index(session: Session, paths: Sequence[str]) -> list[str]:
         if root not in roots:
             roots.append(root)
         if root not in known and os.path.exists(root):
-            session.add(Root(path=root))
+            session.add(Root(path=root, mount=os.path.ismount(root)))
             known.add(root)
     return roots
+
+
+def present_roots(session: Session, roots: Sequence[str]) -> list[str]:
+    """The roots that are there: a missing one, or a mount point with nothing mounted on it (an
+    unmounted drive's empty folder), is left alone, its items kept, not emptied."""
+    mounts = set(session.scalars(select(Root.path).where(Root.mount.is_(True))))
+    return [r for r in roots if os.path.exists(r) and (r not in mounts or os.path.ismount(r))]
 
 
 def _under(path: str, roots: Sequence[str]) -> bool:
@@ -77,9 +84,8 @@ def plan(session: Session, roots: Sequence[str], scanned_files: Iterable[MediaFi
     """Compare the scan with the catalog; moves are applied to the rows at once (not committed).
     `scope`: only these paths under the roots changed (a watcher's), so only catalog files at or
     under them are compared; one of them that no longer exists is gone with what it held."""
-    scanned = {mf.path: mf for mf in scanned_files}
-    # A root that is missing (an unmounted drive, say) is left alone, not emptied.
-    present = [r for r in roots if os.path.exists(r)]
+    present = present_roots(session, roots)
+    scanned = {mf.path: mf for mf in scanned_files if _under(mf.path, present)}
     if scope is None:
         rows = (f for f in session.scalars(select(File)) if _under(f.path, present))
     else:

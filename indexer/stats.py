@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 from retrieval.paths import BRIDGE_FILE, INDEX_FILE
 
-SCHEMA_VERSION = 9  # indexer.catalog takes it from here
+SCHEMA_VERSION = 10  # indexer.catalog takes it from here
 
 Execute = Callable[[str], list[tuple]]
 

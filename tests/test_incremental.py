@@ -153,3 +153,26 @@ def test_removing_more_files_than_a_statement_may_name(tmp_path, random_model):
         p.unlink()
     report = lib.index([media])
     assert report.removed == 700 and lib.stats()["files"] == 0 and lib.check().ok
+
+
+def test_an_unmounted_drive_keeps_its_items(tmp_path, catalog_db, media, random_model, monkeypatch):
+    """A root recorded as a mount point whose drive is unmounted is an empty folder, not a folder
+    whose files were deleted: `xmr index` says so and keeps its items until it is back."""
+    real = os.path.ismount
+    monkeypatch.setattr(os.path, "ismount", lambda p: os.fspath(p) == str(media) or real(p))
+    lib = Library(tmp_path / "lib", db=catalog_db, model=random_model, create=True)
+    lib.index([media])
+    before = _items(lib)
+    kept = tmp_path / "the-drive"
+    shutil.move(str(media), kept)  # unmounted: the drive's files are elsewhere, an empty folder stays
+    media.mkdir()
+    monkeypatch.setattr(os.path, "ismount", real)
+    skips: list[tuple[str, str]] = []
+    report = lib.index(on_skip=lambda path, reason: skips.append((path, reason)))
+    assert report.removed == 0 and _items(lib) == before
+    assert skips == [(str(media), "nothing is mounted there now; its items are kept until it is back")]
+    media.rmdir()
+    shutil.move(str(kept), media)  # mounted again
+    monkeypatch.setattr(os.path, "ismount", lambda p: os.fspath(p) == str(media) or real(p))
+    again = lib.index()
+    assert (again.removed, again.new, again.unchanged) == (0, 0, 8) and _items(lib) == before

@@ -9,7 +9,7 @@ from typing import Any, Callable, Sequence
 
 from sqlalchemy.orm import Session
 
-from indexer.diff import Plan, plan, roots_to_index
+from indexer.diff import Plan, plan, present_roots, roots_to_index
 from indexer.facts import FACT_FIELDS, FACTS_VERSION
 from indexer.kinds import get_kind, is_candidate
 from indexer.scan import ignored_name, scan
@@ -24,6 +24,9 @@ def plan_run(session: Session, paths: Sequence[str], skip: OnSkip, skip_dirs: Se
     those paths under them (what a watcher saw change). Moves are applied to the rows at once
     (uncommitted); the caller removes `gone`."""
     roots = roots_to_index(session, paths)
+    for root in set(roots) - set(present_roots(session, roots)):
+        if os.path.exists(root):  # a missing one is told by the scan
+            skip(root, "nothing is mounted there now; its items are kept until it is back")
     if not scope:
         todo = plan(session, roots, scan(roots, skip, skip_dirs=skip_dirs))
     else:
