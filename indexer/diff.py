@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from indexer.catalog import File, Root
 from indexer.facts import FACTS_VERSION
-from indexer.scan import MediaFile, partial_hash
+from indexer.scan import MediaFile, partial_hash, under
 from retrieval.errors import UsageError
 
 
@@ -30,10 +30,15 @@ class Plan:
     stale_facts: list[File] = field(default_factory=list)  # unchanged, but facts not (yet) read this way
 
 
+def recorded_roots(session: Session) -> list[str]:
+    """Every root indexed before (what `xmr index` with no paths refreshes), in order."""
+    return list(session.scalars(select(Root.path).order_by(Root.path)))
+
+
 def roots_to_index(session: Session, paths: Sequence[str]) -> list[str]:
     """Absolute roots for `paths` (recorded for later runs), or every root indexed before."""
     if not paths:
-        roots = list(session.scalars(select(Root.path).order_by(Root.path)))
+        roots = recorded_roots(session)
         if not roots:
             raise UsageError("no folders to index: give one or more paths")
         return roots
@@ -56,14 +61,10 @@ def present_roots(session: Session, roots: Sequence[str]) -> list[str]:
     return [r for r in roots if os.path.exists(r) and (r not in mounts or os.path.ismount(r))]
 
 
-def _under(path: str, roots: Sequence[str]) -> bool:
-    return any(path == r or path.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
-
-
 _AFTER_SEP = chr(ord(os.sep) + 1)
 
 
-def _catalog_under(session: Session, paths: Sequence[str]) -> Iterator[File]:
+def _catalogunder(session: Session, paths: Sequence[str]) -> Iterator[File]:
     """The catalog's files at or under `paths`, found through the path's index (not every row):
     on SQLite, whose text compares bytewise, as the range between "P/" and "P0" ("0" follows "/");
     elsewhere (a collation may not be bytewise) by LIKE. In chunks: a burst names thousands."""
@@ -79,18 +80,18 @@ def _catalog_under(session: Session, paths: Sequence[str]) -> Iterator[File]:
         yield from session.scalars(select(File).where(or_(*clauses)))
 
 
-def plan(session: Session, roots: Sequence[str], scanned_files: Iterable[MediaFile],
+def plan(session: Session, present: Sequence[str], scanned_files: Iterable[MediaFile],
          scope: Sequence[str] | None = None) -> Plan:
-    """Compare the scan with the catalog; moves are applied to the rows at once (not committed).
-    `scope`: only these paths under the roots changed (a watcher's), so only catalog files at or
-    under them are compared; one of them that no longer exists is gone with what it held."""
-    present = present_roots(session, roots)
-    scanned = {mf.path: mf for mf in scanned_files if _under(mf.path, present)}
+    """Compare the scan with the catalog under the roots that are there (`present_roots`); moves
+    are applied to the rows at once (not committed). `scope`: only these paths under the roots
+    changed (a watcher's), so only catalog files at or under them are compared; one of them that
+    no longer exists is gone with what it held."""
+    scanned = {mf.path: mf for mf in scanned_files if under(mf.path, present)}
     if scope is None:
-        rows = (f for f in session.scalars(select(File)) if _under(f.path, present))
+        rows = (f for f in session.scalars(select(File)) if under(f.path, present))
     else:
-        live = [p for p in scope if _under(p, present)]
-        rows = (f for f in _catalog_under(session, live) if _under(f.path, live))
+        live = [p for p in scope if under(p, present)]
+        rows = (f for f in _catalogunder(session, live) if under(f.path, live))
     out = Plan(known={f.path: f for f in rows})
     gone = {p: f for p, f in out.known.items() if p not in scanned}
     by_size: dict[int, list[File]] = {}

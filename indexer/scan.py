@@ -23,6 +23,17 @@ def ignored_name(name: str) -> bool:
     return name.startswith((".", "~$")) or name.lower().endswith(_TEMP_SUFFIXES)
 
 
+def under(path: str, roots: Iterable[str]) -> bool:
+    """Is `path` one of `roots` or inside one of them?"""
+    return any(path == r or path.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
+
+
+def ignored_under(path: str, root: str) -> bool:
+    """Does `path`, below `root`, pass through a hidden or temporary name (as a scan skips)?"""
+    rel = os.path.relpath(path, root) if path != root else ""
+    return any(ignored_name(part) for part in rel.split(os.sep) if part and part != ".")
+
+
 @dataclass(frozen=True)
 class MediaFile:
     path: str  # absolute, not symlink-resolved: the path the user sees

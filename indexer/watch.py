@@ -45,14 +45,12 @@ RETRY_S, RETRY_MAX_S = 5.0, 300.0  # a failed run's changes are tried again afte
 
 class OnceReporter(Reporter):
     """A watcher's runs tell each broken file once, not at every event that touches it again
-    unchanged; a file gone before it could be read is passed over quietly."""
+    unchanged; a file gone before it could be read is passed over quietly. (No progress bars
+    between a watcher's notes: Reporter's own.)"""
 
     def __init__(self, inner: Reporter) -> None:
         self.inner = inner
         self._told: dict[str, tuple[int, int] | None] = {}
-
-    def bar(self, desc: str, total: int | None, unit: str) -> Any:
-        return super().bar(desc, total, unit)  # no bars between a watcher's notes
 
     def skip(self, path: str, reason: str) -> None:
         try:

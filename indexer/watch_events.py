@@ -14,7 +14,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from indexer.scan import ignored_name
+from indexer.scan import ignored_under, under
 
 if TYPE_CHECKING:
     from watchdog.observers.api import BaseObserver, ObservedWatch
@@ -22,10 +22,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 POLL_S = 2.0  # how often a polling watcher looks, where events are not to be had
-
-
-def _under(path: str, root: str) -> bool:
-    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
 class Changes:
@@ -41,11 +37,8 @@ class Changes:
 
     def relevant(self, path: str) -> bool:
         """Under a root, not in the library's own folder, no hidden or temporary part."""
-        root = next((r for r in self.roots if _under(path, r)), None)
-        if root is None or any(_under(path, d) for d in self.skip_dirs):
-            return False
-        rel = os.path.relpath(path, root) if path != root else ""
-        return not any(ignored_name(part) for part in rel.split(os.sep) if part and part != ".")
+        root = next((r for r in self.roots if under(path, [r])), None)
+        return root is not None and not under(path, self.skip_dirs) and not ignored_under(path, root)
 
     def add(self, *paths: str, after: float = 0.0) -> None:
         """Paths heard changing now (`after`: as if heard that many seconds from now)."""
@@ -74,7 +67,7 @@ class Changes:
         has waited `max_wait` (a long burst is cut into runs); none under a paused root."""
         now = time.monotonic()
         with self._lock:
-            waiting = {p: t for p, t in self._last.items() if not any(_under(p, r) for r in paused)}
+            waiting = {p: t for p, t in self._last.items() if not under(p, paused)}
             if not waiting:
                 return []
             if now - max(waiting.values()) < quiet and now - min(waiting.values()) < max_wait:

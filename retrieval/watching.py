@@ -10,9 +10,7 @@ import threading
 from dataclasses import replace
 from typing import TYPE_CHECKING, Callable, Sequence
 
-from sqlalchemy import select
-
-from indexer.catalog import Root
+from indexer.diff import recorded_roots
 from indexer.stages.options import IndexOptions
 from indexer.stages.report import IndexReport, Reporter
 from indexer.watch import Watcher, WatchOptions
@@ -24,7 +22,7 @@ if TYPE_CHECKING:
 def library_roots(lib: Library) -> list[str]:
     """The folders (and files) indexed before, as `xmr index` with no paths refreshes them."""
     with lib.Session() as s:
-        return list(s.scalars(select(Root.path).order_by(Root.path)))
+        return recorded_roots(s)
 
 
 def watcher(lib: Library, paths: Sequence[str], options: IndexOptions, reporter: Reporter,

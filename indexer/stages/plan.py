@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from indexer.diff import Plan, plan, present_roots, roots_to_index
 from indexer.facts import FACT_FIELDS, FACTS_VERSION
 from indexer.kinds import get_kind, is_candidate
-from indexer.scan import ignored_name, scan
+from indexer.scan import ignored_under, scan, under
 from indexer.stages.decode import safe_facts
 
 OnSkip = Callable[[str, str], None]
@@ -24,13 +24,14 @@ def plan_run(session: Session, paths: Sequence[str], skip: OnSkip, skip_dirs: Se
     those paths under them (what a watcher saw change). Moves are applied to the rows at once
     (uncommitted); the caller removes `gone`."""
     roots = roots_to_index(session, paths)
-    for root in set(roots) - set(present_roots(session, roots)):
+    present = present_roots(session, roots)
+    for root in set(roots) - set(present):
         if os.path.exists(root):  # a missing one is told by the scan
             skip(root, "nothing is mounted there now; its items are kept until it is back")
     if not scope:
-        todo = plan(session, roots, scan(roots, skip, skip_dirs=skip_dirs))
+        todo = plan(session, present, scan(roots, skip, skip_dirs=skip_dirs))
     else:
-        todo = plan(session, roots, scan(_scope_files(scope, roots), skip, skip_dirs=skip_dirs), scope)
+        todo = plan(session, present, scan(_scope_files(scope, roots), skip, skip_dirs=skip_dirs), scope)
     refresh_facts(session, todo.stale_facts, workers)
     return todo
 
@@ -40,11 +41,8 @@ def _scope_files(scope: Sequence[str], roots: Sequence[str]) -> list[str]:
     since is gone, quietly), none hidden or temporary, files only of a kind xmr reads."""
     out = []
     for path in scope:
-        root = next((r for r in roots if path == r or path.startswith(r.rstrip(os.sep) + os.sep)), None)
-        if root is None or not os.path.exists(path):
-            continue
-        parts = os.path.relpath(path, root).split(os.sep) if path != root else []
-        if any(ignored_name(p) for p in parts if p != "."):
+        root = next((r for r in roots if under(path, [r])), None)
+        if root is None or not os.path.exists(path) or ignored_under(path, root):
             continue
         if os.path.isdir(path) or is_candidate(os.path.basename(path)):
             out.append(path)

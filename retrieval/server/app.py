@@ -33,7 +33,7 @@ from retrieval.server.clip_compat import add_clip_retrieval_routes
 from retrieval.server.media import THUMBNAIL_SIZES, indexed_file, media_type, thumbnail
 from retrieval.server.search_routes import add_search_routes
 from retrieval.server.security import DEFAULT_MAX_UPLOAD, Guard
-from retrieval.server.state import LibraryState, describe
+from retrieval.server.state import LibraryState
 
 STATIC = Path(__file__).parent / "static"
 
@@ -82,7 +82,7 @@ def create_app(state: LibraryState, *, token: str | None = None, max_upload: int
     def health() -> dict[str, Any]:
         """Is the server up, and for which library."""
         lib = state.library()
-        return {"status": "ok", "pid": os.getpid(), "reloads": state.reloads, **describe(lib),
+        return {"status": "ok", "pid": os.getpid(), "reloads": state.reloads, **state.describe(lib),
                 "watch": state.watch_status()}
 
     @app.get("/api/stats", tags=["library"])

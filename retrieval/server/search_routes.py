@@ -16,7 +16,7 @@ from fastapi import FastAPI, File, Form, Query as Param, UploadFile
 from retrieval.cutoff import MAX_RESULTS
 from retrieval.request import SearchRequest
 from retrieval.server.api_request import search_model, wire_of
-from retrieval.server.state import LibraryState, describe
+from retrieval.server.state import LibraryState
 
 SearchParams: Any = search_model()  # the request's declaration as the API's parameters
 
@@ -46,7 +46,7 @@ def answer_of(lib: Any, state: LibraryState, request: SearchRequest) -> dict[str
     if missing:  # sharded search: some shard did not answer (its actor is being restarted)
         answer["partial"], answer["missing_shards"] = True, missing
     if not hits and r.offset == 0:  # is the library empty, or without that kind? (only when needed)
-        facts = describe(lib)
+        facts = state.describe(lib)
         answer["items"], answer["items_by_modality"] = facts["items"], facts["items_by_modality"]
     return answer
 

@@ -38,6 +38,15 @@ class LibraryState:
         self._warm_encoder: Any = None
         self.reloads = 0
         self.watcher: Any = None  # `xmr serve --watch`'s child (retrieval.watching.ChildWatcher)
+        self._described: tuple[Library, dict[str, Any]] | None = None
+
+    def describe(self, lib: Library) -> dict[str, Any]:
+        """describe(lib), counted once per view: it changes only when a writer commits (then the
+        view is reopened), and the page asks for it every few seconds while a watcher runs."""
+        cached = self._described
+        if cached is None or cached[0] is not lib:
+            cached = self._described = (lib, describe(lib))
+        return cached[1]
 
     def watch_status(self) -> dict[str, Any] | None:
         """What the library's watcher does (indexer.watch.watch_status); while this server's own
