@@ -95,6 +95,7 @@ class File(Base):
     facts_version: Mapped[Optional[int]] = mapped_column(Integer, nullable=True)  # how its facts were read
     # readers its settings called for that could not be had when it was indexed ("ocr,speech")
     unread: Mapped[Optional[str]] = mapped_column(String(64), nullable=True)
+    faces_seen: Mapped[Optional[int]] = mapped_column(Integer, nullable=True)  # indexer.face_catalog
     items: Mapped[list["Item"]] = relationship(
         back_populates="file", cascade="all, delete-orphan", passive_deletes=True, order_by="Item.id"
     )
@@ -304,6 +305,9 @@ def chunked(values: Sequence[int], size: int = IN_CHUNK) -> Iterator[list[int]]:
 
 def drop_files(session: Session, vectors: Any, file_ids: Sequence[int]) -> None:
     """Remove files, their items and the items' vectors (`vectors` may be None: no index yet)."""
+    from indexer import face_catalog
+
+    face_catalog.delete_for_files(session, file_ids)
     for part in chunked(file_ids):
         item_ids = list(session.scalars(select(Item.id).where(Item.file_id.in_(part))))
         if vectors is not None:
@@ -329,6 +333,8 @@ def schema_version(conn: Connection) -> int | None:
 def init_schema(engine: Engine, create: bool) -> bool:
     """Create the tables in an empty database, or migrate an older one step by step. True when
     it created them."""
+    from indexer import face_catalog  # noqa: F401 - its tables and migration join the catalog's
+
     try:
         with engine.begin() as conn:
             version = schema_version(conn)

@@ -11,7 +11,7 @@ import numpy as np
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from indexer import extra_models, words
+from indexer import extra_models, face_index, words
 from indexer.audio_bridge import AudioBridge
 from indexer.catalog import File, Item, chunked
 from indexer.store import Store
@@ -92,6 +92,7 @@ def _check(s: Session, store: Store, bridge: AudioBridge, vecs: VectorIndex | No
             f"{len(strays)} files left by an interrupted run (e.g. {strays[0].name}); the next `xmr index` removes them")
     bridge.check(s, report.problems)
     extra_models.check(s, store, report.problems, report.warnings)
+    faces_off = face_index.check(s, store.path, report.problems, report.warnings)
     words_off = _check_words(s, report.problems)
     if repair and (report.problems or gone):
         removed, dropped = store.repair_vectors(s)
@@ -110,6 +111,8 @@ def _check(s: Session, store: Store, bridge: AudioBridge, vecs: VectorIndex | No
         if vecs is not None and len(np.unique(vecs.ids())) != vecs.ntotal:
             report.warnings.append("duplicate ids remain; rebuild the library with a fresh `xmr index`")
         store.commit(s)
+    if repair and faces_off:
+        face_index.repair(s, store.path, report.repaired)
     unread = _unread(s, report.warnings)
     if repair and unread:
         for part in chunked(unread):  # "changed": the next index run decodes them again

@@ -84,8 +84,8 @@ class SyncReport:
     skipped: int = 0  # files whose pictures could not be decoded as indexed
 
 
-def _pictures(ctx: DecodeContext, f: File, items: list[Item]) -> tuple[File, list[Item], list[Any] | str]:
-    """The model inputs of a file's picture items, in their order; or why they cannot be had."""
+def picture_inputs(ctx: DecodeContext, f: File, items: list[Item], key: str = MAIN) -> tuple[File, list[Item], list[Any] | str]:
+    """Model `key`'s inputs of a file's picture items, in their order; or why they cannot be had."""
     try:
         st = os.stat(f.path)
         if (st.st_size, st.st_mtime_ns) != (f.size, f.mtime_ns):
@@ -102,7 +102,7 @@ def _pictures(ctx: DecodeContext, f: File, items: list[Item]) -> tuple[File, lis
         if not all(i.chunk in by_chunk for i in items):
             return f, items, "its pictures differ from when it was indexed (run `xmr index`)"
         segs = [by_chunk[i.chunk] for i in items]
-    return f, items, [ctx.prepare(s).payload[MAIN] for s in segs]
+    return f, items, [ctx.prepare(s).payload[key] for s in segs]
 
 
 def _checkpoint(s: Session, index: AddedIndex) -> None:
@@ -190,7 +190,7 @@ def _sync_one(s: Session, index: AddedIndex, encoder: Encoder, on_skip: OnSkip, 
     files = {f.id: f for f in s.scalars(select(File).where(File.id.in_(list(by_file))))} if by_file else {}
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="xmr-reencode") as pool:
         for round_ in _rounds(sorted(by_file), FILES_PER_ROUND):
-            for f, its, inputs in pool.map(lambda fid: _pictures(ctx, files[fid], by_file[fid]), round_):
+            for f, its, inputs in pool.map(lambda fid: picture_inputs(ctx, files[fid], by_file[fid]), round_):
                 if isinstance(inputs, str):
                     report.skipped += 1
                     on_skip(f.path, inputs)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from sqlalchemy.orm import Session
 
-from indexer import extra_models
+from indexer import extra_models, face_catalog, faces
 from indexer.audio_bridge import AudioBridge
 from indexer.catalog import get_meta, set_meta
 from indexer.index_policy import IndexPolicy
@@ -31,7 +31,7 @@ from indexer.stages.plan import plan_run
 from indexer.stages.report import IndexReport, Reporter
 from indexer.stages.write import Writer
 from indexer.store import Store
-from retrieval.errors import DecodeError
+from retrieval.errors import DecodeError, ModelLoadError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -73,6 +73,7 @@ class _Run:
         self.report = IndexReport()
         self.complete: list[FileWork] = []  # every segment decoded: written once all are embedded
         self.decoder: Decoder | None = None
+        self.faces: Any = None  # the face model as an embedder, when this run looks for faces
 
     def skip(self, path: str, reason: str) -> None:
         self.report.skipped += 1
@@ -108,9 +109,21 @@ class _Run:
         encoders = extra_models.load_encoders(s, self.models.device, added_encoders, list(added)) if self.jobs else {}
         self.setup = setup_for_run(encoder, encoders, self.models.audio_model,
                                    float(get_meta(s, "segment_max", SEGMENT_MAX_S)), settings)
-        registry = registry_for(encoder, encoders, lambda: self.models.audio_encoder, self._bridge_for)
+        self.faces = self._face_embedder()
+        registry = registry_for(encoder, encoders, lambda: self.models.audio_encoder, self._bridge_for, self.faces)
         self.keys = registry.keys
         self.pending = Pending(registry, Batches(self.batch_size))
+
+    def _face_embedder(self) -> Any:
+        """The face model, when this run looks for faces (Ray's workers do not: caught up after)."""
+        if not face_catalog.faces_on(self.s, self.options.faces) or self.options.ray or not self.jobs:
+            return None
+        if not face_catalog.installed():
+            raise ModelLoadError(faces.INSTALL)
+        from indexer.stages.face_embed import FaceEmbedder, face_inputs
+
+        self.setup = replace(self.setup, models=(*self.setup.models, face_inputs()))
+        return FaceEmbedder(self.options.decode_workers)
 
     def _bridge_for(self, raw: np.ndarray) -> Any:
         with self.writer.writing():  # the first sounds of a library fit its bridge (it re-projects stored ones)
@@ -156,6 +169,8 @@ class _Run:
             bar.close()
             if self.decoder is not None:
                 self.decoder.close()
+            if self.faces is not None:
+                self.faces.close()
             self.report.seconds = time.perf_counter() - self.t0
 
     def _read(self, mf: MediaFile, source: Source, signals: Signals) -> FileWork | None:

@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 from retrieval.paths import BRIDGE_FILE, INDEX_FILE
 
-SCHEMA_VERSION = 10  # indexer.catalog takes it from here
+SCHEMA_VERSION = 11  # indexer.catalog takes it from here
 
 Execute = Callable[[str], list[tuple]]
 
@@ -45,6 +45,10 @@ def read_stats(execute: Execute) -> dict[str, Any]:
             "GROUP BY file_id) AS f")[0][0] or 0) / 3600, 4),
         # what files say about themselves (indexer.facts) and the tags given (retrieval.tagging)
         "facts": _facts(execute),
+        # faces found (indexer.face_catalog) and the people they were grouped into
+        "faces": execute("SELECT count(id) FROM faces")[0][0],
+        "people": execute("SELECT count(id) FROM people")[0][0],
+        "people_named": execute("SELECT count(id) FROM people WHERE name IS NOT NULL")[0][0],
         "tags": dict(execute("SELECT label, count(item_id) FROM tags GROUP BY label ORDER BY count(item_id) DESC, label")),
         "ocr": meta.get("ocr_engine"),
         "speech": meta.get("speech_engine"),

@@ -31,9 +31,11 @@ _THUMBNAIL_NAME = re.compile(r"([0-9a-f]{40})(?:-t\d+)?-\d+\.jpg")  # hash, a vi
 # Anything else matching these is left over from a run that died before its commit.
 _INDEX_NAME = re.compile(r"vectors(?:-(\d+))?\.faiss")
 _BRIDGE_NAME = re.compile(r"bridge(?:-[0-9a-f]+)?\.safetensors")
-_TEMP_NAME = re.compile(r"\.vectors.*\.tmp|bridge.*\.tmp")
+_TEMP_NAME = re.compile(r"\.(?:vectors|faces).*\.tmp|bridge.*\.tmp")
 _EXTRA_NAME = re.compile(r"vectors-m[0-9a-f]{8}-\d+\.faiss")  # a further model's (indexer.extra_models)
+_FACE_NAME = re.compile(r"faces-\d+\.faiss")  # the faces' (indexer.face_index)
 EXTRA_META = "extra_models"
+FACE_META = "face_index"
 
 FileSignature = tuple[int, int, int]
 
@@ -134,9 +136,11 @@ class Store:
         keep = {self._index_file, self._bridge_file, self._pending_bridge_file}
         with self.Session() as s:
             keep |= {e.get("index_file") for e in (get_meta(s, EXTRA_META) or {}).values()}
+            keep.add((get_meta(s, FACE_META) or {}).get("index_file"))
         return sorted(
             p for p in self.path.iterdir()
-            if p.name not in keep and any(r.fullmatch(p.name) for r in (_INDEX_NAME, _BRIDGE_NAME, _TEMP_NAME, _EXTRA_NAME))
+            if p.name not in keep
+            and any(r.fullmatch(p.name) for r in (_INDEX_NAME, _BRIDGE_NAME, _TEMP_NAME, _EXTRA_NAME, _FACE_NAME))
         )
 
     def _next_index_file(self) -> str:

@@ -19,6 +19,7 @@ from retrieval.cli_output import print_hits, print_stats
 from retrieval.cli_progress import TerminalReporter
 from retrieval.cli_models import demo_model_note, open_for_index, register as register_models
 from retrieval.cli_organize import register as register_organize
+from retrieval.cli_people import register as register_people
 from retrieval.cli_serve import register as register_serve
 from retrieval.cli_request import request_from_cli, request_options
 from retrieval.cli_types import ByteSize, Device, shared_options
@@ -123,6 +124,9 @@ def _open(ctx: click.Context, create: bool = False, **kw: Any):
               help="Transcribe speech in sounds and videos with this faster-whisper model: a size name (base, small.en, "
                    "large-v3, ...) or a CTranslate2 model folder; 'none' for no transcripts. Remembered by the library "
                    "[default: base]")
+@click.option("--faces/--no-faces", default=None,
+              help="Find the faces in pictures and videos and group them into people (`xmr people`). Remembered by "
+                   "the library [default: on when installed: pip install 'xmr[faces]']")
 @click.option("--add-model", is_flag=True,
               help="On a library of another model: add --model's vectors beside its own (asked on a terminal).")
 @click.option("--ray", "ray_address", is_flag=False, flag_value="local", metavar="[ADDRESS]",
@@ -137,7 +141,7 @@ def _open(ctx: click.Context, create: bool = False, **kw: Any):
 def index(ctx: click.Context, paths: tuple[str, ...], model: str | None, pretrained: str | None, audio_model: str | None,
           factory: str | None, recall: float | None, max_memory: int | None, batch_size: int | None, workers: int | None,
           decoder: str, checkpoint_seconds: float, progress: bool | None, wait: bool, segment_max: float | None, ocr: bool | None,
-          speech_model: str | None, add_model: bool, ray_address: str | None, ship_bytes: bool, watch: bool,
+          speech_model: str | None, faces: bool | None, add_model: bool, ray_address: str | None, ship_bytes: bool, watch: bool,
           poll: float | None) -> None:
     """Index PATHS (folders or files); with none, refresh every folder indexed before.
 
@@ -158,7 +162,7 @@ def index(ctx: click.Context, paths: tuple[str, ...], model: str | None, pretrai
                                  audio_model=audio_model, recall=recall, max_memory=max_memory)
     try:
         options = IndexOptions(batch_size=batch_size, workers=workers, decoder=decoder, checkpoint_seconds=checkpoint_seconds,
-                               wait=wait, segment_max=segment_max, ocr=ocr, speech_model=speech_model,
+                               wait=wait, segment_max=segment_max, ocr=ocr, speech_model=speech_model, faces=faces,
                                ray=True if ray_address == "local" else ray_address, ship_bytes=ship_bytes)
         if watch:
             return _watch(lib, paths, options, progress, poll)
@@ -353,6 +357,7 @@ def bridge_show(ctx: click.Context, as_json: bool) -> None:
 
 
 register_organize(cli, _open)
+register_people(cli, _open)
 register_serve(cli, _open)
 register_models(cli, _open)
 

@@ -124,6 +124,8 @@ def print_stats(st: dict[str, Any], as_json: bool) -> None:
         if hours:
             parts.append(f"{hours:.2f} h of speech transcribed" if hours >= 1 else f"{hours * 60:.1f} min of speech transcribed")
         click.echo("words      " + ", ".join(parts))
+    if st.get("faces"):
+        click.echo(f"people     {st['people']} ({st['people_named']} named) in {st['faces']} faces")
     facts = st.get("facts") or {}
     if facts.get("dates"):
         from datetime import datetime

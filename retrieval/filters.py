@@ -36,6 +36,7 @@ class Filters:
     min_size: int | None = None  # bytes
     max_size: int | None = None
     tags: tuple[str, ...] = field(default_factory=tuple)  # every one of them ("a|b": either)
+    persons: tuple[str, ...] = field(default_factory=tuple)  # people (names or ids) seen in the file, all of them
     types: tuple[str, ...] = field(default_factory=tuple)  # any of these kinds (one kind is searched as such)
     exclude: tuple[str, ...] = field(default_factory=tuple)  # words or phrases no hit's words may hold
 
@@ -53,7 +54,7 @@ class Filters:
         for name in ("path", "camera", "near", "min_size", "max_size"):
             if getattr(self, name) is not None:
                 out[name] = getattr(self, name)
-        for name in ("tags", "types", "exclude"):
+        for name in ("tags", "persons", "types", "exclude"):
             if getattr(self, name):
                 out[name] = list(getattr(self, name))
         return out
@@ -109,6 +110,7 @@ class FilterText:
     min_size: str | int | None = None
     max_size: str | int | None = None
     tags: Sequence[str] = ()
+    persons: Sequence[str] = ()
     types: Sequence[str] = ()
     exclude: Sequence[str] = ()
 
@@ -124,6 +126,7 @@ class FilterText:
             min_size=_size(self.min_size, "--min-size"),
             max_size=_size(self.max_size, "--max-size"),
             tags=tuple(t.strip() for t in self.tags if t and t.strip()),
+            persons=tuple(p.strip() for p in self.persons if p and p.strip()),
             types=tuple(self.types),
             exclude=tuple(t.strip() for t in self.exclude if t.strip()),
         )
@@ -211,6 +214,10 @@ def matching_ids(session: Any, f: Filters, modality: str | None = None) -> Any:
         cond.append(File.size <= f.max_size)
     for t in f.tags:
         cond.append(Item.id.in_(select(Tag.item_id).where(Tag.label.in_(either(t)))))
+    if f.persons:
+        from indexer.people_store import seen_with
+
+        cond += seen_with(session, f.persons)
     if f.near is None:
         stmt = select(Item.id).join(File).where(and_(true(), *cond)).order_by(Item.id)
         return _without_words(session, f, np.fromiter(session.scalars(stmt), np.int64))

@@ -1,5 +1,5 @@
 """Search results: the Hit a query returns, made from catalog rows with their file's facts and
-the item's tags; one hit per file (grouping); a list's order by date."""
+the item's tags and faces; one hit per file (grouping); a list's order by date."""
 
 from __future__ import annotations
 
@@ -53,6 +53,7 @@ class Hit:
     height: int | None = None
     duration: float | None = None  # seconds
     tags: list[dict[str, Any]] | None = None  # [{label, confidence}], most sure first
+    faces: list[dict[str, Any]] | None = None  # faces seen in a picture or shot: [{id, box, person, name}]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -126,7 +127,12 @@ def hits_from(session: Session, D: np.ndarray, I: np.ndarray) -> list[Hit]:
 
 
 def add_tags(session: Session, hits: list[Hit]) -> list[Hit]:
-    """Fill each hit's `tags` from the catalog (only for the hits a page shows)."""
+    """Fill each hit's `tags` and `faces` from the catalog (only for the hits a page shows)."""
+    from indexer.people_store import faces_of_items
+
+    faces = faces_of_items(session, [h.item_id for h in hits])
+    for h in hits:
+        h.faces = faces.get(h.item_id)
     ids = [h.item_id for h in hits]
     found: dict[int, list[dict[str, Any]]] = {}
     for part in chunked(ids):

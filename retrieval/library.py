@@ -21,7 +21,7 @@ import numpy as np
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from indexer import extra_models, shards
+from indexer import extra_models, face_sync, shards
 from indexer.audio_bridge import AudioBridge
 from indexer.catalog import get_meta
 from indexer.check import CheckReport, check_library
@@ -34,6 +34,7 @@ from indexer.vectors import VectorIndex
 from retrieval.encoders import Encoder, EncoderSpec
 from retrieval.errors import UsageError
 from retrieval.paths import default_library_dir
+from retrieval.people import People
 from retrieval.query import Query
 from retrieval.request import Resolved, SearchRequest, request_of
 from retrieval.search import Hit, Searcher
@@ -197,6 +198,7 @@ class Library:
             report = run_index(self.store, self.models, self.audio, self.policy, [str(p) for p in paths], options,
                                reporter, self._added_encoders)
         self.sync_models(on_skip=reporter.skip, wait=options.wait)
+        report.faces += face_sync.sync(self.store, on_skip=reporter.skip, wait=options.wait).found
         shards.after_commit(self.store)
         return report
 
@@ -228,6 +230,11 @@ class Library:
                                         wait=options.get("wait", False))
         self._added_encoders[key] = encoder
         return self.sync_models(**options)
+
+    @property
+    def people(self) -> People:
+        """The people in the library's pictures (`xmr people`)."""
+        return People(self.store)
 
     def models_info(self) -> list[extra_models.ModelInfo]:
         """The library's models (`xmr models`): the main one, then the added ones."""

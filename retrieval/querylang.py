@@ -4,7 +4,7 @@
     beach tag:holiday OR tag:summer -crowd        either tag; nothing whose words hold "crowd"
     "error 4471" size:>2MB path:Documents         the exact phrase, files over 2 MB under Documents
 
-Keys: after: before: type: tag: camera: place: (LAT,LON,KM) path: size: (>2MB, <5MB, 1MB..5MB);
+Keys: after: before: type: tag: person: camera: place: (LAT,LON,KM) path: size: (>2MB, <5MB, 1MB..5MB);
 a value with spaces is quoted (camera:"Pixel 7"). `OR` between two values of one of type, tag,
 camera, path means either. `-word` and `-"a phrase"`: no item whose words hold it, and the meaning
 steered away from it (as --not). `"a phrase"` stays in the text: the words must hold it as written.
@@ -21,7 +21,7 @@ from typing import Any, Sequence
 from retrieval.errors import UsageError
 from retrieval.filters import parse_date, parse_near, parse_size
 
-KEYS = ("after", "before", "type", "tag", "camera", "place", "path", "size")
+KEYS = ("after", "before", "type", "tag", "person", "camera", "place", "path", "size")
 EITHER = ("type", "tag", "camera", "path")  # OR joins their values
 FIELD_OF = {"place": "near"}  # the request field a key fills (the rest: the same name; size: two fields)
 ALTERNATIVES = "|"  # how either-values travel in one request field ("red|blue")
@@ -105,8 +105,8 @@ def _fields(token: Token) -> dict[str, Any]:
         return _size_bounds(token)
     if token.key == "type":
         return {"type": tuple(token.value.split(ALTERNATIVES))}
-    if token.key == "tag":
-        return {"tag": (token.value,)}
+    if token.key in ("tag", "person"):
+        return {token.key: (token.value,)}
     return {FIELD_OF.get(token.key, token.key): token.value}
 
 
@@ -185,7 +185,7 @@ def combine(have: dict[str, Any], new: dict[str, Any], where: str) -> dict[str, 
             if not both:
                 raise UsageError(f"{where}: type {'|'.join(value)} and type {'|'.join(old)} leave no kind")
             out[name] = both
-        elif name == "tag":
+        elif name in ("tag", "person"):
             out[name] = (*old, *value)
         else:
             raise UsageError(f"{where}: {name} given twice ({old!r} and {value!r})")

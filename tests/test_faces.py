@@ -7,7 +7,6 @@ missing one fails; elsewhere these tests skip.
 
 from __future__ import annotations
 
-import os
 from itertools import combinations
 
 import numpy as np
@@ -19,33 +18,24 @@ from indexer.faces import SAME_PERSON, THUMB_PX, FaceModel
 from indexer.people import assign, group
 from retrieval.errors import ModelLoadError
 from scripts.bench_people import pairwise, synthetic_faces
-
-
-def _need(what: str) -> None:
-    if os.environ.get("XMR_REQUIRE_FACES") == "1":
-        pytest.fail(f"{what} is missing (CI installs it: .ci/run)")
-    pytest.skip(f"{what} is missing")
+from tests.conftest import need_faces
 
 
 @pytest.fixture(scope="session")
-def face_model() -> FaceModel:
+def face_model(face_photos) -> FaceModel:
     model = FaceModel()
     try:
         model._models()
     except ModelLoadError as e:
-        _need(str(e))
+        need_faces(str(e))
     return model
 
 
 @pytest.fixture(scope="session")
-def photos():
-    from scripts.face_photos import PEOPLE, face_photos
+def photos(face_photos):
+    from scripts.face_photos import PEOPLE
 
-    try:
-        folder = face_photos()
-    except OSError as e:
-        _need(f"the face photos ({e})")
-    return {name: (Image.open(folder / name).convert("RGB"), who) for name, who in PEOPLE.items()}
+    return {name: (Image.open(face_photos / name).convert("RGB"), who) for name, who in PEOPLE.items()}
 
 
 def test_real_faces_are_found_described_and_told_apart(face_model, photos):
@@ -54,9 +44,10 @@ def test_real_faces_are_found_described_and_told_apart(face_model, photos):
         got = face_model.find(image)
         assert len(got) == 1, (name, [f.box for f in got])
         face = got[0]
-        left, top, w, h = face.box
-        assert 0 <= left and 0 <= top and left + w <= image.width and top + h <= image.height and w > 80
+        left, top, w, h = face.box  # fractions of the picture
+        assert 0 <= left and 0 <= top and left + w <= 1 and top + h <= 1 and w * image.width > 80
         assert face.descriptor.shape == (128,) and face.descriptor.dtype == np.float32
+        assert abs(float(np.linalg.norm(face.descriptor)) - 1) < 1e-5
         assert face.thumbnail.size == (THUMB_PX, THUMB_PX)
         found[name] = face.descriptor
     for a, b in combinations(found, 2):
@@ -75,16 +66,16 @@ def test_small_faces_big_photos_and_no_faces(face_model, photos):
     portrait, _ = photos["obama.jpg"]
     face = face_model.find(portrait)[0]
     # The face about 44 px across in a 1000-px picture is still found, where it is.
-    shrink = 44 / face.box[2]
+    shrink = 44 / (face.box[2] * portrait.width)
     small = portrait.resize((round(portrait.width * shrink), round(portrait.height * shrink)))
     canvas = Image.new("RGB", (1000, 750), (120, 130, 140))
     canvas.paste(small, (400, 300))
     got = face_model.find(canvas)
-    assert len(got) == 1 and abs(got[0].box[0] - (400 + face.box[0] * shrink)) < 10
-    # A big photo is looked at on a 1000-px copy; the box is in the photo's own pixels.
+    assert len(got) == 1 and abs(got[0].box[0] * 1000 - (400 + face.box[0] * small.width)) < 10
+    # A big photo is looked at on a 1000-px copy; the box is where it is in the photo.
     big = canvas.resize((4000, 3000))
     got_big = face_model.find(big)
-    assert len(got_big) == 1 and abs(got_big[0].box[0] - 4 * got[0].box[0]) < 20
+    assert len(got_big) == 1 and abs(got_big[0].box[0] - got[0].box[0]) < 0.005
     assert float(np.linalg.norm(got_big[0].descriptor - got[0].descriptor)) < SAME_PERSON
     # No face: nothing.
     from scripts.synthetic import CONCEPTS, draw

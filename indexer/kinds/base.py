@@ -58,6 +58,9 @@ class Segment:
     # How sure the reader of `snippet` was, 0..1, where its words were read off a picture (OCR)
     # or heard (speech); the snippet of any segment is its words in the full-text index.
     confidence: float | None = None
+    # A picture's larger copy, for a model that looks closer (faces: DecodeContext.detail_side);
+    # dropped once the models' inputs are made.
+    detail: Any = None
 
 
 class DecodeContext(Protocol):
@@ -66,6 +69,10 @@ class DecodeContext(Protocol):
     @property
     def image_size(self) -> int | None:
         """Side in pixels the picture encoder looks at (decoders may decode no larger)."""
+
+    @property
+    def detail_side(self) -> int | None:
+        """Long side of a larger copy of each picture that a model wants (faces); None: none."""
 
     @property
     def context_length(self) -> int:

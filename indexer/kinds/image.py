@@ -28,13 +28,14 @@ _MAGIC = (
 )
 
 
-def load_image(path: str, min_size: int | None = None) -> Any:  # -> PIL.Image.Image
+def load_image(path: str, min_size: int | None = None, long_side: int | None = None) -> Any:  # -> PIL.Image.Image
     """Open, decode, apply EXIF orientation, convert to RGB.
 
     With `min_size`, a JPEG is decoded at the smallest DCT scale (1/2, 1/4, 1/8) that keeps
     both sides >= min_size (PIL's `draft`): the model sees min_size pixels anyway, and a 12 MP
     photo decodes about 6x faster. The result differs from a full decode + resize by a little
-    resampling detail only (tests/test_draft.py states and checks the tolerance).
+    resampling detail only (tests/test_draft.py states and checks the tolerance). With
+    `long_side`, the smallest that keeps the long side >= long_side.
     """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -45,6 +46,9 @@ def load_image(path: str, min_size: int | None = None) -> Any:  # -> PIL.Image.I
             with Image.open(path) as im:
                 if min_size and im.format == "JPEG":
                     im.draft("RGB", (min_size, min_size))
+                elif long_side and im.format == "JPEG":
+                    shrink = long_side / max(im.size)
+                    im.draft("RGB", (round(im.width * shrink), round(im.height * shrink)))
                 im.load()
                 im = ImageOps.exif_transpose(im)
                 return im.convert("RGB")
@@ -101,23 +105,30 @@ class ImageKind(MediaKind):
 
     def decode(self, path: str, ctx: DecodeContext) -> Iterator[Segment]:
         reader = ctx.ocr()
+        side = getattr(ctx, "detail_side", None)
         if reader is None:
-            # With the model on a GPU, a JPEG is decoded there (nvjpeg), in batches: only its bytes go.
+            # With the model on a GPU, a JPEG is decoded there (nvjpeg), in batches: only its bytes
+            # go (the face model decodes its own copy from the file).
             jpeg = read_jpeg(path) if getattr(ctx, "device_jpeg", False) else None
-            yield Segment(jpeg if jpeg is not None else load_image(path, ctx.image_size), embedder="image")
-            return
-        from indexer.ocr import OCR_SIDE, likely_text
+            if jpeg is not None or side is None:
+                yield Segment(jpeg if jpeg is not None else load_image(path, ctx.image_size), embedder="image")
+                return
+        from indexer.ocr import OCR_SIDE, likely_text  # noqa: F401 - OCR_SIDE below
 
         # The text test looks at the copy decoded for the model (a 12 MP JPEG's 1/8 scale:
         # 500 x 375), so vectors are the same with OCR on or off; only a picture that may hold
         # print is decoded again, larger, and read.
         picture = load_image(path, ctx.image_size)
-        words = None
-        if likely_text(picture):
+        words = larger = None
+        if reader is not None and likely_text(picture):
             larger = picture if max(picture.size) >= OCR_SIDE else load_image(path, OCR_SIDE)
             words = reader.read(larger)
+        detail = None
+        if side is not None:  # faces: a copy of their own, from OCR's when it read one
+            detail = next((p for p in (picture, larger) if p is not None and max(p.size) >= side), None) \
+                or load_image(path, long_side=side)
         yield Segment(picture, embedder="image", snippet=words.text if words else None,
-                      confidence=words.confidence if words else None)
+                      confidence=words.confidence if words else None, detail=detail)
 
     def thumbnail(self, path: str, size: int, at: float | None = None) -> Any:
         return load_image(path, min_size=size)

@@ -113,24 +113,27 @@ def _check_size(stream: Any) -> None:
 
 @dataclass(frozen=True)
 class _Framed:
-    """A sampled frame at the model's size and, where it may hold print, larger for OCR."""
+    """A sampled frame at the model's size and, where it may hold print, larger for OCR; and
+    at `detail_side` for a model that looks closer (faces)."""
 
     picture: Any
     larger: Any = None
+    detail: Any = None
 
 
-def _framer(size: int, ocr: Any) -> Callable[[Any], _Framed]:
+def _framer(size: int, ocr: Any, detail_side: int | None = None) -> Callable[[Any], _Framed]:
     """How a sample becomes a picture: with `ocr`, a frame that passes the cheap text test is
     also kept at the size OCR reads (slides, signs, captions); the others cost the test only."""
     def framed(frame: Any) -> _Framed:
         picture = _model_frame(frame, size)
+        detail = _model_frame(frame, detail_side, long_side=True) if detail_side else None
         if ocr is None:
-            return _Framed(picture)
+            return _Framed(picture, detail=detail)
         from indexer.ocr import OCR_SIDE, likely_text
 
         # the text test needs a frame of CLIP's usual size at least (a tiny model's is too small)
         tested = picture if min(picture.size) >= TEXT_TEST_SIDE else _model_frame(frame, TEXT_TEST_SIDE)
-        return _Framed(picture, _model_frame(frame, OCR_SIDE, long_side=True) if likely_text(tested) else None)
+        return _Framed(picture, _model_frame(frame, OCR_SIDE, long_side=True) if likely_text(tested) else None, detail)
 
     return framed
 
@@ -140,17 +143,19 @@ def _seen_and_read(ocr: Any) -> Callable[[Shot], Segment]:
         framed: _Framed = shot.frame
         words = ocr.read(framed.larger) if ocr is not None and framed.larger is not None else None
         return Segment(framed.picture, embedder="image", chunk=shot.index, start=shot.start, end=shot.end,
-                       snippet=words.text if words else None, confidence=words.confidence if words else None)
+                       snippet=words.text if words else None, confidence=words.confidence if words else None,
+                       detail=framed.detail)
 
     return seen
 
 
 def video_segments(path: str, size: int, segment_max: float = SEGMENT_MAX_S,
-                   audio_format: Callable[[], tuple[int, int] | None] | None = None, ocr: Any = None) -> Iterator[Segment]:
+                   audio_format: Callable[[], tuple[int, int] | None] | None = None, ocr: Any = None,
+                   detail_side: int | None = None) -> Iterator[Segment]:
     """The segments of the video at `path` in order of completion: "image" segments (a frame
     at `size`; with an `ocr` reader, the words seen on it) and, when it has sound and
     `audio_format()` gives (rate, window samples), "audio" windows of its sound."""
-    framed, _seen = _framer(size, ocr), _seen_and_read(ocr)
+    framed, _seen = _framer(size, ocr, detail_side), _seen_and_read(ocr)
     with open_media(path) as container:
         vstream, astream = first_streams(container)
         if vstream is None:
@@ -279,7 +284,8 @@ class VideoKind(MediaKind):
                 return None
 
         yield from video_segments(path, ctx.image_size or 224, ctx.segment_max,
-                                  audio_format if getattr(ctx, "wants_sound", True) else None, ctx.ocr())
+                                  audio_format if getattr(ctx, "wants_sound", True) else None, ctx.ocr(),
+                                  getattr(ctx, "detail_side", None))
         transcriber = ctx.speech()
         if transcriber is not None:
             from indexer.speech import speech_segments

@@ -31,6 +31,9 @@ class ModelInputs:
     embeds: tuple[str, ...]  # the embedder names it embeds: "image", "text", "audio"
     preprocess: Any = None  # its picture transform (a picklable torchvision transform)
     image_size: int | None = None  # the side it looks at
+    # Looks at its own larger copy (faces), decoded apart at `image_size` on the long side, so the
+    # other models' inputs (and vectors) are the same whether it runs or not.
+    own_copy: bool = False
 
 
 @dataclass(frozen=True)
@@ -83,8 +86,10 @@ class DecodeContext:
     def __init__(self, setup: DecodeSetup, readers: Readers | None = None) -> None:
         self.setup = setup
         self.readers = readers if readers is not None else Readers(setup.readers)
-        sizes = [m.image_size for m in setup.models if m.image_size and "image" in m.embeds]
+        sizes = [m.image_size for m in setup.models if m.image_size and "image" in m.embeds and not m.own_copy]
         self.image_size = max(sizes) if sizes else None  # decoded no smaller than the largest model needs
+        detail = [m.image_size for m in setup.models if m.image_size and m.own_copy]
+        self.detail_side = max(detail) if detail else None  # a larger copy, on its long side
         self.context_length = setup.context_length
         self.segment_max = setup.segment_max
         self.wants_sound = setup.audio_model is not None
@@ -131,7 +136,9 @@ class DecodeContext:
         if seg.embedder == "image":
             if isinstance(seg.payload, EncodedJpeg):  # decoded by the embedder, on the model's device
                 return seg
-            return replace(seg, payload={m.key: m.preprocess(seg.payload) for m in self._pictures})
+            return replace(seg, detail=None, payload={
+                m.key: m.preprocess(seg.detail if m.own_copy and seg.detail is not None else seg.payload)
+                for m in self._pictures})
         if seg.embedder == "audio":
             return replace(seg, payload=self.clap().features(seg.payload))
         return seg

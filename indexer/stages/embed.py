@@ -73,6 +73,7 @@ class Embedded:
     vectors: np.ndarray | None  # (n, d) float32 unit rows in the model's space; None: to bridge
     raw: np.ndarray | None = None  # (n, d') the encoder's own vectors, kept in the catalog (sounds)
     failed: dict[int, str] = field(default_factory=dict)  # inputs that could not be read, and why
+    found: list[Any] | None = None  # an embedder of many per input (faces): what each input holds
 
 
 class BatchEmbedder(Protocol):
@@ -165,8 +166,9 @@ class Registry:
 
 
 def registry_for(encoder: Any, added: dict[str, Any], clap: Callable[[], Any] | None,
-                 bridge_for: Callable[[np.ndarray], Any] | None) -> Registry:
-    """The main `encoder` (pictures, text; sounds with `clap`) and the `added` models by key."""
+                 bridge_for: Callable[[np.ndarray], Any] | None, faces: BatchEmbedder | None = None) -> Registry:
+    """The main `encoder` (pictures, text; sounds with `clap`), the `added` models by key and
+    the face model (pictures' faces, under key FACES: indexer.stages.face_embed)."""
     reg = Registry()
     reg.register("image", MAIN, PictureEmbedder(encoder, MAIN))
     reg.register("text", MAIN, TextEmbedder(encoder))
@@ -175,13 +177,17 @@ def registry_for(encoder: Any, added: dict[str, Any], clap: Callable[[], Any] | 
     for key, enc in added.items():
         reg.register("image", key, PictureEmbedder(enc, key))
         reg.register("text", key, TextEmbedder(enc))
+    if faces is not None:
+        from indexer.stages.face_embed import FACES
+
+        reg.register("image", FACES, faces)
     return reg
 
 
 @dataclass
 class FileWork:
     """A file on its way through EMBED to WRITE: its segments (payloads dropped once embedded)
-    and, per model key, one vector per segment."""
+    and, per model key, one vector per segment (the face model's: the segment's faces)."""
 
     mf: MediaFile
     kind: MediaKind
@@ -227,7 +233,8 @@ class Pending:
             for key, embedder in self.registry.targets(name):
                 out = embedder.embed(inputs, self.batches)
                 for j, (w, i) in enumerate(members):
-                    w.vectors[key][i] = out.vectors[j] if out.vectors is not None else None
+                    w.vectors[key][i] = out.vectors[j] if out.vectors is not None else (
+                        out.found[j] if out.found is not None else None)
                     if out.raw is not None:
                         w.raw[i] = out.raw[j]
                     if j in out.failed:

@@ -30,6 +30,7 @@ class IndexOptions:
     segment_max: float | None = None  # longest video shot, remembered by the library
     ocr: bool | None = None  # remembered by the library
     speech_model: str | None = None  # remembered by the library; "none": off
+    faces: bool | None = None  # look for faces; remembered by the library (default: when installed)
     ray: str | bool | None = None  # a Ray cluster's address, or True for one on this machine
     ship_bytes: bool = False  # with ray: the driver sends the files' bytes
     scope: tuple[str, ...] = ()  # only these absolute paths under the roots changed (a watcher's run)

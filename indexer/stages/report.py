@@ -66,6 +66,7 @@ class IndexReport:
     unchanged: int = 0
     skipped: int = 0
     items: int = 0
+    faces: int = 0  # faces found (in this run's pictures, then in those caught up after it)
     seconds: float = 0.0
     interrupted: bool = False
     skipped_paths: list[str] = field(default_factory=list)
@@ -75,5 +76,5 @@ class IndexReport:
         return (
             f"{self.new} new, {self.updated} updated, {self.moved} moved, {self.removed} removed, "
             f"{self.skipped} skipped, {self.unchanged} unchanged; {self.items} items encoded in "
-            f"{self.seconds:.1f} s ({rate:.1f} items/s)"
+            f"{self.seconds:.1f} s ({rate:.1f} items/s)" + (f"; {self.faces} faces found" if self.faces else "")
         )

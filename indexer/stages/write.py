@@ -11,7 +11,7 @@ from typing import Any, Callable, Collection, Iterator, Sequence
 
 from sqlalchemy.orm import Session
 
-from indexer import words
+from indexer import face_catalog, words
 from indexer.added_index import AddedIndex
 from indexer.catalog import AudioRaw, File, Item, drop_files
 from indexer.facts import FACTS_VERSION
@@ -96,7 +96,21 @@ class Writer:
             got = [(it.id, v) for it, v in zip(items, w.vectors.get(key, ())) if v is not None]
             if got:
                 vecs.add(np.stack([v for _, v in got]), [i for i, _ in got])
+        self._faces(w, f, items)
         self.report.items += len(items)
+
+    def _faces(self, w: FileWork, f: File, items: list[Item]) -> None:
+        """The faces found in its pictures (the face model's "vectors": lists of faces). The file
+        counts as looked at only when every picture was (Ray's workers look at none)."""
+        from indexer.stages.face_embed import FACES
+
+        found = w.vectors.get(FACES)
+        if found is None:
+            return
+        pictures = [(it.id, faces) for it, faces in zip(items, found) if it.embedder == "image"]
+        self.report.faces += face_catalog.add(self.s, f.id, [(i, fs) for i, fs in pictures if fs])
+        if all(fs is not None for _, fs in pictures):
+            f.faces_seen = face_catalog.FACES_VERSION
 
     def _indexes(self) -> dict[str, Any]:
         out: dict[str, Any] = {MAIN: self.store.loaded_vectors} if self.store.loaded_vectors is not None else {}

@@ -31,6 +31,7 @@ from retrieval.cutoff import MAX_RESULTS
 from retrieval.querylang import kinds
 from retrieval.server.clip_compat import add_clip_retrieval_routes
 from retrieval.server.media import THUMBNAIL_SIZES, indexed_file, media_type, thumbnail
+from retrieval.server.people_routes import add_people_routes
 from retrieval.server.search_routes import add_search_routes
 from retrieval.server.security import DEFAULT_MAX_UPLOAD, Guard
 from retrieval.server.state import LibraryState
@@ -152,6 +153,7 @@ def create_app(state: LibraryState, *, token: str | None = None, max_upload: int
         return FileResponse(STATIC / "index.html", media_type="text/html; charset=utf-8", headers={"Cache-Control": "no-cache"})
 
     add_search_routes(app, state)
+    add_people_routes(app, state)
     add_clip_retrieval_routes(app, state, allow_image_urls=allow_image_urls, max_upload=max_upload)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return Guard(app, token=token, max_upload=max_upload, allowed_hosts=allowed_hosts, cors=cors)

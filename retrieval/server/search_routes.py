@@ -89,6 +89,7 @@ def add_search_routes(app: FastAPI, state: LibraryState) -> None:
         image: Annotated[Optional[list[UploadFile]], File(description="Pictures to search by")] = None,
         audio: Annotated[Optional[list[UploadFile]], File(description="Sound files to search by")] = None,
         video: Annotated[Optional[list[UploadFile]], File(description="Videos to search by (the mean of their shots)")] = None,
+        face: Annotated[Optional[list[UploadFile]], File(description="Photos of a face: that person's pictures and moments")] = None,
     ) -> dict[str, Any]:
         """Search by uploaded pictures, sounds and/or videos (multipart/form-data), with the search
         parameters as form fields. Uploads are decoded by the same guarded decoders as indexing
@@ -97,8 +98,8 @@ def add_search_routes(app: FastAPI, state: LibraryState) -> None:
         with tempfile.TemporaryDirectory(prefix="xmr-upload-") as tmp:
             names: dict[str, str] = {}
             paths = {kind: _save(files or [], kind, tmp, names)
-                     for kind, files in (("image", image), ("audio", audio), ("video", video))}
+                     for kind, files in (("image", image), ("audio", audio), ("video", video), ("face", face))}
             request = SearchRequest.from_wire(wire_of(params), images=paths["image"], audios=paths["audio"],
-                                              videos=paths["video"], names=names)
+                                              videos=paths["video"], faces=paths["face"], names=names)
             return answer_of(lib, state, request)
 

@@ -96,7 +96,7 @@ class Guard:
 
         if allowed_origin and scope.get("method") == "OPTIONS" and "access-control-request-method" in headers:
             await send_guarded({"type": "http.response.start", "status": 204, "headers": [
-                (b"access-control-allow-methods", b"GET, HEAD, POST, OPTIONS"),
+                (b"access-control-allow-methods", b"GET, HEAD, POST, PATCH, DELETE, OPTIONS"),
                 (b"access-control-allow-headers", b"Authorization, Content-Type"),
                 (b"access-control-max-age", b"600")]})
             await send_guarded({"type": "http.response.body", "body": b""})

@@ -178,6 +178,7 @@ function card(hit) {
     }
     body.append(tags);
   }
+  if (hit.faces && hit.faces.length) addFaces(node, body, hit);
   node.append(body);
   const more = () => moreLike(hit.item_id, name);
   node.addEventListener("click", more);
@@ -374,7 +375,7 @@ function renderFilterChips(tokens) {
   row.hidden = !tokens.length;
 }
 
-const FILTERS = ["after", "before", "in", "camera", "near", "min_size", "max_size", "tag", "sort", "cutoff"];
+const FILTERS = ["after", "before", "in", "camera", "near", "min_size", "max_size", "tag", "person", "sort", "cutoff"];
 
 function filterParams() {
   // The filter fields that are set, as the API names them.
@@ -408,7 +409,11 @@ function restore() {
   // The page's state from its address (on load, back and forward).
   const params = new URLSearchParams(location.hash.slice(1));
   if (params.get("view") === "dupes") return showDupes();
+  if (params.get("view") === "people") return showPeople();
+  if (params.get("person")) return showPerson(params.get("person"));
   $("#dupes").hidden = true;
+  $("#people").hidden = true;
+  $("#person-bar").hidden = true;
   $("#results").hidden = false;
   selectTab(params.get("type") || "any");
   state.text = params.get("q") || "";
@@ -476,6 +481,8 @@ async function showDupes() {
   if (location.hash.slice(1) !== "view=dupes") history.pushState(null, "", "#view=dupes");
   $("#results").hidden = true;
   $("#more").hidden = true;
+  $("#people").hidden = true;
+  $("#person-bar").hidden = true;
   $("#dupes").hidden = false;
   const box = $("#dupe-groups");
   setStatus("Looking for duplicates…");
@@ -591,8 +598,10 @@ function setup() {
   $("#d-back").addEventListener("click", () => history.back());
   // The address's search once the tabs are known, unless the user has already typed or searched
   // while the library was loading (the address would undo what they did).
+  setupPeople();
   loadLibrary().then(() => {
     loadTags();
+    loadPeopleFilter();
     if (!state.seq && !$("#q").value) restore();
   });
   $("#q").focus();
