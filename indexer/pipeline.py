@@ -120,10 +120,11 @@ class _Run:
             return None
         if not face_catalog.installed():
             raise ModelLoadError(faces.INSTALL)
+        from indexer.face_gate import FaceGate
         from indexer.stages.face_embed import FaceEmbedder, face_inputs
 
         self.setup = replace(self.setup, models=(*self.setup.models, face_inputs()))
-        return FaceEmbedder(self.options.decode_workers)
+        return FaceEmbedder(self.options.decode_workers, FaceGate.of(self.s, self.models.encoder))
 
     def _bridge_for(self, raw: np.ndarray) -> Any:
         with self.writer.writing():  # the first sounds of a library fit its bridge (it re-projects stored ones)
@@ -231,4 +232,6 @@ class _Run:
             self.writer.write(self.complete)
             with self.writer.writing():
                 self.readers.record(self.s)
+                if self.faces is not None and self.faces.gate is not None:
+                    self.faces.gate.remember(self.s)
             self.complete.clear()

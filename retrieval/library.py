@@ -183,10 +183,9 @@ class Library:
     def index(self, paths: Sequence[str | os.PathLike[str]] = (), options: IndexOptions | None = None, *,
               reporter: Reporter | None = None, on_skip: Callable[[str, str], None] | None = None,
               on_wait: Callable[[str], None] | None = None, **settings: Any) -> IndexReport:
-        """Index `paths` (or every root indexed before); see indexer.pipeline.run_index. The
-        settings are IndexOptions' fields (batch_size=, workers=, ...) or `options` itself;
-        skipped files go to `reporter`, or to `on_skip(path, reason)`. Every added model embeds
-        the new files in the same pass; what it still lacks follows (extra_models.sync)."""
+        """Index `paths` (or every root indexed before; indexer.pipeline.run_index). Settings are
+        IndexOptions' fields (batch_size=, ...) or `options`; skips go to `reporter` or `on_skip(path,
+        reason)`. Added models and faces join the pass; what they lack follows (extra_models, face_sync)."""
         from indexer.pipeline import run_index
 
         if self.slot is not None:  # a view of an added model: the main one indexes
@@ -231,10 +230,7 @@ class Library:
         self._added_encoders[key] = encoder
         return self.sync_models(**options)
 
-    @property
-    def people(self) -> People:
-        """The people in the library's pictures (`xmr people`)."""
-        return People(self.store)
+    people = property(lambda self: People(self.store), doc="The people in the library's pictures (`xmr people`).")
 
     def models_info(self) -> list[extra_models.ModelInfo]:
         """The library's models (`xmr models`): the main one, then the added ones."""
@@ -344,9 +340,8 @@ class Library:
     # -- lifetime ---------------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Let go of the catalog's connections and the loaded index (the models stay loaded
-        with this object until it is dropped). Using the library after it is closed opens
-        new connections and reads the index again; closing twice is harmless."""
+        """Let go of the catalog's connections and the loaded index (the models stay loaded with
+        this object). Used again, it opens connections and reads the index again; twice is harmless."""
         self.store.forget_loaded()
         self.engine.dispose()
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from indexer import face_index, people_store
 from indexer.face_catalog import FaceRow
@@ -54,10 +54,15 @@ class People:
     def forget(self, ref: str | int, wait: bool = False) -> dict[str, Any]:
         """Delete a person's faces (descriptors, thumbnails, vectors) and the person."""
         with self.store.write_lock(wait), self.store.Session() as s:
+            sqlite = s.get_bind().dialect.name == "sqlite"
+            if sqlite:  # the deleted rows' bytes are overwritten, not left in free pages
+                s.execute(text("PRAGMA secure_delete = ON"))
             p, n = people_store.forget(s, ref)
             out = {"id": p.id, "name": p.name, "faces": n}
             s.commit()
             face_index.sync(self.store.path, s)
+            if sqlite:
+                s.execute(text("PRAGMA secure_delete = OFF"))
             return out
 
     def thumbnail(self, face_id: int) -> bytes:

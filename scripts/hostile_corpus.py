@@ -5,7 +5,8 @@
 Makes a small folder of every kind of bad input a media folder can hold (`make_hostile`:
 truncated JPEG and PNG, zero-byte files, wrong extensions both ways, a 30000x30000 PNG
 decompression bomb, an animated GIF of 3000 frames, a 1 GiB sparse .txt, text with invalid
-UTF-8 and NUL bytes, corrupt WAV and FLAC headers, a WAV whose header claims 4 GiB, a file
+UTF-8 and NUL bytes, a 12000x60 panorama and a 16-bit grey PNG (odd for the face model's copy),
+corrupt WAV and FLAC headers, a WAV whose header claims 4 GiB, a file
 nobody may read, symlink loops, a dangling symlink, names with a newline and with non-UTF-8
 bytes, a file deleted between the scan and its decoding, and the videos and PDFs of
 scripts/hostile_videos.py and scripts/hostile_documents.py) next to a few good files, then
@@ -67,6 +68,9 @@ EXPECTED: dict[str, tuple[str, str]] = {
     "sound-named.txt": ("indexed", "audio"),
     "bomb.png": ("skipped", "too large to decode safely"),
     "animated.gif": ("indexed", "image"),  # the first frame
+    # pictures odd for the face model (its 1000-px copy): 200:1 and 16-bit grey
+    "panorama.png": ("indexed", "image"),
+    "grey16.png": ("indexed", "image"),
     "sparse-1GiB.txt": ("skipped", "larger than 16 MiB"),
     "nul-and-invalid-utf8.txt": ("skipped", "binary file"),
     "invalid-utf8.txt": ("skipped", "not UTF-8"),
@@ -96,6 +100,20 @@ def _png(width: int, height: int, rows: bytes | None = None, bit_depth: int = 1)
     body += comp.flush()
     ihdr = struct.pack(">IIBBBBB", width, height, bit_depth, 0, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", body) + chunk(b"IEND", b"")
+
+
+def rng_array(height: int, width: int, channels: int, bits: int = 8) -> Any:
+    """A smooth random picture as a numpy array (channels 0: one grey plane; bits 8 or 16)."""
+    import numpy as np
+
+    rng = np.random.default_rng(height * width)
+    top = 255 if bits == 8 else 65535
+    base = rng.integers(0, top, (2, 8, channels or 1)).astype(np.float64)
+    rows = np.linspace(0, 1, height)[:, None, None]
+    cols = np.interp(np.linspace(0, 7, width), np.arange(8), np.arange(8)).astype(int)[None, :, None]
+    arr = (base[0][cols[0, :, 0]] * (1 - rows) + base[1][cols[0, :, 0]] * rows)
+    arr = arr.astype(np.uint8 if bits == 8 else np.uint16)
+    return arr if channels else arr[:, :, 0]
 
 
 def _wav(seconds: float, rate: int = 16000, claim_bytes: int | None = None) -> bytes:
@@ -172,6 +190,8 @@ def make_hostile(folder: Path) -> dict[str, tuple[str, str]]:
     from PIL import Image
 
     write_bad_exif(folder)
+    Image.fromarray(rng_array(60, 12000, 3)).save(folder / "panorama.png")
+    Image.fromarray(rng_array(300, 200, 0, 16)).save(folder / "grey16.png")
     frames = []
     for i in range(3000):  # a dot that moves: no two frames alike, so none are merged away
         frame = Image.new("L", (64, 64))

@@ -511,3 +511,67 @@ def test_filters_in_the_address_infinite_scroll_tags_and_duplicates(tmp_path, br
         typed.wait_for_function("() => [...document.querySelectorAll('[data-testid=facts]')]"
                                 ".some(n => !n.textContent.startsWith('2021-'))")
         assert not problems, problems
+
+
+def test_people_view_rename_in_place_person_filter_and_face_boxes(tmp_path, browser, random_model, face_photos):
+    """The People view shows each person's face and count; a name is given in place; a face
+    opens their pictures; the Person filter keeps a search to them; pictures show their faces'
+    boxes and names."""
+    from playwright.sync_api import expect
+
+    media = tmp_path / "media"
+    media.mkdir()
+    for name in ("obama.jpg", "obama2.jpg", "obama3.jpg", "biden.jpg"):
+        shutil.copy(face_photos / name, media / name)
+    Library(tmp_path / "lib", model=random_model, create=True).index([media])
+    with live_server(tmp_path / "lib") as (_, info):
+        page = browser.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(info["url"] + "/")
+        page.click("#people-link")
+        people = page.locator("[data-testid=person]")
+        expect(people).to_have_count(2)
+        expect(people.first).to_contain_text("3 ×")  # the most seen first
+        expect(people.first.locator("img.face")).to_have_js_property("complete", True)
+        assert people.first.locator("img.face").evaluate("img => img.naturalWidth") == 96
+        people.first.locator("[data-testid=person-name]").click()
+        page.fill("[data-testid=rename]", "Barack")
+        page.press("[data-testid=rename]", "Enter")
+        expect(people.first.locator("[data-testid=person-name]")).to_have_text("Barack")
+        page.reload()  # kept by the server, not the page
+        expect(page.locator("[data-testid=person]").first.locator("[data-testid=person-name]")).to_have_text("Barack")
+        # A face: their pictures, each with its face's box and their name.
+        page.locator("[data-testid=person]").first.locator("img.face").click()
+        settled(page)
+        expect(page.locator("#person-bar")).to_contain_text("Barack")
+        results = page.locator(".result")
+        expect(results).to_have_count(3)
+        expect(results.locator("[data-testid=face-box]")).to_have_count(3)
+        expect(results.first.locator("[data-testid=people]")).to_have_text("Barack")
+        # The Person filter keeps a search to them; taking it off brings the others back.
+        page.click("#person-clear")
+        page.fill("#q", "a man")
+        page.press("#q", "Enter")
+        settled(page)
+        expect(results).to_have_count(4)
+        page.click("#filters summary")
+        page.select_option("#f-person", label="Barack (3)")
+        settled(page)
+        expect(results).to_have_count(3)
+        assert "person=" in page.url
+        page.reload()  # the address keeps the search with its person
+        settled(page)
+        expect(results).to_have_count(3)
+        expect(page.locator("#f-person")).to_have_value(re.compile(r"\d+"))
+        names = results.locator("[data-testid=people]").all_inner_texts()
+        assert names == ["Barack"] * 3, names
+        # Typed in the box, the person is a filter chip like the others.
+        page.select_option("#f-person", value="")
+        page.fill("#q", "person:barack a man")
+        page.press("#q", "Enter")
+        settled(page)
+        expect(page.locator("[data-testid=filter-chip]")).to_have_text(re.compile("person: barack"))
+        expect(results).to_have_count(3)
+        page.screenshot(path=str(tmp_path / "people.png"))
+        assert errors == []

@@ -7,7 +7,7 @@ library built with that model alone)."""
 from __future__ import annotations
 
 
-from tests.conftest import run_json_script
+from tests.conftest import need_faces, run_json_script
 
 
 def test_kills_lose_nothing(tmp_path, catalog_db):
@@ -28,6 +28,11 @@ def test_kills_lose_nothing(tmp_path, catalog_db):
     assert res["changes"]["deleted"] and res["changes"]["renamed"] and res["changes"]["edited"]
     assert res["final_run_exit"] == 0 and res["final_check"] == "ok"
     assert res["same_items"] and res["vectors_equal"], res
+    # Real photos of real people were among the files: their faces and people end as an
+    # uninterrupted build's, and the faces' index holds exactly the catalog's faces.
+    if isinstance(res["faces"], str):
+        need_faces(res["faces"])
+    assert res["faces_equal"] and res["faces"]["count"] >= 4 and res["faces"]["index_in_step"], res["faces"]
     if not catalog_db:
         assert res["added_model"]["same_items"] and res["added_model"]["max_vector_diff"] <= 1e-4, res["added_model"]
     assert res["ok"] and proc.returncode == 0

@@ -109,3 +109,48 @@ def test_without_the_face_models_a_clear_error(monkeypatch):
     monkeypatch.setattr(faces.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(ModelLoadError, match=r"pip install 'xmr\[faces\]'"):
         faces.model_folder()
+
+
+def _through_the_gate(gate, people_scores, other_scores, rng) -> tuple[float, float]:
+    """Pictures (shuffled) through `gate`, learning as an index run does; the share of pictures
+    with faces it passed over, and of pictures without that it passed over."""
+    d = len(gate.t)
+    pictures = [(s, True) for s in people_scores] + [(s, False) for s in other_scores]
+    order = rng.permutation(len(pictures))
+    missed = skipped = 0
+    for k in order:
+        score, has_faces = pictures[k]
+        side = rng.normal(0, 1, d)
+        side -= side.dot(gate.t) * gate.t
+        v = score * gate.t + np.sqrt(1 - score ** 2) * side / np.linalg.norm(side)
+        (look, audit, got), = gate.decide([v.astype(np.float32)])
+        assert abs(got - score) < 1e-4
+        if audit:
+            gate.learn(got, has_faces)
+        missed += has_faces and not look
+        skipped += not has_faces and not look
+    return missed / len(people_scores), skipped / len(other_scores)
+
+
+def test_the_face_gate_learns_what_a_model_can_tell_and_skips_nothing_when_it_cannot():
+    from indexer.face_gate import AUDIT_FIRST, FaceGate
+
+    rng = np.random.default_rng(0)
+    t = np.zeros(64, np.float32)
+    t[0] = 1
+    # A model that tells people apart: photos of people score ~0.30, the rest ~0.10.
+    gate = FaceGate(t, "m1")
+    missed, skipped = _through_the_gate(gate, rng.normal(0.30, 0.03, 600), rng.normal(0.10, 0.04, 2400), rng)
+    assert missed <= 0.02 and skipped >= 0.85, (missed, skipped)
+    assert gate.threshold() is not None
+    # Before it has learnt (the first AUDIT_FIRST pictures), it looks at every picture.
+    fresh = FaceGate(t, "m1")
+    assert all(look for look, _, _ in fresh.decide([t * 0.0 + 0.01] * AUDIT_FIRST))
+    # A model that cannot (a random one): the same scores either way; it passes over few of either.
+    blind = FaceGate(t, "m2")
+    missed, skipped = _through_the_gate(blind, rng.normal(0.1, 0.05, 600), rng.normal(0.1, 0.05, 2400), rng)
+    assert missed <= 0.03 and skipped <= 0.05, (missed, skipped)
+    # Its calibration belongs to its model: another model starts afresh.
+    state = {"model": "m1", "seen": gate.seen, "with_faces": gate.with_faces, "without": gate.without}
+    assert FaceGate(t, "m1", state).threshold() == gate.threshold()
+    assert FaceGate(t, "other", state).threshold() is None

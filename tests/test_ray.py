@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from scripts.crash_test import faces
 from tests.conftest import ROOT, live_server, run_xmr
 
 pytest.importorskip("ray")
@@ -84,16 +85,21 @@ def xmr_index(lib: Path, *args: str, db: str | None = None, timeout: float = 300
                    env=ENV, timeout=timeout)
 
 
-def test_ray_index_equals_local_and_follows_changes(cluster, tmp_path, samples, random_model, tiny_clap, postgres):
+def test_ray_index_equals_local_and_follows_changes(cluster, tmp_path, samples, random_model, tiny_clap, postgres,
+                                                   face_photos):
     """The Ray run's catalog is a PostgreSQL one (as a cluster shares it), the local one SQLite."""
     media = corpus(tmp_path / "media", samples)
+    for name in ("obama.jpg", "biden.jpg"):  # Ray's workers look for no faces: the run catches them up
+        shutil.copy(face_photos / name, media / name)
     db = postgres.new_database()
     proc = xmr_index(tmp_path / "ray", str(media), "--model", random_model, "--audio-model", tiny_clap,
                      "--ray", cluster.address, db=db)
     assert proc.returncode == 0, proc.stderr
-    assert "0 skipped" in proc.stdout
+    assert "0 skipped" in proc.stdout and "2 faces found" in proc.stdout
     assert_same(tmp_path / "ray", local_library(tmp_path / "local", media, random_model, tiny_clap), db)
     assert any(k[1] == "audio" for k in content(tmp_path / "ray", db))
+    ray_faces, local_faces = faces(tmp_path / "ray", db), faces(tmp_path / "local")
+    assert ray_faces["count"] == 2 and ray_faces == local_faces
 
     # a second run, with the bytes shipped by the driver: new, changed, moved and deleted files
     (media / "notes" / "new.txt").write_text("a note written after the first run", encoding="utf-8")

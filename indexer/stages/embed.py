@@ -231,7 +231,10 @@ class Pending:
         for name, members in groups.items():
             inputs = [w.segments[i].payload for w, i in members]
             for key, embedder in self.registry.targets(name):
-                out = embedder.embed(inputs, self.batches)
+                if getattr(embedder, "wants_main", False):  # after the main model: its vectors of these
+                    out = embedder.embed(inputs, self.batches, [w.vectors[MAIN][i] for w, i in members])  # type: ignore[call-arg]
+                else:
+                    out = embedder.embed(inputs, self.batches)
                 for j, (w, i) in enumerate(members):
                     w.vectors[key][i] = out.vectors[j] if out.vectors is not None else (
                         out.found[j] if out.found is not None else None)

@@ -13,6 +13,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Sequence
 
+from indexer.face_gate import FaceGate
 from indexer.faces import MAX_SIDE, FaceCopy, FaceModel
 from indexer.kinds.image import EncodedJpeg, load_image
 from indexer.readers import load_once
@@ -33,14 +34,31 @@ def face_inputs(own_copy: bool = True) -> ModelInputs:
 
 
 class FaceEmbedder:
-    def __init__(self, workers: int | None = None) -> None:
+    """With a `gate` (indexer.face_gate), a picture is looked at only when the gate says so, from
+    the main model's vector of it (the registry gives it: `wants_main`); one it passes over
+    counts as looked at, without faces."""
+
+    wants_main = True
+
+    def __init__(self, workers: int | None = None, gate: FaceGate | None = None) -> None:
         self.model: FaceModel = load_once(("faces",), FaceModel)  # per thread inside: loaded once each
+        self.gate = gate
         workers = workers or os.cpu_count() or 2
         self._pool: ThreadPoolExecutor = load_once(("faces-pool", str(workers)), lambda: ThreadPoolExecutor(
             workers, thread_name_prefix="xmr-faces"))
 
-    def embed(self, inputs: Sequence[Any], batches: Batches | None) -> Embedded:
-        return Embedded(None, found=list(self._pool.map(self.find, inputs)))
+    def embed(self, inputs: Sequence[Any], batches: Batches | None, main: Sequence[Any] | None = None) -> Embedded:
+        if self.gate is None or main is None:
+            return Embedded(None, found=list(self._pool.map(self.find, inputs)))
+        decisions = self.gate.decide(main)
+        todo = [i for i, (look, _, _) in enumerate(decisions) if look]
+        found: list[list[Any] | None] = [[] for _ in inputs]
+        for i, faces in zip(todo, self._pool.map(self.find, [inputs[i] for i in todo])):
+            found[i] = faces
+        for (_, audit, score), faces in zip(decisions, found):
+            if audit and faces is not None:
+                self.gate.learn(score, bool(faces))
+        return Embedded(None, found=found)
 
     def find(self, x: Any) -> list[Any] | None:
         """One prepared picture's faces; None when the picture itself could not be had."""

@@ -410,7 +410,7 @@ function restore() {
   const params = new URLSearchParams(location.hash.slice(1));
   if (params.get("view") === "dupes") return showDupes();
   if (params.get("view") === "people") return showPeople();
-  if (params.get("person")) return showPerson(params.get("person"));
+  if (params.get("who")) return showPerson(params.get("who")); // a person's view (`person=` is the filter)
   $("#dupes").hidden = true;
   $("#people").hidden = true;
   $("#person-bar").hidden = true;

@@ -122,7 +122,7 @@ function rename(card, p) {
 
 // A person's pictures and video moments (one card per video, the moments on its timeline).
 async function showPerson(id) {
-  if (location.hash.slice(1) !== `person=${id}`) history.pushState(null, "", `#person=${id}`);
+  if (location.hash.slice(1) !== `who=${id}`) history.pushState(null, "", `#who=${id}`);
   $("#people").hidden = true;
   $("#dupes").hidden = true;
   $("#results").hidden = false;
