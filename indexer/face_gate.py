@@ -31,7 +31,7 @@ AUDIT_EVERY = 20
 MIN_WITH_FACES = 30
 KEEP_SHARE = 0.02  # the share of audited pictures with faces allowed below the threshold (before the margin)
 MARGIN_SD = 1.0  # the threshold goes this many standard deviations of their scores lower still
-KEPT_SCORES = 4000  # the newest audited scores kept, of each side
+KEPT_SCORES = 1000  # the newest audited scores kept, of each side (the catalog keeps them)
 
 
 class FaceGate:
