@@ -292,6 +292,10 @@ def set_meta(session: Session, key: str, value: Any) -> None:
         row.value = json.dumps(value)
 
 
+# Tables of other modules that hang off files (indexer.face_catalog) delete their rows of files
+# that go: called by drop_files, before the files' rows.
+ON_DROP_FILES: list[Callable[[Session, Sequence[int]], None]] = []
+
 # Ids per `IN (...)` list: SQLite allows 32,766 bound variables a statement (999 in older
 # builds), and other databases have limits of their own.
 IN_CHUNK = 500
@@ -305,9 +309,8 @@ def chunked(values: Sequence[int], size: int = IN_CHUNK) -> Iterator[list[int]]:
 
 def drop_files(session: Session, vectors: Any, file_ids: Sequence[int]) -> None:
     """Remove files, their items and the items' vectors (`vectors` may be None: no index yet)."""
-    from indexer import face_catalog
-
-    face_catalog.delete_for_files(session, file_ids)
+    for hook in ON_DROP_FILES:
+        hook(session, file_ids)
     for part in chunked(file_ids):
         item_ids = list(session.scalars(select(Item.id).where(Item.file_id.in_(part))))
         if vectors is not None:
@@ -333,8 +336,6 @@ def schema_version(conn: Connection) -> int | None:
 def init_schema(engine: Engine, create: bool) -> bool:
     """Create the tables in an empty database, or migrate an older one step by step. True when
     it created them."""
-    from indexer import face_catalog  # noqa: F401 - its tables and migration join the catalog's
-
     try:
         with engine.begin() as conn:
             version = schema_version(conn)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Optional, Sequence
 from sqlalchemy import Boolean, Connection, Float, ForeignKey, LargeBinary, Text, delete, inspect, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from indexer.catalog import Base, BigInt, chunked, get_meta, migration, set_meta
+from indexer.catalog import ON_DROP_FILES, Base, BigInt, chunked, get_meta, migration, set_meta
 
 if TYPE_CHECKING:
     import numpy as np
@@ -124,3 +124,6 @@ def delete_for_files(session: Session, file_ids: Sequence[int]) -> None:
         for faces in chunked(face_ids):
             session.execute(delete(FaceRefusal).where(FaceRefusal.face_id.in_(faces)))
         session.execute(delete(FaceRow).where(FaceRow.file_id.in_(part)))
+
+
+ON_DROP_FILES.append(delete_for_files)

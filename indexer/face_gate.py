@@ -46,10 +46,14 @@ class FaceGate:
 
     @classmethod
     def of(cls, session: Session, encoder: Any) -> FaceGate:
-        """The library's gate for its main model (`encoder`), with its calibration so far."""
-        t = np.asarray(encoder.encode_text(list(PROMPTS)), np.float32).mean(axis=0)
+        """The library's gate for its main model (`encoder`), with its calibration so far (and
+        the prompts' vector, encoded once per model)."""
         model_id = hashlib.sha1(repr(sorted(encoder.identity().items())).encode()).hexdigest()[:12]
-        return cls(t / max(float(np.linalg.norm(t)), 1e-12), model_id, get_meta(session, META))
+        state = get_meta(session, META) or {}
+        if state.get("model") == model_id and state.get("text"):
+            return cls(np.asarray(state["text"], np.float32), model_id, state)
+        t = np.asarray(encoder.encode_text(list(PROMPTS)), np.float32).mean(axis=0)
+        return cls(t / max(float(np.linalg.norm(t)), 1e-12), model_id, state)
 
     def threshold(self) -> float | None:
         """The score below which a picture is not looked at; None while still learning."""
@@ -86,6 +90,7 @@ class FaceGate:
         del side[:-KEPT_SCORES]
 
     def remember(self, session: Session) -> None:
-        set_meta(session, META, {"model": self.model_id, "seen": self.seen, "skipped": self.skipped,
+        set_meta(session, META, {"model": self.model_id, "text": [round(float(x), 6) for x in self.t],
+                                 "seen": self.seen, "skipped": self.skipped,
                                  "with_faces": [round(x, 5) for x in self.with_faces],
                                  "without": [round(x, 5) for x in self.without]})

@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterator, Sequence
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from indexer import locks, ownership
+from indexer import face_catalog, locks, ownership  # noqa: F401 - face_catalog: its tables join the catalog's
 from indexer.catalog import File, Item, Meta, chunked, drop_files, get_meta, init_schema, make_engine, set_meta
 from indexer.kinds import all_kinds
 from indexer.vectors import DEFAULT_FACTORY, MMAP_MIN_BYTES, VectorIndex, full_factory, is_ivf

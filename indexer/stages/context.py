@@ -21,6 +21,7 @@ from indexer.readers import ReaderSettings, Readers, load_once
 from retrieval.errors import DecodeError, ModelLoadError
 
 MAIN = "main"  # the key of the library's main model among a run's models
+FACES = "faces"  # the face model's (indexer.stages.face_embed)
 
 
 @dataclass(frozen=True)

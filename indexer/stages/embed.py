@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
 from indexer.kinds import MediaKind, Segment
 from indexer.kinds.image import EncodedJpeg
 from indexer.scan import MediaFile
-from indexer.stages.context import MAIN
+from indexer.stages.context import FACES, MAIN
 from retrieval.errors import DecodeError
 
 if TYPE_CHECKING:
@@ -178,8 +178,6 @@ def registry_for(encoder: Any, added: dict[str, Any], clap: Callable[[], Any] | 
         reg.register("image", key, PictureEmbedder(enc, key))
         reg.register("text", key, TextEmbedder(enc))
     if faces is not None:
-        from indexer.stages.face_embed import FACES
-
         reg.register("image", FACES, faces)
     return reg
 

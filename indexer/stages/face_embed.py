@@ -17,13 +17,11 @@ from indexer.face_gate import FaceGate
 from indexer.faces import MAX_SIDE, FaceCopy, FaceModel
 from indexer.kinds.image import EncodedJpeg, load_image
 from indexer.readers import load_once
-from indexer.stages.context import ModelInputs
+from indexer.stages.context import FACES, ModelInputs
 from indexer.stages.embed import Batches, Embedded
 from retrieval.errors import DecodeError
 
 log = logging.getLogger("xmr")
-
-FACES = "faces"  # the face model's key among a run's models
 
 
 def face_inputs(own_copy: bool = True) -> ModelInputs:

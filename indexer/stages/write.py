@@ -16,7 +16,7 @@ from indexer.added_index import AddedIndex
 from indexer.catalog import AudioRaw, File, Item, drop_files
 from indexer.facts import FACTS_VERSION
 from indexer.signals import signals_deferred
-from indexer.stages.context import MAIN
+from indexer.stages.context import FACES, MAIN
 from indexer.stages.embed import FileWork
 from indexer.stages.report import IndexReport
 from indexer.store import Store
@@ -102,8 +102,6 @@ class Writer:
     def _faces(self, w: FileWork, f: File, items: list[Item]) -> None:
         """The faces found in its pictures (the face model's "vectors": lists of faces). The file
         counts as looked at only when every picture was (Ray's workers look at none)."""
-        from indexer.stages.face_embed import FACES
-
         found = w.vectors.get(FACES)
         if found is None:
             return
