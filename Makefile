@@ -41,6 +41,7 @@ bench: $(STAMP)
 	$(BIN)/python scripts/bench_distributed.py --images 48 336
 	$(BIN)/python scripts/bench_watch.py
 	$(BIN)/python scripts/bench_people.py --faces 100000
+	$(BIN)/python scripts/bench_faces.py --images 24 --size 4000x3000 --calibrate 240
 
 clean:
 	rm -rf $(VENV) demo .pytest_cache
