@@ -76,22 +76,19 @@ def _catch_up(s: Session, report: FaceSyncReport, on_skip: OnSkip, progress: Cal
                             .order_by(Item.file_id, Item.chunk, Item.start)):
             pictures[it.file_id].append(it)
     ctx, embedder, last = _context(s), FaceEmbedder(workers), time.perf_counter()
-    try:
-        with ThreadPoolExecutor(max_workers=workers or 2, thread_name_prefix="xmr-faces-decode") as pool:
-            for start in range(0, len(files), FILES_PER_ROUND):
-                round_ = files[start:start + FILES_PER_ROUND]
-                for f, its, inputs in pool.map(lambda f: picture_inputs(ctx, f, pictures[f.id], FACES), round_):
-                    found = embedder.embed(inputs, None).found if not isinstance(inputs, str) and inputs else []
-                    if isinstance(inputs, str) or found is None or any(x is None for x in found):
-                        report.skipped += 1
-                        on_skip(f.path, f"faces not looked for: {inputs if isinstance(inputs, str) else 'unreadable'}")
-                        continue
-                    report.found += face_catalog.add(s, f.id, [(it.id, fs) for it, fs in zip(its, found) if fs])
-                    f.faces_seen = face_catalog.FACES_VERSION
-                    report.looked += 1
-                if time.perf_counter() - last >= checkpoint_seconds:
-                    s.commit()
-                    last = time.perf_counter()
-    finally:
-        embedder.close()
+    with ThreadPoolExecutor(max_workers=workers or 2, thread_name_prefix="xmr-faces-decode") as pool:
+        for start in range(0, len(files), FILES_PER_ROUND):
+            round_ = files[start:start + FILES_PER_ROUND]
+            for f, its, inputs in pool.map(lambda f: picture_inputs(ctx, f, pictures[f.id], FACES), round_):
+                found = embedder.embed(inputs, None).found if not isinstance(inputs, str) and inputs else []
+                if isinstance(inputs, str) or found is None or any(x is None for x in found):
+                    report.skipped += 1
+                    on_skip(f.path, f"faces not looked for: {inputs if isinstance(inputs, str) else 'unreadable'}")
+                    continue
+                report.found += face_catalog.add(s, f.id, [(it.id, fs) for it, fs in zip(its, found) if fs])
+                f.faces_seen = face_catalog.FACES_VERSION
+                report.looked += 1
+            if time.perf_counter() - last >= checkpoint_seconds:
+                s.commit()
+                last = time.perf_counter()
     s.commit()

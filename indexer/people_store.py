@@ -78,23 +78,24 @@ def person(s: Session, ref: str | int) -> Person:
     raise NotFoundError(f"no person named {ref!r}; `xmr people` lists them")
 
 
-def listing(s: Session, min_faces: int = 1) -> list[dict[str, Any]]:
-    """Every person with `min_faces` or more: id, name, faces, files (paths), sample face id;
-    the named first, then by faces."""
-    counts = dict(s.execute(select(FaceRow.person_id, func.count(FaceRow.id)).where(FaceRow.person_id.is_not(None))
+def listing(s: Session, min_faces: int = 1, only: int | None = None) -> list[dict[str, Any]]:
+    """Every person (or person `only`) with `min_faces` or more: id, name, faces, files (paths),
+    sample face id; the named first, then by faces."""
+    seen = FaceRow.person_id.is_not(None) if only is None else FaceRow.person_id == only
+    counts = dict(s.execute(select(FaceRow.person_id, func.count(FaceRow.id)).where(seen)
                             .group_by(FaceRow.person_id)).all())
     best: dict[int, tuple[float, int]] = {}
-    for person_id, face_id, score in s.execute(select(FaceRow.person_id, FaceRow.id, FaceRow.score)
-                                              .where(FaceRow.person_id.is_not(None))):
+    for person_id, face_id, score in s.execute(select(FaceRow.person_id, FaceRow.id, FaceRow.score).where(seen)):
         if person_id not in best or score > best[person_id][0]:
             best[person_id] = (score, face_id)
     files: dict[int, list[str]] = {}
     for person_id, path in s.execute(select(FaceRow.person_id, File.path).join(File, File.id == FaceRow.file_id)
-                                     .where(FaceRow.person_id.is_not(None)).distinct().order_by(File.path)):
+                                     .where(seen).distinct().order_by(File.path)):
         files.setdefault(person_id, []).append(path)
+    people = select(Person) if only is None else select(Person).where(Person.id == only)
     out = [{"id": p.id, "name": p.name, "faces": counts.get(p.id, 0), "files": files.get(p.id, []),
             "sample_face": best[p.id][1] if p.id in best else None}
-           for p in s.scalars(select(Person)) if counts.get(p.id, 0) >= min_faces]
+           for p in s.scalars(people) if counts.get(p.id, 0) >= min_faces]
     return sorted(out, key=lambda p: (p["name"] is None, -p["faces"], p["id"]))
 
 

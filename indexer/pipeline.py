@@ -170,8 +170,6 @@ class _Run:
             bar.close()
             if self.decoder is not None:
                 self.decoder.close()
-            if self.faces is not None:
-                self.faces.close()
             self.report.seconds = time.perf_counter() - self.t0
 
     def _read(self, mf: MediaFile, source: Source, signals: Signals) -> FileWork | None:

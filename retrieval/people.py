@@ -28,7 +28,7 @@ class People:
         """One person as `list` gives them, with the pictures and shots they are seen in (item ids)."""
         with self.store.Session() as s:
             p = people_store.person(s, ref)
-            entry = next(e for e in people_store.listing(s, 0) if e["id"] == p.id)
+            entry = next(e for e in people_store.listing(s, 0, only=p.id) if e["id"] == p.id)
             return {**entry, "items": people_store.items_of(s, p.id)}
 
     def name(self, ref: str | int, name: str, wait: bool = False) -> dict[str, Any]:

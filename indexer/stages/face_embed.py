@@ -72,6 +72,3 @@ class FaceEmbedder:
         except RuntimeError as e:  # dlib's own failure on an odd picture: no faces, said in the log
             log.info("faces: %s", e)
             return []
-
-    def close(self) -> None:
-        """Nothing to let go: the pool and the models stay for the process's next run."""
