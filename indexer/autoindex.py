@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
@@ -65,24 +65,42 @@ def exact_neighbours(xq: np.ndarray, xb: np.ndarray, k: int) -> np.ndarray:
     return idx
 
 
+def exact_neighbours_chunked(xq: np.ndarray, chunks: Iterable[tuple[np.ndarray, np.ndarray]], k: int) -> np.ndarray:
+    """The ids of the exact top-k by inner product over (ids, vectors) chunks, never all at once."""
+    faiss = import_faiss()
+    xq = np.ascontiguousarray(xq, np.float32)
+    best_d = np.full((len(xq), k), -np.inf, np.float32)
+    best_i = np.full((len(xq), k), -1, np.int64)
+    for ids, xb in chunks:
+        d, i = faiss.knn(xq, np.ascontiguousarray(xb, np.float32), min(k, len(xb)), metric=faiss.METRIC_INNER_PRODUCT)
+        all_d = np.concatenate([best_d, d], axis=1)
+        all_i = np.concatenate([best_i, np.where(i >= 0, ids[np.maximum(i, 0)], -1)], axis=1)
+        top = np.argsort(-all_d, axis=1, kind="stable")[:, :k]
+        best_d, best_i = np.take_along_axis(all_d, top, 1), np.take_along_axis(all_i, top, 1)
+    return best_i
+
+
 def tune(
     index: VectorIndex, xb: np.ndarray, ids: np.ndarray, target: float = DEFAULT_RECALL,
     queries: int = TUNE_QUERIES, seed: int = 1,
 ) -> dict[str, Any]:
-    """Smallest nprobe whose recall@10 against exact search reaches `target` with a margin.
-
-    Queries are held out from the library's own vectors; each query's own vector is not
-    counted as a neighbour (it would make recall look better than a real query sees). The
-    measured mean is itself an estimate from a few hundred queries: what must reach the target
-    is its one-sided 95 % lower bound (mean - 1.645 standard errors), so that queries the tuner
-    never saw meet `target` too.
-    """
+    """Smallest nprobe whose recall@10 against exact search reaches `target` with a margin
+    (see `tune_with`), on queries held out from the library's own vectors."""
     rng = np.random.default_rng(seed)
     pick = rng.choice(len(xb), min(queries, len(xb)), replace=False)
-    xq = xb[pick]
-    gt = ids[exact_neighbours(xq, xb, K + 1)]
-    self_ids = ids[pick]
+    return tune_with(index, xb[pick], ids[pick], ids[exact_neighbours(xb[pick], xb, K + 1)], target)
 
+
+def tune_with(index: VectorIndex, xq: np.ndarray, self_ids: np.ndarray, gt: np.ndarray,
+              target: float = DEFAULT_RECALL) -> dict[str, Any]:
+    """Smallest nprobe whose recall@10 against the exact neighbours `gt` (ids, K + 1 a query)
+    reaches `target` with a margin.
+
+    Each query's own vector (`self_ids`) is not counted as a neighbour (it would make recall
+    look better than a real query sees). The measured mean is itself an estimate from a few
+    hundred queries: what must reach the target is its one-sided 95 % lower bound (mean - 1.645
+    standard errors), so that queries the tuner never saw meet `target` too.
+    """
     def recall() -> tuple[float, float]:
         """(mean recall@10, its lower bound) over the held-out queries."""
         _, got = index.index.search(xq, K + 1)
@@ -132,6 +150,29 @@ def build(
     seconds = time.perf_counter() - t0
     tuning = tune(index, xb, ids, target) if len(xb) else {"target": target, "nprobe": index.nprobe}
     tuning.update(build_s=round(seconds, 2), n_built=int(len(xb)), factory=factory)
+    return index, tuning
+
+
+def build_streaming(factory: str, source: Any, target: float, progress: Callable[[int], None] | None = None,
+                    queries: int = TUNE_QUERIES) -> tuple[VectorIndex, dict[str, Any]]:
+    """`build` from a source of vectors read in chunks (indexer.full_vectors.FullVectors, its
+    `chunks()` and `sample(n)`), never all of them in memory: the index is trained on a sample,
+    filled chunk by chunk, and tuned against exact neighbours computed chunk by chunk."""
+    t0 = time.perf_counter()
+    if is_ivf(factory):
+        index = VectorIndex.build_streaming(factory, source.d, lambda n: source.sample(n)[1], source.chunks(),
+                                            progress=progress)
+    else:
+        index = VectorIndex.create(source.d, factory)
+        for ids, xb in source.chunks():
+            index.add(xb, ids)
+            if progress:
+                progress(len(ids))
+    seconds = time.perf_counter() - t0
+    q_ids, xq = source.sample(queries, seed=1)
+    tuning = (tune_with(index, xq, q_ids, exact_neighbours_chunked(xq, source.chunks(), K + 1), target)
+              if len(xq) else {"target": target, "nprobe": index.nprobe})
+    tuning.update(build_s=round(seconds, 2), n_built=int(index.ntotal), factory=factory)
     return index, tuning
 
 

@@ -115,13 +115,26 @@ class VectorIndex:
         cls, factory: str, xb: np.ndarray, ids: Sequence[int], *, seed: int = 0, progress: Any = None,
     ) -> "VectorIndex":
         """A trained index (IVF...) over `xb`: trained on a sample, then every vector added."""
-        faiss = import_faiss()
         xb = np.ascontiguousarray(xb, dtype=np.float32)
-        d = xb.shape[1]
+        ids_arr = np.ascontiguousarray(ids, dtype=np.int64)
+        step = 65536
+
+        def sample(n: int) -> np.ndarray:
+            return xb[np.random.default_rng(seed).choice(len(xb), n, replace=False)] if n < len(xb) else xb
+
+        chunks = ((ids_arr[i : i + step], xb[i : i + step]) for i in range(0, len(xb), step))
+        return cls.build_streaming(factory, xb.shape[1], sample, chunks, seed=seed, progress=progress)
+
+    @classmethod
+    def build_streaming(
+        cls, factory: str, d: int, sample: Any, chunks: Any, *, seed: int = 0, progress: Any = None,
+    ) -> "VectorIndex":
+        """A trained index (IVF...) trained on `sample(n)` (about n vectors, drawn at random) and
+        filled from `chunks` ((ids, vectors) pairs as they come): never the whole matrix at once."""
+        faiss = import_faiss()
         index = faiss.index_factory(d, factory, faiss.METRIC_INNER_PRODUCT)
         ivf = faiss.extract_index_ivf(index)
-        n_train = min(len(xb), 39 * ivf.nlist)  # faiss wants >= 39 points per list
-        sample = xb[np.random.default_rng(seed).choice(len(xb), n_train, replace=False)] if n_train < len(xb) else xb
+        training = np.ascontiguousarray(sample(39 * ivf.nlist), dtype=np.float32)  # faiss wants >= 39 points a list
         ivf.cp.niter = 10  # k-means converges well before faiss's 25 on embeddings; build time halves
         ivf.cp.seed = seed
         if hasattr(index, "chain"):  # OPQ rotation: 10 rounds instead of 50, most of the gain
@@ -129,13 +142,11 @@ class VectorIndex:
                 vt = faiss.downcast_VectorTransform(index.chain.at(i))
                 if hasattr(vt, "niter"):
                     vt.niter = 10
-        index.train(sample)
-        ids_arr = np.ascontiguousarray(ids, dtype=np.int64)
-        step = 65536
-        for i in range(0, len(xb), step):
-            index.add_with_ids(xb[i : i + step], ids_arr[i : i + step])
+        index.train(training)
+        for part_ids, part in chunks:
+            index.add_with_ids(np.ascontiguousarray(part, dtype=np.float32), np.ascontiguousarray(part_ids, dtype=np.int64))
             if progress is not None:
-                progress(min(step, len(xb) - i))
+                progress(len(part_ids))
         return cls(index, factory)
 
     @classmethod
