@@ -176,6 +176,12 @@ def build_streaming(factory: str, source: Any, target: float, progress: Callable
     return index, tuning
 
 
+def tune_streaming(index: VectorIndex, source: Any, target: float, queries: int = TUNE_QUERIES) -> dict[str, Any]:
+    """`tune` against a source read in chunks (see build_streaming)."""
+    q_ids, xq = source.sample(queries, seed=1)
+    return tune_with(index, xq, q_ids, exact_neighbours_chunked(xq, source.chunks(), K + 1), target)
+
+
 def wants_rebuild(current: str, n: int, d: int, policy: dict[str, Any], tuning: dict[str, Any] | None) -> str | None:
     """The factory to rebuild into, or None to keep adding to the current index.
 

@@ -31,10 +31,14 @@ CHUNK_ROWS = 65_536
 class FullVectors:
     """The committed rows of a library's full-precision vectors, and those appended since."""
 
-    def __init__(self, folder: Path, d: int, dtype: str = "float16", name: str = "full-1", rows: int = 0) -> None:
+    def __init__(self, folder: Path, d: int, dtype: str = "float16", name: str = "full-1", rows: int = 0,
+                 complete: bool = True) -> None:
         if dtype not in DTYPES:
             raise ValueError(f"dtype {dtype!r}; available: {', '.join(DTYPES)}")
         self.folder, self.d, self.dtype, self.name, self.committed = folder, d, np.dtype(dtype), name, rows
+        # Holds every item's vector: begun with the library, or from an exact index. A library
+        # whose index was already compressed when this began is not (its rebuilds read the codes).
+        self.complete = complete
         self.pending = 0  # rows appended since the last commit
 
     @classmethod
@@ -45,7 +49,24 @@ class FullVectors:
             return None
         if int(meta["d"]) != d:
             raise ValueError(f"the full vectors have {meta['d']} dimensions, not {d}")
-        return cls(folder, d, meta["dtype"], meta["name"], int(meta["rows"]))
+        return cls(folder, d, meta["dtype"], meta["name"], int(meta["rows"]), bool(meta.get("complete", True)))
+
+    @classmethod
+    def begin(cls, folder: Path, session: Session, vecs: Any) -> FullVectors:
+        """The store of a writer's index `vecs`: the committed one, cut back to its commit; or a
+        new one, holding the index's vectors when they are exact (Flat)."""
+        full = cls.of(folder, session, vecs.d)
+        if full is not None:
+            full.cut_uncommitted()
+            return full
+        for stale in (folder / "full-1.vec", folder / "full-1.ids"):  # a first commit that never came
+            stale.unlink(missing_ok=True)
+        exact = not vecs.is_ivf and vecs.factory.endswith("Flat")
+        full = cls(folder, vecs.d, complete=exact or vecs.ntotal == 0)
+        if exact and vecs.ntotal:
+            ids, xb = vecs.all_vectors()
+            full.append(xb, ids)
+        return full
 
     @property
     def vec_path(self) -> Path:
@@ -85,7 +106,8 @@ class FullVectors:
             if path.exists():
                 with open(path, "rb+") as f:
                     os.fsync(f.fileno())
-        set_meta(session, META, {"name": self.name, "rows": self.rows, "d": self.d, "dtype": self.dtype.name})
+        set_meta(session, META, {"name": self.name, "rows": self.rows, "d": self.d, "dtype": self.dtype.name,
+                                 "complete": self.complete})
 
     def committed_now(self) -> None:
         """After the caller's commit."""
@@ -135,6 +157,24 @@ class FullVectors:
         """These rows as a source for a rebuild: only the items the catalog holds (ids), read
         `rows` at a time."""
         return LiveVectors(self, np.sort(np.asarray(live, np.int64)), rows)
+
+
+class ArraySource:
+    """Vectors already in memory, as a source for autoindex.build_streaming."""
+
+    def __init__(self, ids: np.ndarray, xb: np.ndarray, rows: int = CHUNK_ROWS) -> None:
+        self.ids, self.xb, self.d, self.rows = ids, xb, xb.shape[1], rows
+
+    def chunks(self, rows: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        step = rows or self.rows
+        for start in range(0, len(self.ids), step):
+            yield self.ids[start:start + step], self.xb[start:start + step]
+
+    def sample(self, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        if n >= len(self.ids):
+            return self.ids, self.xb
+        pick = np.sort(np.random.default_rng(seed).choice(len(self.ids), n, replace=False))
+        return self.ids[pick], self.xb[pick]
 
 
 class LiveVectors:

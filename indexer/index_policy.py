@@ -66,15 +66,15 @@ class IndexPolicy:
         retune = want is None and vecs.is_ivf and (store.tuning or {}).get("target") != target
         if want is None and not retune:
             return None
-        ids, xb = vecs.all_vectors()
+        source = self._source(session)
         factory = store.factory
         if retune:
-            tuning = {**(store.tuning or {}), **autoindex.tune(vecs, xb, ids, target)}
+            tuning = {**(store.tuning or {}), **autoindex.tune_streaming(vecs, source, target)}
             new = vecs
         else:
-            bar = (reporter or Reporter()).bar(f"building {want} index", len(ids), "vector")
+            bar = (reporter or Reporter()).bar(f"building {want} index", vecs.ntotal, "vector")
             try:
-                new, tuning = autoindex.build(want, ids, xb, target, progress=bar.update)
+                new, tuning = autoindex.build_streaming(want, source, target, progress=bar.update)
             finally:
                 bar.close()
             factory = full_factory(want)
@@ -84,3 +84,19 @@ class IndexPolicy:
         set_meta(session, "index_policy", self.settings)
         log.info("vector index: %s, tuning %s", factory, tuning)
         return tuning
+
+    def _source(self, session: Session) -> Any:
+        """What a rebuild reads: the full-precision vectors of the items the catalog holds, a
+        chunk at a time; a library whose index was compressed before they were kept reads the
+        index's own vectors (in memory, and as precise as its codes)."""
+        import numpy as np
+        from sqlalchemy import select
+
+        from indexer.catalog import Item
+        from indexer.full_vectors import ArraySource
+
+        full, vecs = self.store.full, self.store.loaded_vectors
+        if full is not None and full.complete:
+            return full.view(np.fromiter(session.scalars(select(Item.id).order_by(Item.id)), np.int64))
+        assert vecs is not None
+        return ArraySource(*vecs.all_vectors())

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from indexer import face_catalog, locks, ownership  # noqa: F401 - face_catalog: its tables join the catalog's
 from indexer.catalog import File, Item, Meta, chunked, drop_files, get_meta, init_schema, make_engine, set_meta
 from indexer.kinds import all_kinds
+from indexer.full_vectors import META as FULL_META, FullVectors
 from indexer.vectors import DEFAULT_FACTORY, MMAP_MIN_BYTES, VectorIndex, full_factory, is_ivf
 from retrieval.errors import LibraryError
 from retrieval.paths import BRIDGE_FILE, DB_FILE, INDEX_FILE, THUMBNAIL_DIR
@@ -34,6 +35,7 @@ _BRIDGE_NAME = re.compile(r"bridge(?:-[0-9a-f]+)?\.safetensors")
 _TEMP_NAME = re.compile(r"\.(?:vectors|faces).*\.tmp|bridge.*\.tmp")
 _EXTRA_NAME = re.compile(r"vectors-m[0-9a-f]{8}-\d+\.faiss")  # a further model's (indexer.extra_models)
 _FACE_NAME = re.compile(r"faces-\d+\.faiss")  # the faces' (indexer.face_index)
+_FULL_NAME = re.compile(r"full-\d+\.(?:vec|ids)")  # full-precision vectors (indexer.full_vectors)
 EXTRA_META = "extra_models"
 FACE_META = "face_index"
 
@@ -73,6 +75,7 @@ class Store:
         self.commits = 0
         self.device = device
         self._vectors: VectorIndex | None = None
+        self.full: FullVectors | None = None  # a writer's full-precision vectors (indexer.full_vectors)
         self.remote: Any = None  # stands in for the loaded index on the query side (retrieval.sharded)
         self._pending_bridge_file: str | None = None
         self._superseded: list[Path] = []  # files to delete once the next commit is done
@@ -137,10 +140,12 @@ class Store:
         with self.Session() as s:
             keep |= {e.get("index_file") for e in (get_meta(s, EXTRA_META) or {}).values()}
             keep.add((get_meta(s, FACE_META) or {}).get("index_file"))
+            full = (get_meta(s, FULL_META) or {}).get("name")
+            keep |= {f"{full}.vec", f"{full}.ids"} if full else set()
         return sorted(
             p for p in self.path.iterdir()
             if p.name not in keep
-            and any(r.fullmatch(p.name) for r in (_INDEX_NAME, _BRIDGE_NAME, _TEMP_NAME, _EXTRA_NAME, _FACE_NAME))
+            and any(r.fullmatch(p.name) for r in (_INDEX_NAME, _BRIDGE_NAME, _TEMP_NAME, _EXTRA_NAME, _FACE_NAME, _FULL_NAME))
         )
 
     def _next_index_file(self) -> str:
@@ -167,6 +172,8 @@ class Store:
                 if is_ivf(self.factory):  # the trained index file is gone: start exact again
                     self.factory = full_factory(DEFAULT_FACTORY)
                 self._vectors = VectorIndex.create(create_dim, self.factory.split(",", 1)[1])
+            if self._vectors is not None and writable:
+                self._keep_full(self._vectors)
             if self._vectors is not None and self.device != "cpu":
                 # Searches run on a GPU copy when faiss has GPUs (use_gpu checks; CPU otherwise).
                 self._vectors.use_gpu(int(self.device.partition(":")[2] or 0))
@@ -174,7 +181,7 @@ class Store:
 
     def forget_loaded(self) -> None:
         """Drop the index in memory; the next use reads the committed file."""
-        self._vectors = None
+        self._vectors = self.full = None
 
     @property
     def loaded_vectors(self) -> VectorIndex | None:
@@ -184,6 +191,14 @@ class Store:
     def replace_vectors(self, vecs: VectorIndex, factory: str, tuning: dict[str, Any] | None) -> None:
         """A rebuilt or retuned index becomes this writer's (saved by the next commit)."""
         self._vectors, self.factory, self.tuning = vecs, factory, tuning
+        vecs.also_add = self.full.append if self.full is not None else None
+
+    def _keep_full(self, vecs: VectorIndex) -> None:
+        """A writer's index: what it adds is also kept at full precision (indexer.full_vectors)."""
+        if self.slot is None and self.full is None:
+            with self.Session() as s:
+                self.full = FullVectors.begin(self.path, s, vecs)
+        vecs.also_add = self.full.append if self.full is not None else None
 
     def _load_vectors(self, writable: bool) -> VectorIndex | None:
         """The committed index file, read. A writer may commit a new file and delete this view's
@@ -286,7 +301,11 @@ class Store:
             vecs.save(self.path / new_index)
             set_meta(session, "index_file", new_index)
             set_meta(session, "vectors_total", vecs.ntotal)  # lets `xmr stats` skip loading FAISS
+        if self.full is not None and (self.full.pending or not get_meta(session, FULL_META)):
+            self.full.stage(session)
         session.commit()
+        if self.full is not None:
+            self.full.committed_now()
         self.commits += 1
         if new_index is not None and vecs is not None:
             if new_index != self._index_file:
@@ -314,7 +333,9 @@ class Store:
     def forget_uncommitted(self) -> None:
         """After a rollback: drop the in-memory index and the staged bridge, so the next use reads
         the committed ones. Files written for the lost commit stay until the next writer removes them."""
-        self._vectors = None
+        if self.full is not None:
+            self.full.cut_uncommitted()
+        self._vectors = self.full = None
         self._pending_bridge_file = None
         self._superseded.clear()
         self.refresh()

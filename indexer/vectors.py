@@ -84,6 +84,7 @@ class VectorIndex:
         self.disk_signature: Any = None  # (inode, size, mtime) of the file it was read from
         self.dirty = True  # changed since it was read or last saved
         self.version = 0  # counts changes: what caches of this index's contents key on
+        self.also_add: Any = None  # called with what `add` adds (the writer's full vectors: indexer.full_vectors)
 
     def _find_ivf(self, index: Any) -> Any:
         try:
@@ -217,6 +218,8 @@ class VectorIndex:
         if len(xb):
             self.index.add_with_ids(xb, ids_arr)
             self._changed()
+            if self.also_add is not None:
+                self.also_add(xb, ids_arr)
 
     def remove(self, ids: Sequence[int]) -> int:
         ids_arr = np.ascontiguousarray(ids, dtype=np.int64)
