@@ -11,7 +11,7 @@ import numpy as np
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from indexer import extra_models, face_index, words
+from indexer import extra_models, face_index, full_vectors, words
 from indexer.audio_bridge import AudioBridge
 from indexer.catalog import File, Item, chunked
 from indexer.store import Store
@@ -93,6 +93,7 @@ def _check(s: Session, store: Store, bridge: AudioBridge, vecs: VectorIndex | No
     bridge.check(s, report.problems)
     extra_models.check(s, store, report.problems, report.warnings)
     faces_off = face_index.check(s, store.path, report.problems, report.warnings)
+    full_vectors.check(store.path, s, vecs.d if vecs is not None else dim, row_ids, report.problems)
     words_off = _check_words(s, report.problems)
     if repair and (report.problems or gone):
         removed, dropped = store.repair_vectors(s)

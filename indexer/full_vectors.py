@@ -159,6 +159,22 @@ class FullVectors:
         return LiveVectors(self, np.sort(np.asarray(live, np.int64)), rows)
 
 
+def check(folder: Path, session: Session, d: int | None, item_ids: set[int], problems: list[str]) -> None:
+    """`xmr check`: the committed rows are on disk, and, once complete, hold every item's vector."""
+    full = FullVectors.of(folder, session, d) if d else None
+    if full is None:
+        return
+    width = full.d * full.dtype.itemsize
+    for path, size in ((full.vec_path, full.committed * width), (full.ids_path, full.committed * 8)):
+        if not path.exists() or path.stat().st_size < size:
+            problems.append(f"the full-precision vectors are cut short ({path.name}: {full.committed} rows committed)")
+            return
+    if full.complete:
+        _, ids = full._maps()
+        if missing := item_ids - set(np.unique(ids).tolist()):
+            problems.append(f"{len(missing)} items have no full-precision vector (e.g. id {min(missing)})")
+
+
 class ArraySource:
     """Vectors already in memory, as a source for autoindex.build_streaming."""
 

@@ -111,3 +111,44 @@ def test_a_streaming_build_holds_a_chunk_not_the_matrix(tmp_path, meta):
     large, matrix = _peak_of_build(tmp_path, 120_000)
     assert large < 1.15 * small + 2_000_000, (small, large)  # the ids' arrays grow, a little
     assert large < 0.3 * matrix, (large, matrix)
+
+
+def test_a_library_keeps_its_vectors_at_full_precision_and_rebuilds_from_them(tmp_path, random_model, samples,
+                                                                              monkeypatch):
+    """Every item's vector is kept beside the index as it is written; rebuilds and retrains of
+    an index already compressed to SQ8 read them, not SQ8's reconstructions; a deleted item's
+    row stays on disk but leaves every rebuild."""
+    import shutil
+
+    from sqlalchemy import select
+
+    from indexer.catalog import Item
+    from retrieval import Library
+
+    monkeypatch.setattr(autoindex, "FLAT_MAX", 20)
+    work = tmp_path / "media"
+    shutil.copytree(samples[0], work)
+    lib = Library(tmp_path / "lib", model=random_model, create=True)
+    lib.index([work])
+    assert lib.stats()["index_type"].endswith(",SQ8")
+    d = lib.vectors().d
+    with lib.Session() as s:
+        full = FullVectors.of(lib.path, s, d)
+        items = np.asarray(sorted(s.scalars(select(Item.id))), np.int64)
+    assert full is not None and full.complete and full.rows == len(items)
+    ids, kept = map(np.concatenate, zip(*full.chunks(items)))
+    codes = lib.vectors().reconstruct_many(ids)
+    assert 0 < np.abs(kept - codes).max() < 0.05  # SQ8 is within its quantisation step of them, not equal
+    # What a rebuild or a retrain of this index reads: the kept vectors.
+    victim = sorted(work.rglob("*.png"))[0]
+    victim.unlink()
+    again = Library(tmp_path / "lib")
+    again.index()
+    with again.Session() as s:
+        live = np.asarray(sorted(s.scalars(select(Item.id))), np.int64)
+        again.store.vectors(writable=True)
+        src_ids, src = map(np.concatenate, zip(*again.policy._source(s).chunks()))
+    assert len(live) == len(items) - 1 and sorted(src_ids.tolist()) == live.tolist()
+    by_id = dict(zip(ids.tolist(), kept))
+    assert max(np.abs(by_id[i] - v).max() for i, v in zip(src_ids.tolist(), src)) == 0.0
+    assert again.check().ok
