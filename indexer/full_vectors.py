@@ -113,26 +113,29 @@ class FullVectors:
         """After the caller's commit."""
         self.committed, self.pending = self.rows, 0
 
-    def _maps(self) -> tuple[np.ndarray, np.ndarray]:
-        n = self.rows
-        if n == 0:
-            return np.zeros((0, self.d), self.dtype), np.zeros(0, np.int64)
-        return (np.memmap(self.vec_path, self.dtype, "r", shape=(n, self.d)),
-                np.memmap(self.ids_path, np.int64, "r", shape=(n,)))
+    # Read with plain file reads, not a memory map: mapped pages of a 10 GB file count in the
+    # process's resident memory; read ones stay in the page cache, which the kernel reclaims.
+    def ids(self) -> np.ndarray:
+        return np.fromfile(self.ids_path, np.int64, count=self.rows) if self.rows else np.zeros(0, np.int64)
+
+    def read(self, start: int, rows: int) -> np.ndarray:
+        """Rows start..start+rows-1 as float32."""
+        width = self.d * self.dtype.itemsize
+        got = np.fromfile(self.vec_path, self.dtype, count=rows * self.d, offset=start * width)
+        return got.reshape(rows, self.d).astype(np.float32)
 
     def chunks(self, live: np.ndarray | None = None, rows: int = CHUNK_ROWS) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(ids, float32 vectors) in chunks of about `rows`, in file order; with `live` (sorted
         ids the catalog holds), only those, each id's last row (an item written again after a
         crash has two rows)."""
-        vec, ids = self._maps()
-        last = self._last_rows(ids) if live is not None else None
+        ids = self.ids()
+        keep = np.isin(ids, live) & self._last_rows(ids) if live is not None else None
         for start in range(0, len(ids), rows):
-            part = np.arange(start, min(start + rows, len(ids)))
-            if live is not None:
-                keep = np.isin(ids[part], live, assume_unique=False) & last[part]
-                part = part[keep]
-            if len(part):
-                yield np.asarray(ids[part]), np.asarray(vec[part], dtype=np.float32)
+            n = min(rows, len(ids) - start)
+            mine = keep[start:start + n] if keep is not None else slice(None)
+            part_ids = ids[start:start + n][mine]
+            if len(part_ids):
+                yield part_ids, self.read(start, n)[mine]
 
     @staticmethod
     def _last_rows(ids: np.ndarray) -> np.ndarray:
@@ -143,15 +146,24 @@ class FullVectors:
         keep[len(ids) - 1 - order[first]] = True
         return keep
 
-    def sample(self, n: int, live: np.ndarray | None = None, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        """Up to `n` rows drawn at random, (ids, float32 vectors); with `live`, only its ids'."""
-        vec, ids = self._maps()
+    def sample(self, n: int, live: np.ndarray | None = None, seed: int = 0,
+               rows: int = CHUNK_ROWS) -> tuple[np.ndarray, np.ndarray]:
+        """Up to `n` rows drawn at random, (ids, float32 vectors); with `live`, only its ids'.
+        Read in one pass over the file, a chunk at a time."""
+        ids = self.ids()
         rng = np.random.default_rng(seed)
         pick = np.sort(rng.choice(len(ids), min(len(ids), 2 * n if live is not None else n), replace=False))
         if live is not None:
             pick = pick[np.isin(ids[pick], live)]
             pick = np.sort(rng.permutation(pick)[:n])
-        return np.asarray(ids[pick]), np.asarray(vec[pick], dtype=np.float32)
+        out = np.empty((len(pick), self.d), np.float32)
+        done = 0
+        for start in range(0, len(ids), rows):
+            mine = pick[(pick >= start) & (pick < start + rows)]
+            if len(mine):
+                out[done:done + len(mine)] = self.read(start, min(rows, len(ids) - start))[mine - start]
+                done += len(mine)
+        return ids[pick], out
 
     def view(self, live: np.ndarray, rows: int = CHUNK_ROWS) -> LiveVectors:
         """These rows as a source for a rebuild: only the items the catalog holds (ids), read
@@ -170,8 +182,7 @@ def check(folder: Path, session: Session, d: int | None, item_ids: set[int], pro
             problems.append(f"the full-precision vectors are cut short ({path.name}: {full.committed} rows committed)")
             return
     if full.complete:
-        _, ids = full._maps()
-        if missing := item_ids - set(np.unique(ids).tolist()):
+        if missing := item_ids - set(np.unique(full.ids()).tolist()):
             problems.append(f"{len(missing)} items have no full-precision vector (e.g. id {min(missing)})")
 
 
@@ -203,4 +214,4 @@ class LiveVectors:
         return self.full.chunks(self.live, rows or self.rows)
 
     def sample(self, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        return self.full.sample(n, self.live, seed)
+        return self.full.sample(n, self.live, seed, self.rows)

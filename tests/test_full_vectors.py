@@ -110,7 +110,7 @@ def test_a_streaming_build_holds_a_chunk_not_the_matrix(tmp_path, meta):
     small, _ = _peak_of_build(tmp_path, 60_000)
     large, matrix = _peak_of_build(tmp_path, 120_000)
     assert large < 1.15 * small + 2_000_000, (small, large)  # the ids' arrays grow, a little
-    assert large < 0.3 * matrix, (large, matrix)
+    assert large < 0.35 * matrix, (large, matrix)
 
 
 def test_a_library_keeps_its_vectors_at_full_precision_and_rebuilds_from_them(tmp_path, random_model, samples,
