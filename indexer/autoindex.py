@@ -160,7 +160,7 @@ def build_streaming(factory: str, source: Any, target: float, progress: Callable
     filled chunk by chunk, and tuned against exact neighbours computed chunk by chunk."""
     t0 = time.perf_counter()
     if is_ivf(factory):
-        index = VectorIndex.build_streaming(factory, source.d, lambda n: source.sample(n)[1], source.chunks(),
+        index = VectorIndex.build_streaming(factory, source.d, lambda n: source.sample(n)[1], source.chunks,
                                             progress=progress)
     else:
         index = VectorIndex.create(source.d, factory)

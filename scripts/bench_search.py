@@ -3,6 +3,12 @@ of the whole query batch against every stored vector, then argpartition).
 
     python scripts/bench_search.py --n 1000000 --dim 512 --queries 1000 [--mixed]
         [--filter-fraction 0.001 0.01 0.1 0.5] [--dupes 0.95]
+    python scripts/bench_search.py --n 10000000 --queries 200 --with-catalog [--postgres URL]
+
+Above --stream-above vectors (default 2M: 4 GB as one float32 matrix), or with --stream, the run
+is the streaming one of scripts/bench_stream.py: vectors made in chunks into the library's
+full-precision store, ground truth chunk by chunk, the product's streaming build, the index
+opened memory-mapped, catalogs of N rows joined; no numpy comparison (it needs the matrix).
 
 Prints one JSON object. Data are CLIP-like: 2,000 centres in a random 64-dim subspace, points =
 centre + spread inside the subspace + a little isotropic noise, normalised (uniform noise is not
@@ -321,8 +327,22 @@ def main() -> None:
                     help="also time filtered searches where a fraction F of the library passes (e.g. 0.01 0.1 0.5)")
     ap.add_argument("--dupes", type=float, metavar="T", help="also time `xmr dupes`' range search at cosine T (e.g. 0.95)")
     ap.add_argument("--torch-device", metavar="DEV", help="also time the exact search through torch on DEV (cuda: the GPU path without faiss-gpu)")
+    ap.add_argument("--stream", action="store_true", help="the streaming benchmark (scripts/bench_stream.py) at any N")
+    ap.add_argument("--stream-above", type=int, default=2_000_000, metavar="N")
+    ap.add_argument("--with-catalog", action="store_true", help="streaming: also join rows from a SQLite catalog of N items")
+    ap.add_argument("--postgres", metavar="URL", help="streaming: also from a PostgreSQL catalog made on this server")
+    ap.add_argument("--work", help="streaming: working folder, kept [default: a temporary one, removed]")
     a = ap.parse_args()
     import faiss
+
+    if a.stream or a.n > a.stream_above or a.with_catalog or a.postgres:
+        from scripts.bench_stream import bench_streaming
+
+        result = bench_streaming(a.n, a.dim, a.queries, a.recall, a.max_memory, a.with_catalog, a.postgres,
+                                 a.seed, a.work)
+        result.update(machine=f"{platform.machine()}, {os.cpu_count()} cores", faiss=faiss.__version__)
+        print(json.dumps(result, indent=2))
+        return
 
     result = bench(a.n, a.dim, a.queries, a.k, a.seed, a.recall, a.max_memory, a.mixed, a.filter_fraction, a.dupes,
                    a.torch_device)
