@@ -1,5 +1,10 @@
 """Library statistics from plain SQL, shared by `Library.stats` and the fast path of `xmr stats`.
 
+Counting files and items takes seconds at 10M rows (each count a full scan), so the counts are
+kept in meta (CACHE_KEY) by the end of every index run (indexer.catalog_version.refresh) with
+the token that every committed change to those tables renews (VERSION_KEY); a reader uses them
+while the tokens match and counts again otherwise.
+
 The fast path reads the default SQLite catalog with the standard library's sqlite3, read-only,
 so a cold `xmr stats` imports neither SQLAlchemy (0.4 s here) nor FAISS nor torch. It answers
 only for a catalog of the current schema with the vector count recorded; otherwise the caller
@@ -16,6 +21,8 @@ from typing import Any, Callable
 from retrieval.paths import BRIDGE_FILE, INDEX_FILE
 
 SCHEMA_VERSION = 11  # indexer.catalog takes it from here
+VERSION_KEY = "catalog_version"
+CACHE_KEY = "stats_counts"
 
 Execute = Callable[[str], list[tuple]]
 
@@ -27,24 +34,12 @@ def _meta(execute: Execute) -> dict[str, Any]:
 def read_stats(execute: Execute) -> dict[str, Any]:
     """Counts and recorded facts of a catalog, through any `execute(sql) -> rows`."""
     meta = _meta(execute)
-    items = dict(execute("SELECT modality, count(id) FROM items GROUP BY modality"))
+    kept = meta.get(CACHE_KEY) or {}
+    current = (kept.get("version") is not None and kept.get("version") == meta.get(VERSION_KEY)
+               and kept.get("schema") == SCHEMA_VERSION)
     return {
-        "files": execute("SELECT count(id) FROM files")[0][0],
-        "files_by_modality": dict(execute("SELECT modality, count(id) FROM files GROUP BY modality")),
-        "items": sum(items.values()),
-        "items_by_modality": items,
-        "documents_by_type": _by_extension(execute("SELECT path FROM files WHERE modality = 'document'")),
-        # the length of what is indexed on a timeline (sounds, videos): each file's last window's end
-        "hours_by_modality": {m: round(float(h) / 3600, 4) for m, h in execute(
-            'SELECT modality, sum(d) FROM (SELECT modality, max("end") AS d FROM items WHERE "end" IS NOT NULL '
-            "GROUP BY file_id, modality) AS f GROUP BY modality")},
-        # words read off pictures (OCR) and heard in sounds and videos (speech)
-        "ocr_pictures": execute("SELECT count(id) FROM items WHERE modality = 'image' AND snippet IS NOT NULL")[0][0],
-        "hours_transcribed": round(float(execute(
-            "SELECT sum(d) FROM (SELECT max(\"end\") AS d FROM items WHERE embedder = 'text' AND \"end\" IS NOT NULL "
-            "GROUP BY file_id) AS f")[0][0] or 0) / 3600, 4),
-        # what files say about themselves (indexer.facts) and the tags given (retrieval.tagging)
-        "facts": _facts(execute),
+        **(kept["counts"] if current else counted(execute)),
+        "counts_kept": current,
         # faces found (indexer.face_catalog) and the people they were grouped into
         "faces": execute("SELECT count(id) FROM faces")[0][0],
         "people": execute("SELECT count(id) FROM people")[0][0],
@@ -64,6 +59,39 @@ def read_stats(execute: Execute) -> dict[str, Any]:
         "bridge_file": meta.get("bridge_file") or (BRIDGE_FILE if meta.get("bridge") else None),
         "roots": [r for (r,) in execute("SELECT path FROM roots ORDER BY path")],
         "schema_version": meta.get("schema_version"),
+    }
+
+
+def counted(execute: Execute) -> dict[str, Any]:
+    """What only a scan of files and items can say: one scan of each table, plus those of the
+    few rows on a timeline or of documents."""
+    files: dict[str, int] = {}
+    items: dict[str, int] = {}
+    ocr = 0
+    for modality, n in execute("SELECT modality, count(id) FROM files GROUP BY modality"):
+        files[modality] = n
+    for modality, n, with_words in execute(
+            "SELECT modality, count(id), count(snippet) FROM items GROUP BY modality"):
+        items[modality] = n
+        ocr += with_words if modality == "image" else 0  # words read off pictures (OCR)
+    return {
+        "files": sum(files.values()),
+        "files_by_modality": files,
+        "items": sum(items.values()),
+        "items_by_modality": items,
+        "documents_by_type": _by_extension(execute("SELECT path FROM files WHERE modality = 'document'")),
+        # the length of what is indexed on a timeline (sounds, videos): each file's last window's end
+        "hours_by_modality": {m: round(float(h) / 3600, 4) for m, h in execute(
+            'SELECT modality, sum(d) FROM (SELECT modality, max("end") AS d FROM items WHERE "end" IS NOT NULL '
+            "GROUP BY file_id, modality) AS f GROUP BY modality")},
+        "ocr_pictures": ocr,
+        # words heard in sounds and videos (speech)
+        "hours_transcribed": round(float(execute(
+            "SELECT sum(d) FROM (SELECT max(\"end\") AS d FROM items WHERE embedder = 'text' AND \"end\" IS NOT NULL "
+            "GROUP BY file_id) AS f")[0][0] or 0) / 3600, 4),
+        # what files say about themselves (indexer.facts)
+        "facts": _facts(execute),
+        "last_indexed": execute("SELECT max(indexed_at) FROM files")[0][0],
     }
 
 

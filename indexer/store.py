@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterator, Sequence
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from indexer import face_catalog, locks, ownership  # noqa: F401 - face_catalog: its tables join the catalog's
+from indexer import catalog_version, face_catalog, locks, ownership  # noqa: F401 - face_catalog: its tables join the catalog's
 from indexer.catalog import File, Item, Meta, chunked, drop_files, get_meta, init_schema, make_engine, set_meta
 from indexer.kinds import all_kinds
 from indexer.full_vectors import META as FULL_META, FullVectors
@@ -320,6 +320,11 @@ class Store:
             if p not in current:
                 p.unlink(missing_ok=True)
         self._superseded.clear()
+
+    def keep_counts(self, wait: bool = False) -> None:
+        """After an index run: files and items counted for `xmr stats` (indexer.catalog_version)."""
+        with self.write_lock(wait), self.Session() as s:
+            catalog_version.refresh(s)
 
     def discard_if_unused(self) -> None:
         """After a failed first command: remove the library this view created, if nothing was

@@ -134,21 +134,10 @@ class VectorIndex:
     ) -> "VectorIndex":
         """A trained index (IVF...) trained on `sample(n)` (about n vectors, drawn at random) and
         filled from `chunks()` ((ids, vectors) pairs as they come, the same each call): never
-        the whole matrix at once."""
-        faiss = import_faiss()
-        index = faiss.index_factory(d, factory, faiss.METRIC_INNER_PRODUCT)
-        ivf = faiss.extract_index_ivf(index)
-        ivf.cp.niter = 10  # k-means converges well before faiss's 25 on embeddings; build time halves
-        ivf.cp.seed = seed
-        if hasattr(index, "chain"):  # OPQ rotation: 10 rounds instead of 50, most of the gain
-            for i in range(index.chain.size()):
-                vt = faiss.downcast_VectorTransform(index.chain.at(i))
-                if hasattr(vt, "niter"):
-                    vt.niter = 10
-        # faiss wants >= 39 points a list; the sample (1.3 GB at 16k lists) is freed before filling
-        index.train(np.ascontiguousarray(sample(39 * ivf.nlist), dtype=np.float32))
-        _fill_reserved(index, ivf, chunks, progress)
-        return cls(index, factory)
+        the whole matrix at once (indexer.ivf_build)."""
+        from indexer.ivf_build import train_and_fill
+
+        return cls(train_and_fill(import_faiss(), factory, d, sample, chunks, seed, progress), factory)
 
     @classmethod
     def create(cls, d: int, factory: str = DEFAULT_FACTORY) -> "VectorIndex":
@@ -374,37 +363,3 @@ class VectorIndex:
         finally:
             os.close(dfd)
 
-
-def _fill_reserved(index: Any, ivf: Any, chunks: Any, progress: Any) -> None:
-    """Add every chunk to a trained IVF index with each list allocated once, at its final size.
-
-    Lists grown entry by entry double their capacity (std::vector): up to 2x the codes' memory,
-    GBs at 10M. A first pass assigns every vector to its list (the cost an add pays anyway) and
-    keeps the assignments; each list is then reserved at its count and the second pass adds the
-    codes with the assignments given (faiss's add_core), so nothing is assigned twice."""
-    faiss = import_faiss()
-
-    chain = [faiss.downcast_VectorTransform(index.chain.at(i)) for i in range(index.chain.size())] \
-        if hasattr(index, "chain") else []
-
-    def prepared(x: np.ndarray) -> np.ndarray:
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        for transform in chain:  # OPQ: the lists hold rotated vectors
-            x = transform.apply(x)
-        return x
-
-    assigned = [ivf.quantizer.assign(prepared(x), 1).ravel() for _, x in chunks()]
-    counts = np.bincount(np.concatenate(assigned), minlength=ivf.nlist) if assigned else np.zeros(0, np.int64)
-    lists = faiss.downcast_InvertedLists(ivf.invlists)
-    if hasattr(lists, "resize"):  # ArrayInvertedLists: shrinking keeps the capacity
-        for no in np.flatnonzero(counts):
-            lists.resize(int(no), int(counts[no]))
-            lists.resize(int(no), 0)
-    for (ids, x), where in zip(chunks(), assigned):
-        if len(where) != len(ids):
-            raise LibraryError("the vectors changed while the index was being built")
-        xt, ids, where = prepared(x), np.ascontiguousarray(ids, dtype=np.int64), np.ascontiguousarray(where)
-        ivf.add_core(len(ids), faiss.swig_ptr(xt), faiss.swig_ptr(ids), faiss.swig_ptr(where))
-        if progress is not None:
-            progress(len(ids))
-    index.ntotal = ivf.ntotal

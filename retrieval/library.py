@@ -12,8 +12,8 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
 from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -199,6 +199,7 @@ class Library:
         self.sync_models(on_skip=reporter.skip, wait=options.wait)
         report.faces += face_sync.sync(self.store, on_skip=reporter.skip, wait=options.wait).found
         shards.after_commit(self.store)
+        self.store.keep_counts(options.wait)  # for `xmr stats` at 10M files
         return report
 
     def shard(self, n: int | None) -> list[Path]:
@@ -372,7 +373,6 @@ class Library:
         return new
 
     # -- reports ------------------------------------------------------------------------------
-
     def stats(self) -> dict[str, Any]:
         """Files, items, vectors, encoder, index and bridge, size: what `xmr stats` prints."""
         from indexer.stats import folder_size, read_stats

@@ -107,7 +107,7 @@ def describe(lib: Library) -> dict[str, Any]:
 
     with lib.engine.connect() as conn:
         st = read_stats(lambda sql: list(conn.exec_driver_sql(sql).fetchall()))
-        last = conn.exec_driver_sql("SELECT max(indexed_at) FROM files").scalar()  # the newest file's indexing
+    last = st["last_indexed"]  # the newest file's indexing
     return {"library": str(lib.path.resolve()), "items": st["items"], "items_by_modality": st["items_by_modality"],
             "last_indexed": None if last is None else datetime.fromtimestamp(last, timezone.utc).isoformat(timespec="seconds"),
             "files": st["files"], "has_bridge": lib.bridge_path.exists(), "kinds": [k.describe() for k in all_kinds()]}
