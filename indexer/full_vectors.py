@@ -22,6 +22,7 @@ import numpy as np
 from sqlalchemy.orm import Session
 
 from indexer.catalog import get_meta, set_meta
+from retrieval.errors import DiskFullError
 
 META = "full_vectors"
 DTYPES = ("float16", "float32")
@@ -94,18 +95,24 @@ class FullVectors:
         ids = np.ascontiguousarray(ids, dtype=np.int64)
         if xb.shape != (len(ids), self.d):
             raise ValueError(f"{xb.shape} vectors for {len(ids)} ids of dimension {self.d}")
-        with open(self.vec_path, "ab") as f:
-            f.write(xb.tobytes())
-        with open(self.ids_path, "ab") as f:
-            f.write(ids.tobytes())
+        try:  # a partial row past the committed ones is cut by the next writer (cut_uncommitted)
+            with open(self.vec_path, "ab") as f:
+                f.write(xb.tobytes())
+            with open(self.ids_path, "ab") as f:
+                f.write(ids.tobytes())
+        except OSError as e:
+            raise DiskFullError.writing(self.vec_path, e) from None
         self.pending += len(ids)
 
     def stage(self, session: Session) -> None:
         """Make the appended rows durable and record their count (uncommitted: the caller commits)."""
         for path in (self.vec_path, self.ids_path):
             if path.exists():
-                with open(path, "rb+") as f:
-                    os.fsync(f.fileno())
+                try:
+                    with open(path, "rb+") as f:
+                        os.fsync(f.fileno())
+                except OSError as e:  # a delayed write that found the disk full
+                    raise DiskFullError.writing(path, e) from None
         set_meta(session, META, {"name": self.name, "rows": self.rows, "d": self.d, "dtype": self.dtype.name,
                                  "complete": self.complete})
 

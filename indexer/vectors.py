@@ -17,7 +17,7 @@ import numpy as np
 from indexer.gpu import GpuCopy, TorchCopy, _NoGpu, torch_gpu
 from indexer.subsets import SubsetSearch
 from indexer.topk import blas_top_k
-from retrieval.errors import FaissMissingError, LibraryError, UsageError
+from retrieval.errors import DiskFullError, FaissMissingError, LibraryError, UsageError
 
 DEFAULT_FACTORY = "Flat"
 
@@ -351,6 +351,8 @@ class VectorIndex:
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
             os.replace(tmp, path)
+        except (OSError, RuntimeError) as e:  # faiss's failed fwrite is a RuntimeError
+            raise DiskFullError.writing(path, e) from None
         finally:
             if tmp.exists():
                 tmp.unlink()

@@ -49,3 +49,24 @@ class DecodeError(XmrError):
 
 class ClusterError(XmrError):
     """The Ray cluster could not be reached, or failed under a run (indexer.cluster)."""
+
+
+class DiskFullError(LibraryError):
+    """A library file could not be written (a full disk, a quota, a file size limit); what was
+    written of it is not part of the library."""
+
+    @classmethod
+    def writing(cls, path: object, error: BaseException) -> "DiskFullError":
+        import os
+        import re
+        import shutil
+
+        text = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+        ends = re.search(r"\(([^()]+)\)$", text)  # faiss: "... write error in F: 104 != 320 (No space left on device)"
+        reason = getattr(error, "strerror", None) or (ends.group(1) if ends else text)
+        try:
+            free = f"{shutil.disk_usage(os.path.dirname(str(path)) or '.').free / 2**20:,.0f} MiB free there"
+        except OSError:
+            free = "free space unknown"
+        return cls(f"cannot write {path}: {reason} ({free}); the library is as it was before this run: "
+                   "make room and run the command again")
