@@ -22,11 +22,15 @@ import numpy as np
 from sqlalchemy.orm import Session
 
 from indexer.catalog import get_meta, set_meta
-from retrieval.errors import DiskFullError
+from retrieval.errors import cannot_write
 
 META = "full_vectors"
 DTYPES = ("float16", "float32")
-CHUNK_ROWS = 65_536
+CHUNK_BYTES = 32 * 2**20  # of float32 a chunk: 16k rows at d = 512, small next to any index it fills
+
+
+def chunk_rows(d: int) -> int:
+    return max(1024, CHUNK_BYTES // (4 * max(d, 1)))
 
 
 class FullVectors:
@@ -101,7 +105,7 @@ class FullVectors:
             with open(self.ids_path, "ab") as f:
                 f.write(ids.tobytes())
         except OSError as e:
-            raise DiskFullError.writing(self.vec_path, e) from None
+            raise cannot_write(self.vec_path, e) from None
         self.pending += len(ids)
 
     def stage(self, session: Session) -> None:
@@ -112,7 +116,7 @@ class FullVectors:
                     with open(path, "rb+") as f:
                         os.fsync(f.fileno())
                 except OSError as e:  # a delayed write that found the disk full
-                    raise DiskFullError.writing(path, e) from None
+                    raise cannot_write(path, e) from None
         set_meta(session, META, {"name": self.name, "rows": self.rows, "d": self.d, "dtype": self.dtype.name,
                                  "complete": self.complete})
 
@@ -125,24 +129,25 @@ class FullVectors:
     def ids(self) -> np.ndarray:
         return np.fromfile(self.ids_path, np.int64, count=self.rows) if self.rows else np.zeros(0, np.int64)
 
-    def read(self, start: int, rows: int) -> np.ndarray:
-        """Rows start..start+rows-1 as float32."""
+    def read(self, start: int, rows: int, pick: np.ndarray | None = None) -> np.ndarray:
+        """Rows start..start+rows-1 (of them, those `pick` selects) as float32."""
         width = self.d * self.dtype.itemsize
-        got = np.fromfile(self.vec_path, self.dtype, count=rows * self.d, offset=start * width)
-        return got.reshape(rows, self.d).astype(np.float32)
+        got = np.fromfile(self.vec_path, self.dtype, count=rows * self.d, offset=start * width).reshape(rows, self.d)
+        return (got if pick is None else got[pick]).astype(np.float32)
 
-    def chunks(self, live: np.ndarray | None = None, rows: int = CHUNK_ROWS) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def chunks(self, live: np.ndarray | None = None, rows: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(ids, float32 vectors) in chunks of about `rows`, in file order; with `live` (sorted
         ids the catalog holds), only those, each id's last row (an item written again after a
         crash has two rows)."""
-        ids = self.ids()
+        ids, rows = self.ids(), rows or chunk_rows(self.d)
         keep = np.isin(ids, live) & self._last_rows(ids) if live is not None else None
         for start in range(0, len(ids), rows):
             n = min(rows, len(ids) - start)
-            mine = keep[start:start + n] if keep is not None else slice(None)
-            part_ids = ids[start:start + n][mine]
-            if len(part_ids):
-                yield part_ids, self.read(start, n)[mine]
+            mine = keep[start:start + n] if keep is not None else None
+            if mine is None or mine.all():
+                yield ids[start:start + n], self.read(start, n)
+            elif mine.any():  # only the kept rows converted to float32
+                yield ids[start:start + n][mine], self.read(start, n, mine)
 
     @staticmethod
     def _last_rows(ids: np.ndarray) -> np.ndarray:
@@ -154,10 +159,10 @@ class FullVectors:
         return keep
 
     def sample(self, n: int, live: np.ndarray | None = None, seed: int = 0,
-               rows: int = CHUNK_ROWS) -> tuple[np.ndarray, np.ndarray]:
+               rows: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Up to `n` rows drawn at random, (ids, float32 vectors); with `live`, only its ids'.
         Read in one pass over the file, a chunk at a time."""
-        ids = self.ids()
+        ids, rows = self.ids(), rows or chunk_rows(self.d)
         rng = np.random.default_rng(seed)
         pick = np.sort(rng.choice(len(ids), min(len(ids), 2 * n if live is not None else n), replace=False))
         if live is not None:
@@ -168,11 +173,11 @@ class FullVectors:
         for start in range(0, len(ids), rows):
             mine = pick[(pick >= start) & (pick < start + rows)]
             if len(mine):
-                out[done:done + len(mine)] = self.read(start, min(rows, len(ids) - start))[mine - start]
+                out[done:done + len(mine)] = self.read(start, min(rows, len(ids) - start), mine - start)
                 done += len(mine)
         return ids[pick], out
 
-    def view(self, live: np.ndarray, rows: int = CHUNK_ROWS) -> LiveVectors:
+    def view(self, live: np.ndarray, rows: int | None = None) -> LiveVectors:
         """These rows as a source for a rebuild: only the items the catalog holds (ids), read
         `rows` at a time."""
         return LiveVectors(self, np.sort(np.asarray(live, np.int64)), rows)
@@ -196,11 +201,11 @@ def check(folder: Path, session: Session, d: int | None, item_ids: set[int], pro
 class ArraySource:
     """Vectors already in memory, as a source for autoindex.build_streaming."""
 
-    def __init__(self, ids: np.ndarray, xb: np.ndarray, rows: int = CHUNK_ROWS) -> None:
+    def __init__(self, ids: np.ndarray, xb: np.ndarray, rows: int | None = None) -> None:
         self.ids, self.xb, self.d, self.rows = ids, xb, xb.shape[1], rows
 
     def chunks(self, rows: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        step = rows or self.rows
+        step = rows or self.rows or chunk_rows(self.d)
         for start in range(0, len(self.ids), step):
             yield self.ids[start:start + step], self.xb[start:start + step]
 
@@ -214,7 +219,7 @@ class ArraySource:
 class LiveVectors:
     """A FullVectors restricted to live ids: what autoindex.build_streaming reads."""
 
-    def __init__(self, full: FullVectors, live: np.ndarray, rows: int = CHUNK_ROWS) -> None:
+    def __init__(self, full: FullVectors, live: np.ndarray, rows: int | None = None) -> None:
         self.full, self.live, self.d, self.rows = full, live, full.d, rows
 
     def chunks(self, rows: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:

@@ -17,7 +17,7 @@ import numpy as np
 from indexer.gpu import GpuCopy, TorchCopy, _NoGpu, torch_gpu
 from indexer.subsets import SubsetSearch
 from indexer.topk import blas_top_k
-from retrieval.errors import DiskFullError, FaissMissingError, LibraryError, UsageError
+from retrieval.errors import FaissMissingError, LibraryError, UsageError, cannot_write
 
 DEFAULT_FACTORY = "Flat"
 
@@ -352,7 +352,7 @@ class VectorIndex:
                 os.fsync(f.fileno())
             os.replace(tmp, path)
         except (OSError, RuntimeError) as e:  # faiss's failed fwrite is a RuntimeError
-            raise DiskFullError.writing(path, e) from None
+            raise cannot_write(path, e) from None
         finally:
             if tmp.exists():
                 tmp.unlink()

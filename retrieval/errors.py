@@ -52,21 +52,27 @@ class ClusterError(XmrError):
 
 
 class DiskFullError(LibraryError):
-    """A library file could not be written (a full disk, a quota, a file size limit); what was
-    written of it is not part of the library."""
+    """A library file could not be written for want of room (a full disk, a quota, a file size
+    limit); what was written of it is not part of the library."""
 
-    @classmethod
-    def writing(cls, path: object, error: BaseException) -> "DiskFullError":
-        import os
-        import re
-        import shutil
 
-        text = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
-        ends = re.search(r"\(([^()]+)\)$", text)  # faiss: "... write error in F: 104 != 320 (No space left on device)"
-        reason = getattr(error, "strerror", None) or (ends.group(1) if ends else text)
-        try:
-            free = f"{shutil.disk_usage(os.path.dirname(str(path)) or '.').free / 2**20:,.0f} MiB free there"
-        except OSError:
-            free = "free space unknown"
-        return cls(f"cannot write {path}: {reason} ({free}); the library is as it was before this run: "
-                   "make room and run the command again")
+def cannot_write(path: object, error: BaseException) -> LibraryError:
+    """The error for a failed write of a library file: DiskFullError when it was room that
+    lacked (errno, or faiss's message ending in the system's reason), else LibraryError."""
+    import errno
+    import os
+    import re
+    import shutil
+
+    text = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+    ends = re.search(r"\(([^()]+)\)$", text)  # faiss: "... write error in F: 104 != 320 (No space left on device)"
+    reason = getattr(error, "strerror", None) or (ends.group(1) if ends else text)
+    room = {os.strerror(e) for e in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)}
+    if reason not in room:
+        return LibraryError(f"cannot write {path}: {reason}")
+    try:
+        free = f"{shutil.disk_usage(os.path.dirname(str(path)) or '.').free / 2**20:,.0f} MiB free there"
+    except OSError:
+        free = "free space unknown"
+    return DiskFullError(f"cannot write {path}: {reason} ({free}); the library is as it was before this run: "
+                         "make room and run the command again")

@@ -152,3 +152,53 @@ def test_a_library_keeps_its_vectors_at_full_precision_and_rebuilds_from_them(tm
     by_id = dict(zip(ids.tolist(), kept))
     assert max(np.abs(by_id[i] - v).max() for i, v in zip(src_ids.tolist(), src)) == 0.0
     assert again.check().ok
+
+
+_BUILD_IN_CHILD = """
+import json, resource, sys
+from pathlib import Path
+import numpy as np
+from indexer import autoindex
+from indexer.full_vectors import FullVectors
+def rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize()
+folder, n, d = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+full = FullVectors(folder, d, rows=n)
+autoindex.exact_neighbours(np.ones((1, d), np.float32), np.ones((2, d), np.float32), 1)  # faiss, BLAS loaded
+base = rss()
+index, _ = autoindex.build_streaming("IVF1024,SQ8", full.view(np.arange(1, n + 1, dtype=np.int64)), 0.95)
+with open("/proc/self/status") as f:  # this process's own peak (ru_maxrss keeps the forking parent's)
+    peak = int(next(line for line in f if line.startswith("VmHWM:")).split()[1]) * 1024 - base
+index.save(folder / "built.faiss")
+print(json.dumps({"peak": peak, "index": (folder / "built.faiss").stat().st_size}))
+"""
+
+
+def test_a_streaming_build_takes_the_index_and_a_bounded_working_set(tmp_path):
+    """The whole process's memory (FAISS's too), measured in a fresh one: a library twice as large
+    costs only its larger index, and the peak stays far under the float32 matrix (what
+    autoindex.build held before), within a budget of index + training sample + chunks."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    d, peaks = 256, {}
+    for n in (150_000, 300_000):
+        folder = tmp_path / str(n)
+        folder.mkdir()
+        ids, x = _data(n, d, seed=n)
+        full = FullVectors(folder, d)
+        full.append(x, np.arange(1, n + 1))
+        full.committed_now()
+        del x
+        out = subprocess.run([sys.executable, "-c", _BUILD_IN_CHILD, str(folder), str(n), str(d)], check=True,
+                             capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent, timeout=600)
+        peaks[n] = json.loads(out.stdout.strip().splitlines()[-1])
+    small, large = peaks[150_000], peaks[300_000]
+    sample = 39 * 1024 * d * 4  # FAISS's 39 training points a list, float32
+    budget = large["index"] + 3 * sample + 64 * 2**20  # sample, its residuals, k-means; a few chunks
+    assert large["peak"] <= budget, (large, budget)
+    assert large["peak"] < 0.75 * 300_000 * d * 4, large
+    assert large["peak"] - small["peak"] <= 1.5 * (large["index"] - small["index"]) + 16 * 2**20, peaks
