@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
+from indexer.refine import Refiner, wants_refine
 from indexer.vectors import VectorIndex, import_faiss, is_ivf
 from retrieval.errors import UsageError
 
@@ -103,7 +104,7 @@ def tune_with(index: VectorIndex, xq: np.ndarray, self_ids: np.ndarray, gt: np.n
     """
     def recall() -> tuple[float, float]:
         """(mean recall@10, its lower bound) over the held-out queries."""
-        _, got = index.index.search(xq, K + 1)
+        _, got = index.search(xq, K + 1)  # with its refinement, if any (indexer.refine)
         per_query = np.empty(len(xq))
         for q in range(len(xq)):
             truth = [i for i in gt[q] if i != self_ids[q]][:K]
@@ -162,6 +163,8 @@ def build_streaming(factory: str, source: Any, target: float, progress: Callable
     if is_ivf(factory):
         index = VectorIndex.build_streaming(factory, source.d, lambda n: source.sample(n)[1], source.chunks,
                                             progress=progress)
+        if wants_refine(factory) and getattr(source, "full", None) is not None:
+            index.refine = Refiner(source.full)  # tuned, and searched, with its candidates re-ranked
     else:
         index = VectorIndex.create(source.d, factory)
         for ids, xb in source.chunks():

@@ -25,8 +25,10 @@ def train_and_fill(faiss: Any, factory: str, d: int, sample: Callable[[int], np.
             vt = faiss.downcast_VectorTransform(index.chain.at(i))
             if hasattr(vt, "niter"):
                 vt.niter = 10
-    # faiss wants >= 39 points a list; the sample (1.3 GB at 16k lists) is freed before filling
-    index.train(np.ascontiguousarray(sample(39 * ivf.nlist), dtype=np.float32))
+    # faiss wants >= 39 points a list, and PQ's 256-centroid codebooks as many for theirs; the
+    # sample (1.3 GB at 16k lists) is freed before filling
+    wanted = 39 * max(ivf.nlist, 256 if "PQ" in factory else 0)
+    index.train(np.ascontiguousarray(sample(wanted), dtype=np.float32))
     fill_reserved(faiss, index, chunks, progress)
     return index
 

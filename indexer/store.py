@@ -24,6 +24,7 @@ from indexer import catalog_version, face_catalog, locks, ownership  # noqa: F40
 from indexer.catalog import File, Item, Meta, chunked, drop_files, get_meta, init_schema, make_engine, set_meta
 from indexer.kinds import all_kinds
 from indexer.full_vectors import META as FULL_META, FullVectors
+from indexer.refine import Refiner, wants_refine
 from indexer.vectors import DEFAULT_FACTORY, MMAP_MIN_BYTES, VectorIndex, full_factory, is_ivf
 from retrieval.errors import LibraryError
 from retrieval.paths import BRIDGE_FILE, DB_FILE, INDEX_FILE, THUMBNAIL_DIR
@@ -174,6 +175,10 @@ class Store:
                 self._vectors = VectorIndex.create(create_dim, self.factory.split(",", 1)[1])
             if self._vectors is not None and writable:
                 self._keep_full(self._vectors)
+            elif self._vectors is not None and self.slot is None and wants_refine(self.factory):
+                with self.Session() as s:
+                    full = FullVectors.of(self.path, s, self._vectors.d)
+                self._vectors.refine = Refiner(full) if full is not None and full.complete else None
             if self._vectors is not None and self.device != "cpu":
                 # Searches run on a GPU copy when faiss has GPUs (use_gpu checks; CPU otherwise).
                 self._vectors.use_gpu(int(self.device.partition(":")[2] or 0))
@@ -192,6 +197,8 @@ class Store:
         """A rebuilt or retuned index becomes this writer's (saved by the next commit)."""
         self._vectors, self.factory, self.tuning = vecs, factory, tuning
         vecs.also_add = self.full.append if self.full is not None else None
+        if vecs.refine is None and self.full is not None and self.full.complete and wants_refine(factory):
+            vecs.refine = Refiner(self.full)
 
     def _keep_full(self, vecs: VectorIndex) -> None:
         """A writer's index: what it adds is also kept at full precision (indexer.full_vectors)."""

@@ -85,6 +85,7 @@ class VectorIndex:
         self.dirty = True  # changed since it was read or last saved
         self.version = 0  # counts changes: what caches of this index's contents key on
         self.also_add: Any = None  # called with what `add` adds (the writer's full vectors: indexer.full_vectors)
+        self.refine: Any = None  # re-ranks a compressed index's candidates exactly (indexer.refine)
 
     def _find_ivf(self, index: Any) -> Any:
         try:
@@ -309,7 +310,16 @@ class VectorIndex:
         return self.ivf_search(xq, k, self.faiss.SearchParametersIVF(nprobe=probe if probe is not None else self._ivf.nprobe))
 
     def ivf_search(self, xq: np.ndarray, k: int, params: Any) -> tuple[np.ndarray, np.ndarray]:
-        """An IVF search with these parameters (nprobe, selector) on the CPU index."""
+        """An IVF search with these parameters (nprobe, selector) on the CPU index; with `refine`,
+        more candidates ordered by their kept full-precision vectors."""
+        if self.refine is not None:
+            from indexer.refine import REFINE_FACTOR
+
+            _, I = self._ivf_search(xq, k * REFINE_FACTOR, params)
+            return self.refine.rerank(xq, I, k)
+        return self._ivf_search(xq, k, params)
+
+    def _ivf_search(self, xq: np.ndarray, k: int, params: Any) -> tuple[np.ndarray, np.ndarray]:
         if len(xq) == 1 and self._ivf is not None:  # one query: spread its inverted lists over the cores
             self._ivf.parallel_mode = 1
             try:
