@@ -5,9 +5,9 @@ Two append-only files, `full-N.vec` (rows of d numbers, float16 by default: half
 disk, within 1e-3 of it) and `full-N.ids` (each row's item id, int64). The catalog records how
 many rows are committed (meta "full_vectors": {"name", "rows", "d", "dtype"}), in the commit
 that commits those items: rows appended by a run killed before its commit lie beyond that count,
-and the next writer cuts them off. Rows of items since deleted stay until a rebuild compacts the
-files (`compact`, under a new N, made current by the commit that names it): readers of the rows
-keep only ids the catalog still holds. Only writers read these files; searches never do.
+and the next writer cuts them off. Rows of items since deleted stay (no compaction yet): readers
+of the rows keep only ids the catalog still holds. Writers read these files for rebuilds, and
+searches of a compressed index for re-ranking (indexer.refine).
 
     10,000,000 vectors of 512 dimensions: 10.2 GB (float16) + 80 MB of ids on disk.
 """

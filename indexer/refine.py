@@ -70,3 +70,5 @@ class Refiner:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+    __del__ = close  # a reader that reopens a changed library drops its old index and this with it
