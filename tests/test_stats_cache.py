@@ -10,7 +10,7 @@ import sqlite3
 from sqlalchemy import delete, select
 
 from indexer import catalog_version
-from indexer.catalog import File, Item, get_meta
+from indexer.catalog import File, Item, get_meta, set_meta
 from indexer.stats import CACHE_KEY, VERSION_KEY, counted, read_stats
 from tests.conftest import index_pictures_and_note, run_xmr
 
@@ -67,6 +67,15 @@ def test_counts_kept_after_an_index_run_and_dropped_by_any_change(tmp_path, rand
     with lib.store.Session() as s:
         assert catalog_version.refresh(s) and not catalog_version.refresh(s)  # counted once
     assert _stats(lib)["counts_kept"]
+
+    # a slow count (here: said to have taken 5 s) is not made again a moment later, unless forced
+    with lib.store.Session() as s:
+        kept = get_meta(s, CACHE_KEY)
+        set_meta(s, CACHE_KEY, {**kept, "seconds": 5.0})
+        s.scalars(select(File).where(File.path.like("%new.txt"))).one().size += 1
+        s.commit()
+        assert not catalog_version.refresh(s) and not _stats(lib)["counts_kept"]
+        assert catalog_version.refresh(s, force=True) and _stats(lib)["counts_kept"]
 
 
 def test_deleted_files_and_the_fast_cli_path_agree_with_a_count(tmp_path, random_model):
