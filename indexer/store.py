@@ -173,15 +173,15 @@ class Store:
                 if is_ivf(self.factory):  # the trained index file is gone: start exact again
                     self.factory = full_factory(DEFAULT_FACTORY)
                 self._vectors = VectorIndex.create(create_dim, self.factory.split(",", 1)[1])
-            if self._vectors is not None and writable:
-                self._keep_full(self._vectors)
-            elif self._vectors is not None and self.slot is None and wants_refine(self.factory):
+            if self._vectors is not None and not writable and self.slot is None and wants_refine(self.factory):
                 with self.Session() as s:
                     full = FullVectors.of(self.path, s, self._vectors.d)
                 self._vectors.refine = Refiner(full) if full is not None and full.complete else None
             if self._vectors is not None and self.device != "cpu":
                 # Searches run on a GPU copy when faiss has GPUs (use_gpu checks; CPU otherwise).
                 self._vectors.use_gpu(int(self.device.partition(":")[2] or 0))
+        if self._vectors is not None and writable:  # also an index this view first loaded to read
+            self._keep_full(self._vectors)
         return self._vectors
 
     def forget_loaded(self) -> None:
@@ -197,7 +197,7 @@ class Store:
         """A rebuilt or retuned index becomes this writer's (saved by the next commit)."""
         self._vectors, self.factory, self.tuning = vecs, factory, tuning
         vecs.also_add = self.full.append if self.full is not None else None
-        if vecs.refine is None and self.full is not None and self.full.complete and wants_refine(factory):
+        if self.full is not None and self.full.complete and wants_refine(factory) and vecs.refine is None:
             vecs.refine = Refiner(self.full)
 
     def _keep_full(self, vecs: VectorIndex) -> None:
