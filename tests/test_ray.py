@@ -136,9 +136,29 @@ def started_index(lib: Path, media: Path, model: str, address: str) -> subproces
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+def committed_index(lib: Path) -> str | None:
+    """The index file the library's last catalog commit made current, once it exists (an index
+    file is written before the commit that names it: its appearing alone is not a checkpoint)."""
+    import sqlite3
+
+    db = lib / "catalog.db"
+    if not db.exists():
+        return None
+    try:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)
+        try:
+            row = conn.execute("SELECT value FROM meta WHERE key = 'index_file'").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error:  # not made yet
+        return None
+    name = json.loads(row[0]) if row else None
+    return name if name and (lib / name).exists() else None
+
+
 def wait_for_commit(lib: Path, proc: subprocess.Popen, timeout: float = 240) -> None:
     deadline = time.monotonic() + timeout
-    while not any(lib.glob("vectors-*.faiss")):
+    while committed_index(lib) is None:
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline, "no checkpoint in time"
         time.sleep(0.02)
@@ -172,10 +192,10 @@ def test_killed_driver_then_killed_worker_node(cluster, tmp_path, random_model):
     assert 0 < with_rows < 150
 
     # resumed with Ray; the second node killed in the middle: Ray retries its tasks elsewhere
-    before = set(lib.glob("vectors-*.faiss"))
+    before = committed_index(lib)
     proc = started_index(lib, media, random_model, cluster.address)
     deadline = time.monotonic() + 240
-    while proc.poll() is None and set(lib.glob("vectors-*.faiss")) <= before:  # its first checkpoint
+    while proc.poll() is None and committed_index(lib) in (before, None):  # its first checkpoint
         assert time.monotonic() < deadline, "no checkpoint in time"
         time.sleep(0.02)
     cluster.kill_node(0)
