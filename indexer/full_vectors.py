@@ -140,7 +140,7 @@ class FullVectors:
         ids the catalog holds), only those, each id's last row (an item written again after a
         crash has two rows)."""
         ids, rows = self.ids(), rows or chunk_rows(self.d)
-        keep = np.isin(ids, live) & self._last_rows(ids) if live is not None else None
+        keep = np.isin(ids, live) & self.last_rows(ids) if live is not None else None
         for start in range(0, len(ids), rows):
             n = min(rows, len(ids) - start)
             mine = keep[start:start + n] if keep is not None else None
@@ -150,7 +150,7 @@ class FullVectors:
                 yield ids[start:start + n][mine], self.read(start, n, mine)
 
     @staticmethod
-    def _last_rows(ids: np.ndarray) -> np.ndarray:
+    def last_rows(ids: np.ndarray) -> np.ndarray:
         """Whether each row is its id's last."""
         order = np.argsort(ids[::-1], kind="stable")
         _, first = np.unique(ids[::-1][order], return_index=True)

@@ -15,6 +15,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from indexer.gpu import GpuCopy, TorchCopy, _NoGpu, torch_gpu
+from indexer.refine import REFINE_FACTOR
 from indexer.subsets import SubsetSearch
 from indexer.topk import blas_top_k
 from retrieval.errors import FaissMissingError, LibraryError, UsageError, cannot_write
@@ -313,8 +314,6 @@ class VectorIndex:
         """An IVF search with these parameters (nprobe, selector) on the CPU index; with `refine`,
         more candidates ordered by their kept full-precision vectors."""
         if self.refine is not None:
-            from indexer.refine import REFINE_FACTOR
-
             _, I = self._ivf_search(xq, k * REFINE_FACTOR, params)
             return self.refine.rerank(xq, I, k)
         return self._ivf_search(xq, k, params)
